@@ -1,0 +1,1 @@
+"""Broker implementations: simulated, alpaca, coinbase. Only the CLI imports this package."""

@@ -1,0 +1,118 @@
+"""The backtest driver: replays a signal archive through run_cycle on a simulated clock.
+
+The driver knows nothing of the simulator's class: it receives a ``Replayable`` broker (a Broker
+that can move through historical time and rebuild its equity curve) from the composition root.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from framework.engine import Pipeline, run_cycle
+from framework.journal import BufferedJournal
+from framework.ledger import Ledger, iso, pack_prices
+from framework.types import SignalBatches
+
+
+class Replayable(Protocol):
+    """A Broker (see framework.broker) that can also move through historical time."""
+
+    times: np.ndarray
+
+    def sync(self) -> list: ...
+
+    def open_orders(self) -> list: ...
+
+    def cancel(self, client_ids: list[str]) -> list: ...
+
+    def prices(self, universe): ...
+
+    def instruments(self, symbols): ...
+
+    def advance_to(self, t: np.datetime64) -> None: ...
+
+    def bar_at(self, t: np.datetime64) -> int: ...
+
+    def equity_curve(self) -> pd.DataFrame: ...
+
+
+@dataclass(slots=True)
+class ReplayOutcome:
+    n_cycles: int = 0
+    n_halted: int = 0
+    seconds: float = 0.0
+    equity: pd.DataFrame | None = None
+    timings: dict = field(default_factory=dict)
+
+
+def replay(p: Pipeline, market: Replayable, signals: SignalBatches, *, absent_hold: bool = False,
+           progress: bool = False) -> ReplayOutcome:
+    """Run every batch of ``signals`` in time order, then let working orders finish on the remaining bars."""
+    out = ReplayOutcome()
+    t0 = time.perf_counter()
+    steps = range(len(signals))
+    if progress:
+        from tqdm import tqdm
+
+        steps = tqdm(steps, desc="backtest", unit="batch", leave=False)
+    for i in steps:
+        t = signals.times[i]
+        market.advance_to(t)
+        res = run_cycle(p, signals.batch(i, absent_hold))
+        out.n_cycles += 1
+        out.n_halted += res.halted
+    if len(market.times):
+        last = market.times[-1]
+        if len(signals) == 0 or last > signals.times[-1]:
+            market.advance_to(last)
+    updates = market.sync()
+    if updates:
+        p.journal.updates(updates)  # type: ignore[attr-defined]
+    leftovers = market.open_orders()
+    if leftovers:
+        ids = [o.client_order_id for o in leftovers]
+        market.cancel(ids)
+        p.journal.cancels(ids, market.times[-1], "canceled: still working at the end of the data")  # type: ignore[attr-defined]
+    out.seconds = time.perf_counter() - t0
+    curve = market.equity_curve()
+    if len(signals):
+        first = max(market.bar_at(signals.times[0]), 0)
+        curve = curve.iloc[first:].reset_index(drop=True)
+    out.equity = curve
+    return out
+
+
+def persist(ledger: Ledger, journal: BufferedJournal, outcome: ReplayOutcome, market: Replayable, *,
+            run_id: str, strategy: str, config_hash: str, universe: tuple[str, ...], initial_equity: float,
+            settings: dict, signals: str) -> None:
+    """Write a finished backtest to the ledger: run, cycles, decisions, orders, fills, equity, final marks."""
+    ledger.start_run(run_id, strategy, config_hash, "backtest", "sim", initial_equity, universe, settings, signals)
+    journal.flush(ledger)
+    eq = outcome.equity
+    assert eq is not None
+    with ledger.tx():
+        ledger.write_equity(run_id, eq)
+        if len(eq):
+            t_end = eq["time"].iloc[-1].tz_convert("UTC").tz_localize(None).to_datetime64()
+            marks = market.prices(p_universe(market, universe))
+            ledger.write_cycles([(run_id, outcome.n_cycles, "final-mark", iso(t_end), "mark",
+                                  float(eq["equity"].iloc[-1]), pack_prices(marks))])
+    ledger.finish_run(run_id, "done",
+                      eq["time"].iloc[0].isoformat() if len(eq) else None,
+                      eq["time"].iloc[-1].isoformat() if len(eq) else None,
+                      float(eq["equity"].iloc[-1]) if len(eq) else initial_equity)
+
+
+def p_universe(market: Replayable, universe: tuple[str, ...]):
+    return market.instruments(list(universe))
+
+
+def new_run_id(strategy: str, mode: str) -> str:
+    stamp = np.datetime_as_string(np.datetime64(time.time_ns(), "ns"), unit="ms")
+    stamp = stamp.replace("-", "").replace(":", "").replace(".", "")
+    return f"{stamp}-{mode}-{strategy}"[:80]

@@ -1,0 +1,104 @@
+"""The Broker port: what the pipeline needs from a venue, real or simulated.
+
+Adapter checklist (every Broker implements the required methods; the contract suite in
+``tests/contract/`` runs each of them against the simulator and the local venue servers):
+
+| method                     | required | what it does                                                        |
+|----------------------------|----------|---------------------------------------------------------------------|
+| ``name``                   | yes      | short venue name (``sim``, ``alpaca``, ``coinbase``)                |
+| ``instruments(symbols)``   | yes      | venue rules per canonical symbol -> ``Universe`` (unknown -> DataError) |
+| ``account()``              | yes      | ``AccountSnapshot`` (positions in canonical symbols, or empty when  |
+|                            |          | ``positions()`` is overridden to provide them)                       |
+| ``positions()``            | optional | holdings; the default reads them from ``account()``                  |
+| ``prices(universe)``       | yes      | sizing prices aligned to the universe (NaN where none)             |
+| ``execute(batch)``         | yes      | send every order of one leg, wait for the outcome up to the         |
+|                            |          | configured time, return an ``ExecutionReport`` (never raises for a  |
+|                            |          | rejected order: it is a status with a message)                      |
+| ``sync()``                 | yes      | fills and state changes of orders still working since the last call |
+| ``lookup(client_ids)``     | yes      | orders the venue knows by client order id (crash recovery)          |
+| ``open_orders()``          | yes      | orders still working at the venue                                   |
+| ``cancel(client_ids)``     | yes      | cancel working orders                                              |
+| ``market_open(universe)``  | yes      | bool array: may each symbol trade now (equity sessions, 24/7 crypto) |
+| ``describe()``             | optional | one line for status output (masked keys, endpoint, paper/live)      |
+
+Rules: canonical symbols in and out (venue symbols stay inside the adapter); SDK errors are
+translated into ``framework.errors`` at the boundary; every HTTP call has a timeout.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from framework.types import AccountSnapshot, ExecutionReport, OrderBatch, Position, Universe
+
+
+@dataclass(frozen=True, slots=True)
+class OrderState:
+    """An order as the venue reports it, in canonical symbols."""
+
+    client_order_id: str
+    broker_id: str | None
+    symbol: str
+    side: int
+    qty: float
+    filled_qty: float
+    avg_price: float | None
+    status: int        # OrderStatus code
+    order_type: str = "market"
+    message: str = ""
+
+
+class Broker(ABC):
+    """A venue the pipeline can trade at. See the module docstring for the checklist."""
+
+    name: str = "broker"
+
+    @abstractmethod
+    def instruments(self, symbols: list[str] | tuple[str, ...]) -> Universe: ...
+
+    @abstractmethod
+    def account(self) -> AccountSnapshot: ...
+
+    @abstractmethod
+    def prices(self, universe: Universe) -> np.ndarray: ...
+
+    @abstractmethod
+    def execute(self, batch: OrderBatch) -> ExecutionReport: ...
+
+    @abstractmethod
+    def sync(self) -> list[ExecutionReport]: ...
+
+    @abstractmethod
+    def lookup(self, client_ids: list[str]) -> dict[str, OrderState]: ...
+
+    @abstractmethod
+    def open_orders(self) -> list[OrderState]: ...
+
+    @abstractmethod
+    def cancel(self, client_ids: list[str]) -> list[OrderState]: ...
+
+    @abstractmethod
+    def market_open(self, universe: Universe) -> np.ndarray: ...
+
+    def positions(self) -> tuple[Position, ...]:
+        """Holdings in canonical symbols (the account snapshot's, unless the broker keeps them apart)."""
+        return self.account().positions
+
+    def position_vector(self, universe: Universe, account: AccountSnapshot | None = None) -> np.ndarray:
+        """Signed quantities aligned to ``universe`` (zeros where nothing is held)."""
+        held = account.positions if account is not None and account.positions else self.positions()
+        out = np.zeros(len(universe))
+        for p in held:
+            k = universe.index.get(p.symbol)
+            if k is not None:
+                out[k] = p.qty
+        return out
+
+    def describe(self) -> str:
+        return self.name
+
+    def close(self) -> None:
+        """Release connections; the default has none."""

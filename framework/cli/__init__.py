@@ -1,0 +1,201 @@
+"""The ``parity`` command line. Heavy libraries are imported inside commands so ``--help`` is fast.
+
+Exit codes: 0 success; 1 runtime failure; 2 bad input or usage (nothing was sent);
+3 the risk manager blocked the whole cycle.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from framework.errors import ParityError
+
+CONFIG_HELP = "settings file (default config/settings.yaml)"
+
+
+def _settings(ctx: click.Context):
+    from framework.config import load_settings
+
+    return load_settings(ctx.obj["config"])
+
+
+def _progress(json_out: bool) -> bool:
+    return (not json_out) and sys.stdout.isatty()
+
+
+class ParityGroup(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ParityError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=ParityGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config", default=None, metavar="PATH", help=CONFIG_HELP)
+@click.pass_context
+def main(ctx: click.Context, config: str | None) -> None:
+    """Parity: one risk manager and one rebalancer for backtest, paper and live trading."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+
+
+def config_option(f):
+    """Accept --config after the command name too (``parity backtest --config X``)."""
+    def set_config(ctx: click.Context, _param, value):
+        if value:
+            ctx.obj["config"] = value
+        return value
+    return click.option("--config", default=None, metavar="PATH", help=CONFIG_HELP, expose_value=False,
+                        callback=set_config)(f)
+
+
+@main.command()
+@click.option("--json", "json_out", is_flag=True, help="print the summary as JSON only")
+@config_option
+@click.pass_context
+def demo(ctx: click.Context, json_out: bool) -> None:
+    """Backtest the demo strategy on a deterministic sample market (no keys, no network)."""
+    from framework.cli.demo import run_demo
+
+    settings = _settings(ctx)
+    run_id, summary, out = run_demo(settings, ctx.obj["config"], progress=_progress(json_out))
+    _finish(summary, out, json_out)
+
+
+@main.command()
+@click.option("--strategy", "strategy_name", required=True, help="strategy name (config/strategies/NAME.yaml) or a YAML path")
+@click.option("--signals", "signals_path", default=None, help="signal archive (file or directory); overrides the strategy's")
+@click.option("--bars", "bars_path", default=None, help="long bar CSV or store directory; overrides the strategy's")
+@click.option("--start", default=None, help="first batch time (inclusive)")
+@click.option("--end", default=None, help="last batch and bar time (inclusive)")
+@click.option("--cash", type=float, default=None, help="starting cash (default: the strategy's simulation.cash)")
+@click.option("--out", "out_dir", default=None, help="reports directory (default: reports_dir of the settings)")
+@click.option("--json", "json_out", is_flag=True, help="print the summary as JSON only")
+@config_option
+@click.pass_context
+def backtest(ctx: click.Context, strategy_name: str, signals_path, bars_path, start, end, cash, out_dir,
+             json_out: bool) -> None:
+    """Replay a signal archive through risk, rebalancer and the simulated broker."""
+    from framework.cli.wiring import run_backtest
+    from framework.config import load_strategy
+
+    settings = _settings(ctx)
+    strategy = load_strategy(strategy_name, ctx.obj["config"])
+    run_id, summary, out = run_backtest(settings, ctx.obj["config"], strategy, signals_path=signals_path,
+                                        bars_path=bars_path, start=start, end=end, cash=cash, out_dir=out_dir,
+                                        progress=_progress(json_out))
+    _finish(summary, out, json_out)
+
+
+def _finish(summary: dict, out: Path, json_out: bool) -> None:
+    from framework.cli.output import emit_json, print_summary
+
+    if json_out:
+        emit_json({**summary, "artifacts": str(out)})
+    else:
+        print_summary(summary, str(out))
+
+
+@main.command()
+@click.option("--json", "json_out", is_flag=True)
+@config_option
+@click.pass_context
+def runs(ctx: click.Context, json_out: bool) -> None:
+    """List recorded runs."""
+    from framework.cli.output import emit_json, print_runs
+    from framework.ledger import Ledger
+
+    settings = _settings(ctx)
+    ledger = Ledger(settings.ledger)
+    df = ledger.runs()
+    ledger.close()
+    if json_out:
+        emit_json({"runs": df.drop(columns=["settings", "universe"]).to_dict(orient="records")})
+    else:
+        print_runs(df)
+
+
+@main.command()
+@click.argument("run_id", required=False)
+@click.option("--out", "out_dir", default=None, help="reports directory (default: reports_dir)")
+@config_option
+@click.pass_context
+def report(ctx: click.Context, run_id: str | None, out_dir: str | None) -> None:
+    """Write the report of RUN_ID (the newest run when omitted)."""
+    from framework.artifacts import write_artifacts
+    from framework.errors import UsageError
+    from framework.ledger import Ledger
+
+    settings = _settings(ctx)
+    ledger = Ledger(settings.ledger)
+    try:
+        rid = run_id or ledger.latest_run_id()
+        if rid is None:
+            raise UsageError("no runs recorded yet (try `parity demo`)")
+        out = write_artifacts(ledger, rid, out_dir or settings.reports_dir)
+    finally:
+        ledger.close()
+    click.echo(f"Report: {out / 'report.html'}")
+
+
+@main.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--out", "out_dir", default=None)
+@click.option("--json", "json_out", is_flag=True)
+@config_option
+@click.pass_context
+def compare(ctx: click.Context, run_a: str, run_b: str, out_dir: str | None, json_out: bool) -> None:
+    """Compare two runs side by side (equity, metrics, daily and per-symbol P&L, orders)."""
+    from framework.artifacts import load_run
+    from framework.cli.output import emit_json
+    from framework.ledger import Ledger
+    from framework.reports.compare import compare_runs
+
+    settings = _settings(ctx)
+    ledger = Ledger(settings.ledger)
+    try:
+        a, b = load_run(ledger, run_a), load_run(ledger, run_b)
+    finally:
+        ledger.close()
+    out = Path(out_dir or settings.reports_dir) / f"compare-{run_a}-vs-{run_b}"
+    result = compare_runs(a, b, out)
+    if json_out:
+        emit_json(result)
+    else:
+        click.echo(f"Comparison: {out / 'compare.html'}")
+
+
+@main.group()
+def data() -> None:
+    """Market data in the local store."""
+
+
+@data.command("import")
+@click.argument("file")
+@click.option("--timeframe", default=None, help="dataset name (default: inferred from the bar spacing)")
+@config_option
+@click.pass_context
+def data_import(ctx: click.Context, file: str, timeframe: str | None) -> None:
+    """Import a long CSV (timestamp,symbol,open,high,low,close,volume) into the Parquet store."""
+    from framework.data import BarStore, infer_timeframe, read_long_csv
+
+    settings = _settings(ctx)
+    df = read_long_csv(file)
+    tf = timeframe or infer_timeframe(df)
+    counts = BarStore(settings.data_dir).write(df, tf)
+    click.echo(f"imported {len(df):,} bars of {len(counts)} symbol(s) from {file} into {settings.data_dir}bars/{tf}")
+    for sym, n in counts.items():
+        click.echo(f"  {sym}: {n:,} bars in the store")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The composition root: the one place where brokers are wired into the pipeline.
+
+Only ``framework.cli`` may import ``brokers``; the rest of ``framework`` defines the parts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from framework.config import Settings, StrategyConfig, load_venue
+from framework.errors import UsageError
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestSetup:
+    run_id: str
+    strategy: StrategyConfig
+    signals: object
+    market: object
+    pipeline: object
+    journal: object
+    initial_cash: float
+    signals_source: str
+    settings_dump: dict
+
+
+def _as_time(value: str | None, what: str) -> np.datetime64 | None:
+    if value is None:
+        return None
+    import pandas as pd
+
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise UsageError(f"--{what}: not a date or time: {value!r}") from None
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return np.datetime64(ts.tz_localize(None).to_datetime64(), "ns")
+
+
+def build_backtest(settings: Settings, settings_path: str | None, strategy: StrategyConfig, *,
+                   signals_path: str | None = None, bars_path: str | None = None, start: str | None = None,
+                   end: str | None = None, cash: float | None = None) -> BacktestSetup:
+    """Load bars and signals, validate them against the venue, and wire a simulated pipeline."""
+    from brokers.simulated import SimulatedBroker
+    from framework.backtest import new_run_id
+    from framework.clock import SimClock
+    from framework.costs import NoFees, VenueFees, slippage_model
+    from framework.data import load_bars
+    from framework.engine import Pipeline
+    from framework.journal import BufferedJournal
+    from framework.rebalance import Rebalancer
+    from framework.risk import RiskManager
+    from framework.signals import load_signals
+    from framework.venue import universe_for, untradable
+
+    sim = strategy.simulation
+    venue = load_venue(sim.venue, settings_path)
+    src = signals_path or strategy.signals.path
+    if not src:
+        raise UsageError(f"strategy {strategy.name!r} names no signal archive: pass --signals PATH "
+                         f"or set signals.path in {strategy.source}")
+    bars = load_bars(bars_path or strategy.bars.path, settings.data_dir, strategy.bars.timeframe,
+                     factors=strategy.bars.factors)
+    t0, t1 = _as_time(start, "start"), _as_time(end, "end")
+    bar_syms = set(bars.symbols)
+    bars_name = bars_path or strategy.bars.path or f"the local store ({settings.data_dir})"
+
+    def check(symbols: list[str]) -> dict[str, str]:
+        bad = {s: f"no bars for {s} in {bars_name}" for s in symbols if s not in bar_syms}
+        bad.update({s: r for s, r in untradable(venue, symbols).items() if s not in bad})
+        return bad
+
+    universe_hint = None if signals_path else strategy.universe
+    signals = load_signals(src, strategy=None if signals_path else strategy.name, timezone=strategy.signals.timezone,
+                           duplicates=strategy.signals.duplicates, symbol_check=check, universe=universe_hint)
+    if t0 is not None or t1 is not None:
+        keep = np.ones(len(signals.times), bool)
+        if t0 is not None:
+            keep &= signals.times >= t0
+        if t1 is not None:
+            keep &= signals.times <= t1
+        from framework.types import SignalBatches
+
+        signals = SignalBatches(signals.strategy, signals.symbols, signals.times[keep], signals.weights[keep],
+                                signals.confidence[keep], signals.sources)
+        if len(signals.times) == 0:
+            raise UsageError(f"no signal batches between {start} and {end}")
+    universe = universe_for(venue, signals.symbols)
+    bars = bars.select(list(universe.symbols)).between(None, t1)
+    initial = float(cash if cash is not None else sim.cash)
+    if initial <= 0:
+        raise UsageError("--cash must be positive")
+    clock = SimClock(bars.times[0] if len(bars.times) else signals.times[0])
+    fees = VenueFees.from_venue(venue, sim.fee_tier) if sim.fees else NoFees()
+    market = SimulatedBroker(bars, universe, clock, cash=initial, fill=sim.fill, fees=fees,
+                             slippage=slippage_model(sim.slippage), volume_cap=sim.volume_cap,
+                             lookback=sim.slippage.lookback)
+    limits = strategy.limits(settings.execution.limits())
+    fee_rate = fees.rate(universe.crypto) if isinstance(fees, VenueFees) else 0.0
+    run_id = new_run_id(strategy.name, "backtest")
+    journal = BufferedJournal(run_id)
+    pipeline = Pipeline(market, RiskManager(limits), Rebalancer(strategy.rebalance, fee_rate), journal, universe,
+                        strategy.rebalance.unfilled)
+    dump = {"strategy": strategy.model_dump(exclude={"source"}), "limits": limits.model_dump(),
+            "venue": venue.venue, "signals": str(src), "bars": str(bars_name)}
+    return BacktestSetup(run_id, strategy, signals, market, pipeline, journal, initial, str(src), dump)
+
+
+def run_backtest(settings: Settings, settings_path: str | None, strategy: StrategyConfig, *,
+                 out_dir: str | None = None, progress: bool = False, report: bool = True, **kw) -> tuple[str, dict, Path]:
+    """Build, replay, persist and write artifacts; return (run_id, summary, artifacts dir)."""
+    import json
+
+    from framework.artifacts import write_artifacts
+    from framework.backtest import persist, replay
+    from framework.ledger import Ledger
+
+    setup = build_backtest(settings, settings_path, strategy, **kw)
+    outcome = replay(setup.pipeline, setup.market, setup.signals,  # type: ignore[arg-type]
+                     absent_hold=strategy.signals.absent == "hold", progress=progress)
+    ledger = Ledger(settings.ledger)
+    try:
+        persist(ledger, setup.journal, outcome, setup.market,  # type: ignore[arg-type]
+                run_id=setup.run_id, strategy=strategy.name, config_hash=strategy.config_hash(),
+                universe=setup.pipeline.universe.symbols, initial_equity=setup.initial_cash,  # type: ignore[attr-defined]
+                settings=setup.settings_dump, signals=setup.signals_source)
+        out = write_artifacts(ledger, setup.run_id, out_dir or settings.reports_dir, report=report)
+    finally:
+        ledger.close()
+    summary = json.loads((out / "summary.json").read_text())
+    return setup.run_id, summary, out
+
+
+def ensure_dir(path: str | Path) -> Path:
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    return p

@@ -1,0 +1,348 @@
+"""Validated configuration: settings.yaml, strategies/NAME.yaml and venues/VENUE.yaml.
+
+Models are frozen and reject unknown keys; a wrong key or type becomes a ConfigError naming the
+file and the key. ``${VAR}`` is read from the environment or a ``.env`` file in the working
+directory. A secret written literally in YAML works but triggers a warning. Relative paths in the
+files (ledger, data_dir, reports_dir, signal and bar sources) are relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from framework.errors import ConfigError
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+SECRET_KEYS = ("api_key", "api_secret", "paper_api_key", "paper_api_secret")
+PACKAGE_CONFIG = Path(__file__).resolve().parent.parent / "config"
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- settings.yaml
+class AlpacaSettings(Model):
+    enabled: bool = True
+    api_key: str | None = None
+    api_secret: str | None = None
+    paper_api_key: str | None = None
+    paper_api_secret: str | None = None
+    base_url: str | None = None      # trading endpoint override, e.g. a local test server
+    data_url: str | None = None      # market-data endpoint override
+    timeout_s: float = 10.0
+    requests_per_minute: int = 200
+
+
+class CoinbaseSettings(Model):
+    enabled: bool = False
+    api_key: str | None = None
+    api_secret: str | None = None
+    key_file: str | None = None      # CDP key JSON {"name": ..., "privateKey": ...}
+    base_url: str | None = None      # host[:port] override, e.g. a local test server
+    ca_bundle: str | None = None     # trust a test server's self-signed certificate
+    timeout_s: float = 10.0
+    requests_per_second: int = 30
+
+
+class RiskLimits(Model):
+    """The risk limits of SPEC section 7; fractions of equity unless said otherwise."""
+
+    max_position_size_pct: float = Field(0.20, ge=0)
+    max_exposure_pct: float = Field(0.95, ge=0)
+    max_positions: int = Field(10, ge=0)
+    min_confidence: float = Field(0.50, ge=0, le=1)
+    max_daily_loss_pct: float = Field(0.05, ge=0)
+    min_account_balance: float = Field(1000.0, ge=0)
+    max_leverage: float = Field(1.0, ge=0)
+    max_signal_age_minutes: float = Field(15.0, gt=0)
+
+
+class ExecutionSettings(RiskLimits):
+    alpaca: AlpacaSettings = AlpacaSettings()
+    coinbase: CoinbaseSettings = CoinbaseSettings()
+
+    def limits(self) -> RiskLimits:
+        return RiskLimits(**{k: getattr(self, k) for k in RiskLimits.model_fields})
+
+
+class Settings(Model):
+    execution: ExecutionSettings = ExecutionSettings()
+    ledger: str = "data/parity.db"
+    data_dir: str = "data/"
+    reports_dir: str = "reports/"
+    source: str = "<defaults>"
+
+
+# ---------------------------------------------------------------- strategies/NAME.yaml
+class SignalSource(Model):
+    path: str | None = None
+    timezone: str | None = None
+    duplicates: Literal["last", "max_confidence", "mean"] | None = None
+    absent: Literal["close", "hold"] = "close"
+
+
+class BarSource(Model):
+    path: str | None = None          # a long CSV file, or omitted for the local store
+    timeframe: str | None = None     # store dataset, e.g. 1d, 1h, 1m
+    factors: str | None = None       # split factor table (raw bars)
+
+
+class SlippageSettings(Model):
+    model: Literal["fixed_bps", "spread_impact"] = "fixed_bps"
+    bps: float = Field(5.0, ge=0)
+    spread_bps: float = Field(2.0, ge=0)    # spread_impact: full quoted spread; half is paid
+    k: float = Field(0.1, ge=0)             # spread_impact: impact coefficient on sigma*sqrt(qty/ADV)
+    lookback: int = Field(20, ge=2)
+
+
+class SimulationSettings(Model):
+    venue: Literal["alpaca", "coinbase"] = "alpaca"
+    fill: Literal["next_open", "close", "vwap"] = "next_open"
+    slippage: SlippageSettings = SlippageSettings()
+    volume_cap: float | None = Field(None, gt=0, le=1)
+    cash: float = Field(100_000.0, gt=0)
+    fee_tier: int = Field(0, ge=0)
+    fees: bool = True
+
+
+class RebalanceSettings(Model):
+    drift_threshold: float = Field(0.01, ge=0)
+    cash_buffer_pct: float = Field(0.0, ge=0, lt=1)
+    execution: Literal["market", "smart"] = "market"
+    unfilled: Literal["carry", "cancel"] = "cancel"
+    order_timeout_s: float = Field(60.0, gt=0)
+    price_buffer_bps: float = Field(10.0, ge=0)   # headroom when re-sizing buys to buying power
+    smart_reprices: int = Field(3, ge=0)
+
+
+class PaperGate(Model):
+    min_sharpe: float | None = None
+    max_drawdown: float | None = None     # as a positive fraction, e.g. 0.25
+    min_trades: int | None = None
+
+
+class LiveGate(PaperGate):
+    min_paper_days: int | None = None
+    max_tracking_error: float | None = None
+    no_risk_halt: bool = True
+
+
+class PromotionGates(Model):
+    paper: PaperGate = PaperGate()
+    live: LiveGate = LiveGate()
+
+
+class StrategyConfig(Model):
+    name: str
+    description: str = ""
+    stage: Literal["research", "paper", "live"] = "research"
+    signals: SignalSource = SignalSource()
+    bars: BarSource = BarSource()
+    universe: list[str] | None = None
+    routing: dict[str, Literal["alpaca", "coinbase", "sim"]] = {"equity": "alpaca", "crypto": "alpaca"}
+    risk: dict[str, float] = {}
+    rebalance: RebalanceSettings = RebalanceSettings()
+    simulation: SimulationSettings = SimulationSettings()
+    promotion: PromotionGates = PromotionGates()
+    source: str = "<embedded>"
+
+    @field_validator("risk")
+    @classmethod
+    def _known_risk_keys(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = set(v) - set(RiskLimits.model_fields)
+        if unknown:
+            raise ValueError(f"unknown risk limit(s) {sorted(unknown)}; known: {sorted(RiskLimits.model_fields)}")
+        return v
+
+    def limits(self, base: RiskLimits) -> RiskLimits:
+        return RiskLimits(**{**base.model_dump(), **self.risk})
+
+    def config_hash(self) -> str:
+        """Content hash of everything that changes behaviour (not the stage, name of file, description)."""
+        data = self.model_dump(exclude={"stage", "source", "description"})
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def broker_for(self, symbol: str) -> str:
+        from framework.types import AssetClass
+
+        return self.routing.get(symbol) or self.routing.get(AssetClass.of(symbol).value, "alpaca")
+
+
+# ---------------------------------------------------------------- venues/VENUE.yaml
+class FeeTier(Model):
+    min_volume: float = 0.0
+    maker_bps: float = 0.0
+    taker_bps: float = 0.0
+
+
+class SellRegulatory(Model):
+    sec_fee_per_dollar: float = 0.0
+    finra_taf_per_share: float = 0.0
+    finra_taf_max_per_trade: float = 0.0
+    cat_fee_per_share: float = 0.0
+
+
+class FeeSchedule(Model):
+    tiers: list[FeeTier] = [FeeTier()]
+    sell_regulatory: SellRegulatory = SellRegulatory()
+
+
+class AssetClassRules(Model):
+    fractional: bool = True
+    qty_increment: float = 1e-9
+    min_qty: float = 0.0
+    min_notional: float = 0.0
+    shorting: bool = False
+    time_in_force: Literal["day", "gtc", "ioc"] = "day"
+    hours: str = "24/7"
+    fees: FeeSchedule = FeeSchedule()
+
+
+class InstrumentRules(Model):
+    qty_increment: float | None = None
+    min_qty: float | None = None
+    price_increment: float | None = None
+    min_notional: float | None = None
+    fractionable: bool | None = None
+    shortable: bool | None = None
+
+
+class VenueConfig(Model):
+    venue: str
+    asset_classes: dict[Literal["equity", "crypto"], AssetClassRules]
+    instruments: dict[str, InstrumentRules] = {}
+    source: str = "<embedded>"
+
+    def rules(self, asset_class: str) -> AssetClassRules:
+        r = self.asset_classes.get(asset_class)  # type: ignore[call-overload]
+        if r is None:
+            raise ConfigError(f"{self.source}: venue {self.venue!r} does not trade {asset_class}")
+        return r
+
+
+# ---------------------------------------------------------------- loading
+def load_dotenv_once(directory: Path | None = None) -> None:
+    from dotenv import load_dotenv
+
+    path = (directory or Path.cwd()) / ".env"
+    if path.is_file():
+        load_dotenv(path, override=False)
+
+
+def _interpolate(node: Any, file: str, path: str = "") -> Any:
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            key_path = f"{path}.{k}" if path else str(k)
+            if isinstance(v, str) and k in SECRET_KEYS and v and not _ENV.search(v):
+                warnings.warn(f"{file}: {key_path} holds a literal secret; prefer ${{VAR}} from the environment",
+                              stacklevel=2)
+            out[k] = _interpolate(v, file, key_path)
+        return out
+    if isinstance(node, list):
+        return [_interpolate(v, file, f"{path}[{i}]") for i, v in enumerate(node)]
+    if isinstance(node, str) and _ENV.search(node):
+        value = _ENV.sub(lambda m: os.environ.get(m.group(1), ""), node)
+        return value or None
+    return node
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _validate(model: type[Model], data: dict, path: Path) -> Any:
+    try:
+        return model.model_validate({**data, "source": str(path)})
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            key = ".".join(str(x) for x in err["loc"]) or "(top level)"
+            lines.append(f"{path} [{key}]: {err['msg']}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def load_settings(path: str | Path | None) -> Settings:
+    """Load settings.yaml; without a file (the demo on a bare checkout) use the defaults."""
+    load_dotenv_once()
+    if path is None:
+        candidate = Path("config/settings.yaml")
+        if not candidate.is_file():
+            return Settings()
+        path = candidate
+    p = Path(path)
+    return _validate(Settings, _interpolate(read_yaml(p), str(p)), p)
+
+
+def config_dirs(settings_path: str | Path | None) -> list[Path]:
+    """Where strategy and venue files are looked up: beside settings.yaml, then the repo's config/."""
+    dirs = []
+    if settings_path:
+        dirs.append(Path(settings_path).resolve().parent)
+    dirs += [Path("config").resolve(), PACKAGE_CONFIG]
+    seen: list[Path] = []
+    for d in dirs:
+        if d not in seen:
+            seen.append(d)
+    return seen
+
+
+def load_strategy(name_or_path: str, settings_path: str | Path | None = None) -> StrategyConfig:
+    """Load a strategy by name (config/strategies/NAME.yaml) or by path to a YAML file."""
+    p = Path(name_or_path)
+    if p.suffix.lower() not in (".yaml", ".yml"):
+        for d in config_dirs(settings_path):
+            cand = d / "strategies" / f"{name_or_path}.yaml"
+            if cand.is_file():
+                p = cand
+                break
+        else:
+            if name_or_path == "default":
+                return StrategyConfig(name="default")
+            raise ConfigError(f"strategy {name_or_path!r} not found (looked for strategies/{name_or_path}.yaml "
+                              f"in {', '.join(str(d) for d in config_dirs(settings_path))})")
+    data = read_yaml(p)
+    data.setdefault("name", p.stem)
+    return _validate(StrategyConfig, data, p)
+
+
+def load_venue(name: str, settings_path: str | Path | None = None) -> VenueConfig:
+    for d in config_dirs(settings_path):
+        cand = d / "venues" / f"{name}.yaml"
+        if cand.is_file():
+            return _validate(VenueConfig, read_yaml(cand), cand)
+    raise ConfigError(f"venue file venues/{name}.yaml not found")
+
+
+def mask_secret(value: str | None) -> str:
+    """Show a key the way status output does: first two and last two characters."""
+    if not value:
+        return "(not set)"
+    if len(value) <= 6:
+        return "…"
+    return f"{value[:2]}…{value[-2:]}"

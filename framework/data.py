@@ -1,0 +1,266 @@
+"""Market data: the long CSV format, the local Parquet bar store, and dense bar arrays.
+
+Long CSV: ``timestamp,symbol,open,high,low,close,volume`` (ISO 8601 UTC). The store keeps one
+dataset per timeframe, one Parquet file per symbol: ``DATA_DIR/bars/TIMEFRAME/SYMBOL.parquet``
+(``/`` in a pair becomes ``-``). ``BarArrays`` is what the simulator runs on: one row per bar time,
+one column per symbol, NaN where a symbol has no bar (an equity outside its session).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from framework.errors import DataError, Problem
+from framework.symbols import canonical
+
+BAR_COLUMNS = ("timestamp", "symbol", "open", "high", "low", "close", "volume")
+PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BarArrays:
+    """Bars as dense (n_bars, n_symbols) float64 matrices over a shared, increasing time axis."""
+
+    times: np.ndarray            # datetime64[ns] UTC
+    symbols: tuple[str, ...]
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    split_ratio: np.ndarray | None = None   # new shares per old share on ex-date bars, else 1
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.close.shape
+
+    def select(self, symbols: list[str] | tuple[str, ...]) -> BarArrays:
+        """Columns for ``symbols`` in that order; rows where none of them has a bar are dropped."""
+        idx = [self.symbols.index(s) for s in symbols]
+        close = self.close[:, idx]
+        rows = ~np.isnan(close).all(axis=1)
+        pick = (lambda m: m[:, idx][rows]) if not rows.all() else (lambda m: m[:, idx])
+        sr = None if self.split_ratio is None else pick(self.split_ratio)
+        return BarArrays(self.times[rows], tuple(symbols), pick(self.open), pick(self.high), pick(self.low),
+                         pick(self.close), pick(self.volume), sr)
+
+    def between(self, start: np.datetime64 | None, end: np.datetime64 | None) -> BarArrays:
+        lo = 0 if start is None else int(np.searchsorted(self.times, start, "left"))
+        hi = len(self.times) if end is None else int(np.searchsorted(self.times, end, "right"))
+        s = slice(lo, hi)
+        sr = None if self.split_ratio is None else self.split_ratio[s]
+        return BarArrays(self.times[s], self.symbols, self.open[s], self.high[s], self.low[s], self.close[s],
+                         self.volume[s], sr)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Back to the long format (used by the store and by tests)."""
+        n, m = self.shape
+        df = pd.DataFrame({
+            "timestamp": pd.to_datetime(np.repeat(self.times, m), utc=True),
+            "symbol": np.tile(np.array(self.symbols, dtype=object), n),
+            **{c: getattr(self, c).reshape(-1) for c in PRICE_COLUMNS},
+        })
+        return df[~np.isnan(df["close"].to_numpy())].reset_index(drop=True)
+
+
+def bars_from_frame(df: pd.DataFrame, symbols: list[str] | None = None) -> BarArrays:
+    """Pivot a validated long frame (timestamp UTC, canonical symbol, OHLCV) into BarArrays."""
+    ts = pd.DatetimeIndex(df["timestamp"]).tz_convert("UTC").tz_localize(None).to_numpy("datetime64[ns]")
+    times, t_idx = np.unique(ts, return_inverse=True)
+    syms = sorted(df["symbol"].unique()) if symbols is None else list(symbols)
+    code = {s: i for i, s in enumerate(syms)}
+    s_idx = df["symbol"].map(code).to_numpy()
+    keep = ~pd.isna(s_idx)
+    s_idx = s_idx[keep].astype(np.int64)
+    t_idx = t_idx[keep]
+    mats = {}
+    for c in PRICE_COLUMNS:
+        m = np.full((len(times), len(syms)), np.nan)
+        m[t_idx, s_idx] = df[c].to_numpy(dtype=float)[keep]
+        mats[c] = m
+    return BarArrays(times, tuple(syms), **mats)
+
+
+def read_long_csv(path: str | Path) -> pd.DataFrame:
+    """Read and validate a long bar CSV; every problem names the file, line and field."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(Problem(str(p), None, None, "file not found"))
+    try:
+        df = pd.read_csv(p, encoding="utf-8-sig", dtype={"symbol": str}, skipinitialspace=True)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise DataError(Problem(str(p), None, None, f"cannot read as CSV: {e}")) from None
+    df.columns = [str(c).strip().lower() for c in df.columns]
+    missing = [c for c in BAR_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(Problem(str(p), 1, ",".join(missing), f"missing column(s) {missing}; expected {list(BAR_COLUMNS)}"))
+    if df.empty:
+        raise DataError(Problem(str(p), None, None, "no rows"))
+    problems: list[Problem] = []
+    line = np.arange(len(df)) + 2
+
+    def bad(mask: np.ndarray, field: str, msg: str) -> None:
+        for i in np.flatnonzero(mask)[:20]:
+            problems.append(Problem(str(p), int(line[i]), field, msg.format(v=df[field].iloc[i])))
+
+    stamps = pd.to_datetime(df["timestamp"], utc=True, errors="coerce", format="ISO8601")
+    bad(stamps.isna().to_numpy(), "timestamp", "unparseable time {v!r}")
+    syms = df["symbol"].astype(str).str.strip()
+    uniq = syms.unique()
+    canon = {}
+    for s in uniq:
+        try:
+            canon[s] = canonical(s)
+        except ValueError:
+            canon[s] = None
+    df["symbol"] = syms.map(canon)
+    bad(df["symbol"].isna().to_numpy(), "symbol", "not a symbol")
+    for c in PRICE_COLUMNS:
+        vals = pd.to_numeric(df[c], errors="coerce")
+        bad(vals.isna().to_numpy(), c, "not a number: {v!r}")
+        floor = vals < 0 if c == "volume" else vals <= 0
+        bad(floor.fillna(False).to_numpy(), c, "must be positive: {v!r}")
+        df[c] = vals
+    hl = (df["high"] < df["low"]).fillna(False).to_numpy()
+    bad(hl, "high", "high below low")
+    df["timestamp"] = stamps
+    dup = df.duplicated(["timestamp", "symbol"], keep="first").to_numpy()
+    bad(dup, "timestamp", "duplicate bar for this symbol and time")
+    if problems:
+        raise DataError(problems)
+    return df[list(BAR_COLUMNS)].sort_values(["timestamp", "symbol"], kind="stable").reset_index(drop=True)
+
+
+def infer_timeframe(df: pd.DataFrame) -> str:
+    """Name the bar spacing of a long frame: 1m, 5m, 15m, 1h, 4h or 1d (the most common gap)."""
+    gaps = df.groupby("symbol")["timestamp"].diff().dropna()
+    if gaps.empty:
+        return "1d"
+    secs = gaps.dt.total_seconds().mode().iloc[0]
+    for name, s in (("1m", 60), ("5m", 300), ("15m", 900), ("1h", 3600), ("4h", 14400)):
+        if secs <= s:
+            return name
+    return "1d"
+
+
+def read_factor_table(path: str | Path) -> pd.DataFrame:
+    """Read a split factor table (``symbol,row_date,price_factor,split_factor,reference_price``)."""
+    p = Path(path)
+    try:
+        df = pd.read_csv(p, dtype={"symbol": str, "row_date": str})
+    except FileNotFoundError:
+        raise DataError(Problem(str(p), None, None, "factor table not found")) from None
+    need = {"symbol", "row_date", "split_factor"}
+    if not need <= set(df.columns):
+        raise DataError(Problem(str(p), 1, ",".join(sorted(need - set(df.columns))), "missing column(s)"))
+    df["symbol"] = df["symbol"].map(canonical)
+    df["row_date"] = pd.to_datetime(df["row_date"], format="%Y%m%d", utc=True)
+    return df
+
+
+def split_ratios(bars: BarArrays, factors: pd.DataFrame) -> np.ndarray:
+    """Ratio matrix: new shares per old share on each split's ex-date bar, 1 elsewhere.
+
+    A factor row dated D holds for trading dates up to D; when ``split_factor`` changes between two
+    consecutive rows, the first bar after the earlier row's date is the ex-date and the ratio is
+    next_factor / previous_factor (2 for a 2-for-1 split, 0.05 for a 1:20 reverse split).
+    """
+    ratio = np.ones(bars.shape)
+    times = pd.to_datetime(bars.times, utc=True)
+    for j, sym in enumerate(bars.symbols):
+        f = factors[factors["symbol"] == sym].sort_values("row_date")
+        if len(f) < 2:
+            continue
+        sf = f["split_factor"].to_numpy(float)
+        dates = f["row_date"].to_numpy()
+        for k in range(len(f) - 1):
+            if sf[k + 1] <= 0 or abs(sf[k + 1] / sf[k] - 1) < 1e-6:
+                continue
+            ex = int(np.searchsorted(times.to_numpy(), dates[k], "right"))
+            while ex < len(times) and np.isnan(bars.close[ex, j]):
+                ex += 1
+            if 0 < ex < len(times):
+                ratio[ex, j] *= sf[k + 1] / sf[k]
+    return ratio
+
+
+class BarStore:
+    """The local Parquet store under ``DATA_DIR/bars``."""
+
+    def __init__(self, data_dir: str | Path):
+        self.root = Path(data_dir) / "bars"
+
+    @staticmethod
+    def _file_name(symbol: str) -> str:
+        return symbol.replace("/", "-") + ".parquet"
+
+    def timeframes(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+
+    def symbols(self, timeframe: str) -> list[str]:
+        d = self.root / timeframe
+        if not d.is_dir():
+            return []
+        return sorted(canonical(p.stem) for p in d.glob("*.parquet"))
+
+    def write(self, df: pd.DataFrame, timeframe: str) -> dict[str, int]:
+        """Merge bars into the store (newer rows win on equal timestamps); return rows per symbol."""
+        d = self.root / timeframe
+        d.mkdir(parents=True, exist_ok=True)
+        counts = {}
+        for sym, part in df.groupby("symbol", sort=True):
+            f = d / self._file_name(str(sym))
+            if f.is_file():
+                part = pd.concat([pd.read_parquet(f), part], ignore_index=True)
+                part = part.drop_duplicates(["timestamp"], keep="last")
+            part = part.sort_values("timestamp").reset_index(drop=True)
+            tmp = f.with_suffix(".tmp")
+            part.to_parquet(tmp, index=False)
+            tmp.replace(f)
+            counts[str(sym)] = len(part)
+        return counts
+
+    def coverage(self, timeframe: str, symbol: str) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        f = self.root / timeframe / self._file_name(symbol)
+        if not f.is_file():
+            return None
+        ts = pd.read_parquet(f, columns=["timestamp"])["timestamp"]
+        return (ts.min(), ts.max()) if len(ts) else None
+
+    def read(self, timeframe: str | None = None, symbols: list[str] | None = None) -> pd.DataFrame:
+        tfs = [timeframe] if timeframe else self.timeframes()
+        if not tfs:
+            raise DataError(Problem(str(self.root), None, None,
+                                    "the local bar store is empty: run `parity data import FILE` first"))
+        if len(tfs) > 1:
+            raise DataError(Problem(str(self.root), None, "timeframe",
+                                    f"the store holds several timeframes {tfs}; name one in the strategy's bars.timeframe"))
+        d = self.root / tfs[0]
+        files = sorted(d.glob("*.parquet"))
+        if symbols is not None:
+            files = [d / self._file_name(s) for s in symbols if (d / self._file_name(s)).is_file()]
+        if not files:
+            raise DataError(Problem(str(d), None, None, "no bars in the store for these symbols"))
+        return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def load_bars(path: str | Path | None, data_dir: str | Path, timeframe: str | None = None,
+              symbols: list[str] | None = None, factors: str | Path | None = None) -> BarArrays:
+    """Bars from a long CSV file, a Parquet store directory, or the configured local store."""
+    if path is not None and Path(path).is_file():
+        df = read_long_csv(path)
+    elif path is not None and Path(path).is_dir():
+        df = BarStore(Path(path).parent if Path(path).name == "bars" else path).read(timeframe, symbols)
+    elif path is not None:
+        raise DataError(Problem(str(path), None, None, "bars file or directory not found"))
+    else:
+        df = BarStore(data_dir).read(timeframe, symbols)
+    bars = bars_from_frame(df)
+    if factors:
+        bars = BarArrays(bars.times, bars.symbols, bars.open, bars.high, bars.low, bars.close, bars.volume,
+                         split_ratios(bars, read_factor_table(factors)))
+    return bars

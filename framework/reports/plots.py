@@ -1,0 +1,184 @@
+"""Report figures as PNG bytes (matplotlib, Agg canvas, no pyplot global state).
+
+Every function returns a non-blank image whatever the data: an empty input draws a labelled
+placeholder ("no fills", "no risk decisions", ...) so the report never shows a broken image.
+matplotlib is imported inside the functions: importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+
+from framework.reports.metrics import drawdown_series
+
+WIDTH, HEIGHT, DPI = 10.0, 3.6, 100
+COLORS = ("#1f5fa8", "#d9822b", "#2e8b57", "#b03a48", "#6b4c9a", "#7f7f7f")
+UP, DOWN = "#2e8b57", "#b03a48"
+
+
+def _new_axes(height: float = HEIGHT):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(WIDTH, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.grid(True, color="#e4e4e4", linewidth=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    return fig, ax
+
+
+def _png(fig) -> bytes:
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", facecolor="white", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _placeholder(ax, text: str) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=14, color="#555555",
+            transform=ax.transAxes)
+
+
+def _utc_naive(index: pd.Index) -> pd.DatetimeIndex:
+    idx = pd.DatetimeIndex(index)
+    return idx.tz_convert("UTC").tz_localize(None) if idx.tz is not None else idx
+
+
+def _series(ax, series: pd.Series, **kwargs) -> None:
+    ax.plot(_utc_naive(series.index), series.to_numpy(dtype=float), **kwargs)
+    ax.set_xlabel("time (UTC)")
+
+
+def equity_figure(equity: pd.Series, benchmark: pd.Series | None, benchmark_label: str) -> bytes:
+    """Plot the equity curve and, when given, the benchmark scaled to the same start."""
+    fig, ax = _new_axes()
+    if equity.dropna().empty:
+        _placeholder(ax, "no equity observations")
+        return _png(fig)
+    _series(ax, equity, color=COLORS[0], linewidth=1.6, label="strategy")
+    if benchmark is not None and not benchmark.dropna().empty:
+        _series(ax, benchmark, color=COLORS[5], linewidth=1.2, linestyle="--", label=benchmark_label)
+    ax.set_ylabel("equity")
+    ax.set_title("Equity")
+    ax.legend(loc="best", frameon=False)
+    return _png(fig)
+
+
+def curves_figure(curves: dict[str, pd.Series], title: str) -> bytes:
+    """Plot several equity curves on one axis (used by the run comparison)."""
+    fig, ax = _new_axes()
+    drawn = 0
+    for i, (label, curve) in enumerate(curves.items()):
+        if curve.dropna().empty:
+            continue
+        _series(ax, curve, color=COLORS[i % len(COLORS)], linewidth=1.5, label=label)
+        drawn += 1
+    if not drawn:
+        _placeholder(ax, "no equity observations")
+        return _png(fig)
+    ax.set_ylabel("equity")
+    ax.set_title(title)
+    ax.legend(loc="best", frameon=False)
+    return _png(fig)
+
+
+def drawdown_figure(equity: pd.Series) -> bytes:
+    """Plot the drawdown from the running peak, in percent."""
+    fig, ax = _new_axes(3.0)
+    dd = drawdown_series(equity) * 100.0
+    if dd.empty:
+        _placeholder(ax, "no equity observations")
+        return _png(fig)
+    x = _utc_naive(dd.index)
+    ax.fill_between(x, dd.to_numpy(), 0.0, color=DOWN, alpha=0.35, linewidth=0)
+    ax.plot(x, dd.to_numpy(), color=DOWN, linewidth=1.0)
+    ax.set_ylim(top=max(0.5, float(dd.max()) + 0.5))
+    ax.set_xlabel("time (UTC)")
+    ax.set_ylabel("drawdown (%)")
+    ax.set_title(f"Drawdown (max {dd.min():.2f} %)")
+    return _png(fig)
+
+
+def exposure_figure(equity: pd.DataFrame) -> bytes:
+    """Plot gross and net exposure as a percentage of equity."""
+    fig, ax = _new_axes(3.0)
+    frame = equity.dropna(subset=["equity"]).set_index("time").sort_index()
+    if frame.empty:
+        _placeholder(ax, "no equity observations")
+        return _png(fig)
+    eq = frame["equity"].astype(float).replace(0.0, np.nan)
+    _series(ax, frame["gross_exposure"].astype(float) / eq * 100.0, color=COLORS[0], linewidth=1.4,
+            label="gross")
+    _series(ax, frame["net_exposure"].astype(float) / eq * 100.0, color=COLORS[1], linewidth=1.2,
+            label="net")
+    ax.axhline(0.0, color="#999999", linewidth=0.8)
+    ax.set_ylabel("% of equity")
+    ax.set_title("Exposure")
+    ax.legend(loc="best", frameon=False)
+    return _png(fig)
+
+
+def costs_figure(fills: pd.DataFrame) -> bytes:
+    """Plot cumulative fees and slippage over time."""
+    fig, ax = _new_axes(3.0)
+    if fills.empty:
+        _placeholder(ax, "no fills: no costs")
+        return _png(fig)
+    ordered = fills.sort_values("time", kind="stable").set_index("time")
+    _series(ax, ordered["fee"].astype(float).cumsum(), color=COLORS[0], linewidth=1.4,
+            drawstyle="steps-post", label="fees")
+    if "slippage" in ordered and ordered["slippage"].notna().any():
+        _series(ax, ordered["slippage"].astype(float).fillna(0.0).cumsum(), color=COLORS[1],
+                linewidth=1.4, drawstyle="steps-post", label="slippage")
+    else:
+        ax.text(0.01, 0.95, "slippage not measured for this run", transform=ax.transAxes,
+                va="top", color="#555555")
+    ax.set_ylabel("cumulative cost")
+    ax.set_title("Costs")
+    ax.legend(loc="lower right", frameon=False)
+    return _png(fig)
+
+
+def attribution_figure(attribution: pd.DataFrame, max_symbols: int = 30) -> bytes:
+    """Plot net P&L per symbol as horizontal bars (largest |P&L| first, capped)."""
+    shown = attribution.dropna(subset=["pnl"])
+    shown = shown.reindex(shown["pnl"].abs().sort_values(ascending=False).index).head(max_symbols)
+    fig, ax = _new_axes(max(2.6, 0.32 * len(shown) + 1.2))
+    if shown.empty:
+        _placeholder(ax, "no fills: nothing to attribute")
+        return _png(fig)
+    shown = shown.iloc[::-1]
+    values = shown["pnl"].to_numpy(dtype=float)
+    ax.barh(shown["symbol"].astype(str), values, color=[UP if v >= 0 else DOWN for v in values])
+    ax.axvline(0.0, color="#999999", linewidth=0.8)
+    ax.set_xlabel("net P&L (after fees)")
+    suffix = f" (top {max_symbols} by |P&L|)" if len(attribution) > max_symbols else ""
+    ax.set_title("P&L by symbol" + suffix)
+    return _png(fig)
+
+
+def decisions_figure(counts: pd.DataFrame) -> bytes:
+    """Plot risk decisions per rule, stacked by action, from a rule × action count table."""
+    fig, ax = _new_axes(max(2.6, 0.35 * len(counts) + 1.2))
+    if counts.empty or counts.to_numpy().sum() == 0:
+        _placeholder(ax, "no risk decisions")
+        return _png(fig)
+    left = np.zeros(len(counts))
+    for i, action in enumerate(counts.columns):
+        values = counts[action].to_numpy(dtype=float)
+        ax.barh(counts.index.astype(str), values, left=left, color=COLORS[i % len(COLORS)],
+                label=str(action))
+        left += values
+    ax.set_xlabel("decisions")
+    ax.set_title("Risk decisions by rule")
+    ax.legend(loc="best", frameon=True, framealpha=0.9)
+    return _png(fig)

@@ -1,0 +1,1 @@
+"""Signal generators: bars in, signal archive out. They import only ``framework``."""
