@@ -22,6 +22,9 @@ Decisions where the spec is silent:
   gross weight.
 - ``symbol_check`` receives the sorted distinct canonical symbols that are in ``universe`` (all of
   them when there is no universe); its reasons for other symbols are ignored.
+- Messages are capped: 100 rows per rule, 5 rows per unknown symbol (200 symbols, the rest named
+  in one summary), 10 lines per over-weight batch; each cap adds a summary problem with the count.
+- A bad ``universe`` entry is a UsageError (configuration), not a DataError.
 """
 
 from __future__ import annotations
@@ -152,7 +155,7 @@ def _read_files(root: Path, check_columns: bool = True) -> tuple[list[_File], li
                  if p.suffix.lower() in FORMATS and p.is_file()
                  and not any(part.startswith(".") for part in p.relative_to(root).parts)]
         if not paths:
-            return [], [Problem(str(root), None, None, "no signal files (.csv, .json, .parquet) in the directory")]
+            return [], [Problem(str(root), None, None, "no signal files (.csv, .json, .parquet) in it")]
     else:
         return [], [Problem(str(root), None, None, "no such file or directory")]
 
@@ -610,8 +613,9 @@ def _check_gross(valid: np.ndarray, cells: _Cells, rows: _Rows, problems: list[P
         listed = ", ".join(rows.where(int(i), home) for i in members[:MAX_LINES_PER_BATCH])
         more = f" and {len(members) - MAX_LINES_PER_BATCH} more" if len(members) > MAX_LINES_PER_BATCH else ""
         when = pd.Timestamp(int(cells.times[b]), tz="UTC").isoformat()
-        problems.append(rows.problem(int(members[0]), "weight",
-                                     f"gross weight {gross[b]:.6g} > 1 in the batch at {when} ({listed}{more})"))
+        message = f"gross weight {gross[b]:.6g} > 1 in the batch at {when} ({listed}{more})"
+        problems.append(rows.problem(int(members[0]), "weight", message))
     if len(over) > MAX_ROWS_PER_RULE:
+        more_batches = len(over) - MAX_ROWS_PER_RULE
         problems.append(Problem(rows.files[0], None, "weight",
-                                f"... and {len(over) - MAX_ROWS_PER_RULE} more batches with gross weight > 1"))
+                                f"... and {more_batches} more batches with gross weight > 1"))
