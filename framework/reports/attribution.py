@@ -88,7 +88,7 @@ def _symbol_row(symbol: str, group: pd.DataFrame, mark: tuple[float, str] | floa
     slippage = float(group["slippage"].astype(float).sum()) if "slippage" in group else float("nan")
     return {
         "symbol": symbol,
-        "n_fills": int(len(group)),
+        "n_fills": len(group),
         "traded_notional": float(np.abs(qtys * prices).sum()),
         "position": position,
         "avg_cost": avg_cost if position else float("nan"),

@@ -64,8 +64,8 @@ def match_orders(a: pd.DataFrame, b: pd.DataFrame, tolerance: pd.Timedelta) -> t
             free_a.discard(i)
             free_b.discard(j)
     rest_a, rest_b = a.loc[sorted(free_a)], b.loc[sorted(free_b)]
-    keys_b = {k: g for k, g in rest_b.groupby([rest_b["symbol"].astype(str), rest_b["side"].astype(str).str.lower()])}
-    for key, group_a in rest_a.groupby([rest_a["symbol"].astype(str), rest_a["side"].astype(str).str.lower()]):
+    keys_b = dict(iter(rest_b.groupby(_symbol_side(rest_b))))
+    for key, group_a in rest_a.groupby(_symbol_side(rest_a)):
         group_b = keys_b.get(key)
         if group_b is None:
             continue
@@ -76,17 +76,21 @@ def match_orders(a: pd.DataFrame, b: pd.DataFrame, tolerance: pd.Timedelta) -> t
     return pairs, sorted(free_a), sorted(free_b)
 
 
+def _symbol_side(orders: pd.DataFrame) -> list[pd.Series]:
+    return [orders["symbol"].astype(str), orders["side"].astype(str).str.lower()]
+
+
 def _cid(value: object) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
 def _nearest_pairs(times_a: pd.Series, times_b: pd.Series, tolerance: pd.Timedelta) -> list[tuple[int, int]]:
     tb = times_b.sort_values(kind="stable")
-    tb_values = tb.to_numpy()
+    tb_index = pd.DatetimeIndex(tb)
     candidates = []
     for i, t in times_a.items():
-        lo = np.searchsorted(tb_values, t - tolerance, side="left")
-        hi = np.searchsorted(tb_values, t + tolerance, side="right")
+        lo = tb_index.searchsorted(t - tolerance, side="left")
+        hi = tb_index.searchsorted(t + tolerance, side="right")
         for k in range(lo, hi):
             candidates.append((abs(tb.iloc[k] - t), i, tb.index[k]))
     used_a, used_b, pairs = set(), set(), []
@@ -113,7 +117,8 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 
 def _diff(a: object, b: object) -> float | None:
-    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (a, b))
+    ok = all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and math.isfinite(v)
+             for v in (a, b))
     return float(b) - float(a) if ok else None
 
 
@@ -126,8 +131,10 @@ def compare_runs(a: RunData, b: RunData, out_dir: Path, tolerance: pd.Timedelta 
     label_b = f"B: {b.run_id} ({b.summary.get('mode', '?')})"
 
     keys = [k for k in METRIC_FORMATS if k in a.summary or k in b.summary]
-    metrics = {k: {"a": a.summary.get(k), "b": b.summary.get(k), "diff": _diff(a.summary.get(k), b.summary.get(k))}
-               for k in keys}
+    metrics = {}
+    for k in keys:
+        va, vb = a.summary.get(k), b.summary.get(k)
+        metrics[k] = {"a": va, "b": vb, "diff": _diff(va, vb)}
 
     daily = pd.concat({"a": daily_pnl(a.equity_series()), "b": daily_pnl(b.equity_series())}, axis=1)
     daily["diff"] = daily["b"] - daily["a"]
@@ -153,7 +160,8 @@ def compare_runs(a: RunData, b: RunData, out_dir: Path, tolerance: pd.Timedelta 
             "only_in_b": _records(b.orders.loc[only_b, list(ORDER_FIELDS)]),
         },
     }
-    (out_dir / "compare.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    text = json.dumps(result, indent=2, allow_nan=False) + "\n"
+    (out_dir / "compare.json").write_text(text, encoding="utf-8")
 
     images = write_images({"compare_equity": curves_figure(
         {label_a: a.equity_series(), label_b: b.equity_series()},
@@ -161,9 +169,7 @@ def compare_runs(a: RunData, b: RunData, out_dir: Path, tolerance: pd.Timedelta 
     page = template_env().get_template("compare.html.j2").render(
         title=f"Parity compare {a.run_id} vs {b.run_id}",
         header_a=header_fields(a), header_b=header_fields(b), images=images,
-        metrics=[{"key": k, "label": METRIC_LABELS.get(k, k), "a": fmt(d["a"], METRIC_FORMATS[k]),
-                  "b": fmt(d["b"], METRIC_FORMATS[k]), "diff": fmt(d["diff"], _DIFF_FORMATS.get(METRIC_FORMATS[k], METRIC_FORMATS[k]))}
-                 for k, d in metrics.items()],
+        metrics=[_metric_row(k, d) for k, d in metrics.items()],
         daily=[{"date": fmt_time(r["date"])[:10], "a": fmt(r["a"], "money"), "b": fmt(r["b"], "money"),
                 "diff": fmt(r["diff"], "money")} for r in result["daily_pnl"][:MAX_ROWS]],
         n_daily=len(daily),
@@ -176,7 +182,14 @@ def compare_runs(a: RunData, b: RunData, out_dir: Path, tolerance: pd.Timedelta 
     return result | {"artifacts": str(out_dir)}
 
 
+def _metric_row(key: str, values: dict) -> dict:
+    kind = METRIC_FORMATS[key]
+    return {"key": key, "label": METRIC_LABELS.get(key, key), "a": fmt(values["a"], kind),
+            "b": fmt(values["b"], kind), "diff": fmt(values["diff"], _DIFF_FORMATS.get(kind, kind))}
+
+
 def _order_rows(records: list[dict]) -> list[dict]:
-    return [{"time": fmt_time(r["time"]), "symbol": r["symbol"], "side": r["side"], "qty": fmt(r["qty"], "qty"),
+    return [{"time": fmt_time(r["time"]), "symbol": r["symbol"], "side": r["side"],
+             "qty": fmt(r["qty"], "qty"),
              "type": fmt(r["type"], "str"), "status": fmt(r["status"], "str"),
              "client_order_id": fmt(r["client_order_id"], "str")} for r in records[:MAX_ROWS]]

@@ -101,7 +101,7 @@ def render_report(run: RunData, out_dir: Path, risk_free_rate: float = 0.0) -> P
         "mismatches": metric_mismatches(run, risk_free_rate),
         "periods_per_year": fmt(run.periods_per_year, "num"),
         "images": images,
-        "benchmark_note": benchmark_label or "no benchmark: the run has no prices",
+        "benchmark_label": benchmark_label,
         "monthly": monthly_table(monthly_returns(eq)),
         "attribution": attribution_rows(attribution),
         "reconciliation": {

@@ -40,7 +40,10 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _placeholder(ax, text: str) -> None:
+def _placeholder(ax, text: str, title: str = "") -> None:
+    ax.set_title(title)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.grid(False)
@@ -131,7 +134,7 @@ def costs_figure(fills: pd.DataFrame) -> bytes:
     """Plot cumulative fees and slippage over time."""
     fig, ax = _new_axes(3.0)
     if fills.empty:
-        _placeholder(ax, "no fills: no costs")
+        _placeholder(ax, "no fills: no costs", "Costs")
         return _png(fig)
     ordered = fills.sort_values("time", kind="stable").set_index("time")
     _series(ax, ordered["fee"].astype(float).cumsum(), color=COLORS[0], linewidth=1.4,
@@ -154,7 +157,7 @@ def attribution_figure(attribution: pd.DataFrame, max_symbols: int = 30) -> byte
     shown = shown.reindex(shown["pnl"].abs().sort_values(ascending=False).index).head(max_symbols)
     fig, ax = _new_axes(max(2.6, 0.32 * len(shown) + 1.2))
     if shown.empty:
-        _placeholder(ax, "no fills: nothing to attribute")
+        _placeholder(ax, "no fills: nothing to attribute", "P&L by symbol")
         return _png(fig)
     shown = shown.iloc[::-1]
     values = shown["pnl"].to_numpy(dtype=float)
@@ -170,7 +173,7 @@ def decisions_figure(counts: pd.DataFrame) -> bytes:
     """Plot risk decisions per rule, stacked by action, from a rule × action count table."""
     fig, ax = _new_axes(max(2.6, 0.35 * len(counts) + 1.2))
     if counts.empty or counts.to_numpy().sum() == 0:
-        _placeholder(ax, "no risk decisions")
+        _placeholder(ax, "no risk decisions", "Risk decisions by rule")
         return _png(fig)
     left = np.zeros(len(counts))
     for i, action in enumerate(counts.columns):
@@ -180,5 +183,5 @@ def decisions_figure(counts: pd.DataFrame) -> bytes:
         left += values
     ax.set_xlabel("decisions")
     ax.set_title("Risk decisions by rule")
-    ax.legend(loc="best", frameon=True, framealpha=0.9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, title="action")
     return _png(fig)

@@ -56,12 +56,17 @@ class RunData:
     benchmark: pd.Series | None = None
 
     def __post_init__(self) -> None:
-        _require(self.equity, EQUITY_COLUMNS, "equity")
-        _require(self.fills, FILL_COLUMNS, "fills")
-        _require(self.orders, ORDER_COLUMNS, "orders")
-        _require(self.decisions, DECISION_COLUMNS, "decisions")
+        for name, columns in (("equity", EQUITY_COLUMNS), ("fills", FILL_COLUMNS), ("orders", ORDER_COLUMNS),
+                              ("decisions", DECISION_COLUMNS)):
+            frame = getattr(self, name)
+            _require(frame, columns, name)
+            if len(frame) and not isinstance(frame["time"].dtype, pd.DatetimeTZDtype):
+                dtype = frame["time"].dtype
+                raise ValueError(f"RunData.{name}.time must be tz-aware UTC datetimes, got {dtype}")
+        if not self.prices.empty and getattr(self.prices.index, "tz", None) is None:
+            raise ValueError("RunData.prices must be indexed by tz-aware UTC times")
         if not (np.isfinite(self.periods_per_year) and self.periods_per_year > 0):
-            raise ValueError(f"RunData.periods_per_year must be a positive number, got {self.periods_per_year!r}")
+            raise ValueError(f"RunData.periods_per_year must be positive, got {self.periods_per_year!r}")
 
     @property
     def run_id(self) -> str:
@@ -106,10 +111,7 @@ def periods_per_year_for(times: pd.DatetimeIndex, crypto_only: bool) -> float:
     spacing is unknown and the daily factor (252, or 365 on a 24/7 calendar) is returned.
     """
     idx = pd.DatetimeIndex(times).dropna().unique().sort_values()
-    if idx.tz is None:
-        idx = idx.tz_localize("UTC")
-    else:
-        idx = idx.tz_convert("UTC")
+    idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
     all_week = crypto_only or bool((idx.dayofweek >= 5).any())
     if len(idx) < 2:
         return 365.0 if all_week else 252.0

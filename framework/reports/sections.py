@@ -84,14 +84,14 @@ def metric_rows(summary: dict) -> list[dict]:
     ``data_value`` is the JSON text of the summary value, so a reader (or a test driving a
     browser) can compare the page with ``summary.json`` exactly.
     """
-    keys = [k for k in METRIC_FORMATS] + [
-        k for k, v in summary.items()
-        if k not in METRIC_FORMATS and k not in HEADER_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
-    ]
+    extra = [k for k, v in summary.items() if k not in METRIC_FORMATS and k not in HEADER_KEYS
+             and isinstance(v, (int, float, np.number)) and not isinstance(v, bool)]
+    keys = [*METRIC_FORMATS, *extra]
     rows = []
     for key in keys:
         present = key in summary
         value = summary.get(key)
+        value = value.item() if isinstance(value, np.generic) else value
         rows.append({
             "key": key,
             "label": METRIC_LABELS.get(key, key.replace("_", " ")),
@@ -187,11 +187,15 @@ def attribution_rows(table: pd.DataFrame) -> list[dict]:
 
 def cost_summary(fills: pd.DataFrame) -> list[dict]:
     """Return cost totals: fees, slippage, traded notional and both costs in basis points."""
-    notional = float((fills["qty"].astype(float) * fills["price"].astype(float)).abs().sum()) if len(fills) else 0.0
+    traded = (fills["qty"].astype(float) * fills["price"].astype(float)).abs()
+    notional = float(traded.sum()) if len(fills) else 0.0
     fees = float(fills["fee"].astype(float).sum()) if len(fills) else 0.0
     has_slip = "slippage" in fills.columns and fills["slippage"].notna().any()
     slippage = float(fills["slippage"].astype(float).sum()) if has_slip else None
-    bps = (lambda x: None if x is None or notional == 0 else x / notional * 1e4)
+
+    def bps(cost: float | None) -> float | None:
+        return None if cost is None or notional == 0 else cost / notional * 1e4
+
     return [
         {"label": "Traded notional", "text": fmt(notional, "money")},
         {"label": "Fees", "text": fmt(fees, "money")},
