@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from framework.errors import ConfigError
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_BARE_ENV = re.compile(r"(?<![\"'\w])\$\{[A-Za-z_][A-Za-z0-9_]*\}(?![\"'\w])")
 SECRET_KEYS = ("api_key", "api_secret", "paper_api_key", "paper_api_secret")
 PACKAGE_CONFIG = Path(__file__).resolve().parent.parent / "config"
 
@@ -263,6 +264,9 @@ def read_yaml(path: Path) -> dict:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    # ${VAR} unquoted inside a flow mapping ({api_key: ${KEY}}) is not valid YAML, but it is how the
+    # earlier framework's settings were written: quote such tokens before parsing.
+    text = _BARE_ENV.sub(lambda m: f'"{m.group(0)}"', text)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

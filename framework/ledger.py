@@ -125,6 +125,31 @@ class Ledger:
         row = cur.fetchone()
         return None if row is None else dict(zip([c[0] for c in cur.description], row))
 
+    def fill_totals(self, client_order_id: str) -> tuple[float, float]:
+        """Quantity and notional already booked for an order (any run): what a venue's cumulative
+        fill report is compared with, so a fill is never booked twice."""
+        row = self.db.execute("SELECT COALESCE(SUM(qty),0), COALESCE(SUM(qty*price),0) FROM fills "
+                              "WHERE client_order_id=?", (client_order_id,)).fetchone()
+        return float(row[0]), float(row[1])
+
+    def open_orders(self, broker: str, mode: str) -> list[dict]:
+        """Orders this ledger still believes are working at ``broker`` in ``mode``."""
+        cur = self.db.execute(
+            "SELECT o.* FROM orders o JOIN runs r ON r.run_id=o.run_id WHERE r.broker=? AND r.mode=? "
+            "AND o.status IN ('planned','new','partially_filled')", (broker, mode))
+        return [dict(zip([c[0] for c in cur.description], row)) for row in cur.fetchall()]
+
+    def runs_of(self, broker: str, mode: str, strategy: str | None = None) -> list[str]:
+        q = "SELECT run_id FROM runs WHERE broker=? AND mode=?" + (" AND strategy=?" if strategy else "")
+        args = (broker, mode, strategy) if strategy else (broker, mode)
+        return [r[0] for r in self.db.execute(q, args).fetchall()]
+
+    def ledger_positions(self, broker: str, mode: str) -> dict[str, float]:
+        cur = self.db.execute(
+            "SELECT f.symbol, SUM(CASE WHEN f.side='buy' THEN f.qty ELSE -f.qty END) FROM fills f "
+            "JOIN runs r ON r.run_id=f.run_id WHERE r.broker=? AND r.mode=? GROUP BY f.symbol", (broker, mode))
+        return {s: float(q) for s, q in cur.fetchall() if abs(q) > 1e-12}
+
     def equity_before(self, run_ids: list[str], t: str) -> float | None:
         q = ",".join("?" * len(run_ids))
         row = self.db.execute(f"SELECT equity FROM equity WHERE run_id IN ({q}) AND time < ? ORDER BY time DESC LIMIT 1",

@@ -197,5 +197,81 @@ def data_import(ctx: click.Context, file: str, timeframe: str | None) -> None:
         click.echo(f"  {sym}: {n:,} bars in the store")
 
 
+def _mode_options(f):
+    f = click.option("--live", is_flag=True, help="trade live (needs a strategy promoted to live)")(f)
+    f = click.option("--paper", is_flag=True, help="paper trading (the default; accepted for compatibility)")(f)
+    return f
+
+
+@main.command()
+@click.option("--broker", "broker_name", type=click.Choice(["alpaca", "coinbase"]), default="alpaca")
+@_mode_options
+@click.option("--json", "json_out", is_flag=True)
+@config_option
+@click.pass_context
+def status(ctx: click.Context, broker_name: str, live: bool, paper: bool, json_out: bool) -> None:
+    """Portfolio summary: equity, cash, buying power, P&L, exposure and positions."""
+    from framework.cli.brokers import make_broker
+    from framework.cli.live import mode_of, print_status, status_json
+    from framework.cli.output import emit_json
+
+    _exclusive(live, paper)
+    settings = _settings(ctx)
+    broker = make_broker(broker_name, settings, ctx.obj["config"], live=live)
+    acct = broker.account()
+    if json_out:
+        emit_json(status_json(broker, acct, mode_of(live)))
+    else:
+        print_status(broker, acct, mode_of(live))
+
+
+def _exclusive(live: bool, paper: bool) -> None:
+    from framework.errors import UsageError
+
+    if live and paper:
+        raise UsageError("--live and --paper exclude each other")
+
+
+@main.command()
+@click.option("--signals", "signals_path", required=True, help="signal file or directory; the newest batch is traded")
+@click.option("--strategy", "strategy_name", default=None, help="strategy (default: the limits of settings.yaml)")
+@click.option("--broker", "broker_name", type=click.Choice(["alpaca", "coinbase"]), default=None)
+@_mode_options
+@click.option("--dry-run", is_flag=True, help="print the full order plan and send nothing")
+@click.option("--yes", is_flag=True, help="confirm live trading without a prompt (cron)")
+@click.option("--force", is_flag=True, help="trade a batch older than max_signal_age_minutes")
+@click.option("--json", "json_out", is_flag=True)
+@config_option
+@click.pass_context
+def execute(ctx: click.Context, signals_path: str, strategy_name, broker_name, live: bool, paper: bool,
+            dry_run: bool, yes: bool, force: bool, json_out: bool) -> None:
+    """Run one rebalance cycle on paper (default) or live."""
+    from framework.cli.live import run_execute
+
+    _exclusive(live, paper)
+    code = run_execute(_settings(ctx), ctx.obj["config"], signals_path=signals_path, strategy_name=strategy_name,
+                       broker_name=broker_name, live=live, dry_run=dry_run, yes=yes, force=force, json_out=json_out)
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--symbol", required=True, help="symbol in any form (AAPL, BTC/USD, X:BTCUSD, BTC-USD)")
+@click.option("--quantity", type=float, default=None, help="quantity to close (default: all)")
+@click.option("--broker", "broker_name", type=click.Choice(["alpaca", "coinbase"]), default=None)
+@_mode_options
+@click.option("--dry-run", is_flag=True)
+@click.option("--yes", is_flag=True)
+@config_option
+@click.pass_context
+def close(ctx: click.Context, symbol: str, quantity, broker_name, live: bool, paper: bool, dry_run: bool,
+          yes: bool) -> None:
+    """Close a position fully or partly."""
+    from framework.cli.live import run_close
+
+    _exclusive(live, paper)
+    sys.exit(run_close(_settings(ctx), ctx.obj["config"], symbol=symbol, quantity=quantity, broker_name=broker_name,
+                       live=live, dry_run=dry_run, yes=yes))
+
+
 if __name__ == "__main__":
     main()

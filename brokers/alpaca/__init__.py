@@ -1,0 +1,1 @@
+"""Alpaca adapter (alpaca-py). The only package that imports ``alpaca``."""

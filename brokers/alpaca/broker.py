@@ -1,0 +1,199 @@
+"""AlpacaBroker: the Broker port on Alpaca's trading and market-data APIs (paper by default)."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from brokers.alpaca.client import (AlpacaEndpoints, DuplicateClientOrderId, NotFound, make_clients, translate)
+from brokers.alpaca import wire
+from brokers.live import LiveBroker, OrderRequest, RateLimiter, RetryPolicy, fills_from_states
+from framework.broker import OrderState
+from framework.costs import CostInputs, VenueFees
+from framework.errors import BrokerError, DataError, Problem
+from framework.symbols import is_crypto
+from framework.types import AccountSnapshot, FillBatch, OrderBatch, OrderStatus, Position, Universe
+
+
+class AlpacaBroker(LiveBroker):
+    name = "alpaca"
+
+    def __init__(self, endpoints: AlpacaEndpoints, *, fees: VenueFees | None = None,
+                 min_notional_equity: float = 1.0, min_notional_crypto: float = 1.0,
+                 requests_per_minute: int = 200, known_fills: Callable[[str], tuple[float, float]] | None = None,
+                 retry: RetryPolicy = RetryPolicy(), sleep: Callable[[float], None] = time.sleep):
+        super().__init__(RateLimiter(requests_per_minute, 60.0), retry, sleep)
+        self.endpoints = endpoints
+        self.trading, self.stock_data, self.crypto_data = make_clients(endpoints, self.limiter)
+        self.fees = fees
+        self.min_notional = (min_notional_equity, min_notional_crypto)
+        self.known_fills = known_fills
+        self._assets: dict[str, object] = {}
+
+    def describe(self) -> str:
+        where = self.endpoints.trading_url or ("paper-api.alpaca.markets" if self.endpoints.paper else "api.alpaca.markets")
+        key = self.endpoints.key
+        masked = f"{key[:2]}…{key[-2:]}" if key and len(key) > 6 else "…"
+        return f"alpaca ({'paper' if self.endpoints.paper else 'live'}) at {where}, key {masked}"
+
+    # ---- SDK calls through the boundary --------------------------------------------------------
+    def _sdk(self, what: str, fn: Callable[[], object]):
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - everything is translated at this boundary
+            raise translate(e, what) from e
+
+    def _do(self, what: str, fn: Callable[[], object]):
+        return self.call(lambda: self._sdk(what, fn))
+
+    # ---- Broker --------------------------------------------------------------------------------
+    def instruments(self, symbols: list[str] | tuple[str, ...]) -> Universe:
+        problems, out = [], []
+        for s in symbols:
+            if s not in self._assets:
+                try:
+                    self._assets[s] = self._do(f"asset {s}", lambda s=s: self.trading.get_asset(wire.venue_symbol(s)))
+                except NotFound:
+                    problems.append(Problem("<alpaca assets>", None, "symbol", f"{s} is not an Alpaca asset"))
+                    continue
+            inst = wire.instrument(self._assets[s], *self.min_notional)
+            if not inst.tradable:
+                problems.append(Problem("<alpaca assets>", None, "symbol", f"{s} is not tradable at Alpaca"))
+            out.append(inst)
+        if problems:
+            raise DataError(problems)
+        return Universe.from_instruments(out)
+
+    def account(self) -> AccountSnapshot:
+        a = self._do("account", self.trading.get_account)
+        positions = tuple(wire.position(p) for p in self._do("positions", self.trading.get_all_positions))  # type: ignore[union-attr]
+        last = wire._f(getattr(a, "last_equity", None))
+        equity = float(a.equity)  # type: ignore[union-attr]
+        cash = float(a.cash)  # type: ignore[union-attr]
+        bp = wire._f(getattr(a, "non_marginable_buying_power", None)) or float(a.buying_power)  # type: ignore[union-attr]
+        return AccountSnapshot(np.datetime64(time.time_ns(), "ns"), equity, cash, min(bp, float(a.buying_power)),  # type: ignore[union-attr]
+                               last if last else None, "USD", positions)
+
+    def positions(self) -> tuple[Position, ...]:
+        return tuple(wire.position(p) for p in self._do("positions", self.trading.get_all_positions))  # type: ignore[union-attr]
+
+    def prices(self, universe: Universe) -> np.ndarray:
+        from alpaca.data.requests import CryptoLatestTradeRequest, StockLatestTradeRequest
+
+        out = np.full(len(universe), np.nan)
+        eq = [s for s in universe.symbols if not is_crypto(s)]
+        cr = [s for s in universe.symbols if is_crypto(s)]
+        if eq:
+            trades = self._do("latest trades", lambda: self.stock_data.get_stock_latest_trade(
+                StockLatestTradeRequest(symbol_or_symbols=eq)))
+            for s, t in trades.items():  # type: ignore[union-attr]
+                out[universe.index[s]] = float(t.price)
+        if cr:
+            trades = self._do("latest crypto trades", lambda: self.crypto_data.get_crypto_latest_trade(
+                CryptoLatestTradeRequest(symbol_or_symbols=cr)))
+            for s, t in trades.items():  # type: ignore[union-attr]
+                out[universe.index[wire.canonical(s)]] = float(t.price)
+        return out
+
+    def is_open(self) -> bool:
+        return bool(self._do("clock", self.trading.get_clock).is_open)  # type: ignore[union-attr]
+
+    def market_open(self, universe: Universe) -> np.ndarray:
+        if universe.crypto.all():
+            return np.ones(len(universe), bool)
+        return universe.crypto | self.is_open()
+
+    def open_orders(self) -> list[OrderState]:
+        from alpaca.trading.requests import GetOrdersRequest
+
+        orders = self._do("open orders", lambda: self.trading.get_orders(GetOrdersRequest(status="open", limit=500)))
+        return [wire.order_state(o) for o in orders]  # type: ignore[union-attr]
+
+    # ---- live-loop primitives ------------------------------------------------------------------
+    def _submit(self, req: OrderRequest) -> OrderState:
+        from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
+
+        crypto = is_crypto(req.symbol)
+        args = dict(symbol=wire.venue_symbol(req.symbol), side="buy" if req.side > 0 else "sell",
+                    time_in_force="gtc" if crypto else "day", client_order_id=req.client_order_id)
+        if req.notional is not None:
+            args["notional"] = round(req.notional, 2)
+        else:
+            args["qty"] = float(f"{req.qty:.9f}")
+        order_req = (LimitOrderRequest(limit_price=req.limit_price, **args) if req.order_type == "limit"
+                     else MarketOrderRequest(**args))
+        try:
+            o = self._sdk(f"submit {req.symbol}", lambda: self.trading.submit_order(order_req))
+        except DuplicateClientOrderId:
+            o = self._sdk(f"order {req.client_order_id}",
+                          lambda: self.trading.get_order_by_client_id(req.client_order_id))
+        return wire.order_state(o)
+
+    def _get(self, state: OrderState) -> OrderState:
+        if state.broker_id:
+            o = self._sdk("order", lambda: self.trading.get_order_by_id(state.broker_id))
+        else:
+            o = self._sdk("order", lambda: self.trading.get_order_by_client_id(state.client_order_id))
+        return wire.order_state(o)
+
+    def _find(self, client_ids: list[str], since: np.datetime64) -> dict[str, OrderState]:
+        wanted = set(client_ids)
+        found: dict[str, OrderState] = {}
+        if len(wanted) <= 3 or since <= np.datetime64("1971-01-01"):
+            for cid in wanted:
+                try:
+                    o = self._sdk("order by client id", lambda cid=cid: self.trading.get_order_by_client_id(cid))
+                    found[cid] = wire.order_state(o)
+                except NotFound:
+                    pass
+            return found
+        from alpaca.trading.requests import GetOrdersRequest
+
+        after = np.datetime_as_string(np.datetime64(since, "s"), unit="s") + "Z"
+        until = None
+        while True:
+            req = GetOrdersRequest(status="all", limit=500, after=after, until=until, direction="desc")
+            page = self._sdk("orders", lambda req=req: self.trading.get_orders(req))
+            for o in page:  # type: ignore[union-attr]
+                if o.client_order_id in wanted:
+                    found[o.client_order_id] = wire.order_state(o)
+            if len(page) < 500 or len(found) == len(wanted):  # type: ignore[arg-type]
+                return found
+            until = page[-1].submitted_at or page[-1].created_at  # type: ignore[index]
+
+    def _cancel(self, state: OrderState) -> None:
+        try:
+            self._sdk("cancel", lambda: self.trading.cancel_order_by_id(state.broker_id))
+        except NotFound:
+            pass
+        except BrokerError as e:
+            if "not cancelable" not in str(e):
+                raise
+
+    def market_hours_wait(self, state: OrderState) -> bool:
+        return not is_crypto(state.symbol) and not self.is_open()
+
+    def _fills(self, batch: OrderBatch, states: list[OrderState | None]) -> FillBatch:
+        def fee_of(i: int, q: float, px: float) -> float:
+            if self.fees is None:
+                return 0.0
+            j = int(batch.symbol_idx[i])
+            return float(self.fees.fees(CostInputs(np.array([q]), np.array([px]), np.array([int(batch.side[i])]),
+                                                   np.array([bool(batch.universe.crypto[j])])))[0])
+        return fills_from_states(batch, states, self.known_fills, fee_of, np.datetime64(time.time_ns(), "ns"))
+
+    def close_position(self, symbol: str, qty: float | None) -> OrderState:
+        """Market order closing ``qty`` (all when None) through Alpaca's close-position endpoint."""
+        from alpaca.trading.requests import ClosePositionRequest
+
+        opts = ClosePositionRequest(qty=str(qty)) if qty is not None else None
+        o = self._do(f"close {symbol}", lambda: self.trading.close_position(symbol.replace("/", ""), opts))
+        return wire.order_state(o)
+
+    def cancel_all(self) -> None:
+        self._do("cancel all", self.trading.cancel_orders)
+
+
+OrderStatus  # re-exported for adapters' tests

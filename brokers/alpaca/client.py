@@ -1,0 +1,114 @@
+"""alpaca-py clients with the safety the SDK lacks: a timeout on every HTTP call, the venue's
+rate-limit headers fed to our limiter, the SDK's fixed-sleep retry turned off (the live loop
+retries with backoff and jitter), and SDK errors translated into ``framework.errors``."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import requests
+
+from framework.errors import (AuthenticationError, BrokerError, InsufficientFunds, OrderRejected,
+                              TransientBrokerError)
+from brokers.live import RateLimiter
+
+PAPER_URL = "https://paper-api.alpaca.markets"
+LIVE_URL = "https://api.alpaca.markets"
+
+
+class DuplicateClientOrderId(BrokerError):
+    """The venue already has an order with this client order id: look it up, do not resend."""
+
+
+class NotFound(BrokerError):
+    """404 from the venue."""
+
+
+class _TimeoutSession(requests.Session):
+    """A session that always passes a timeout and reports rate-limit headers."""
+
+    def __init__(self, timeout: float, limiter: RateLimiter):
+        super().__init__()
+        self._timeout = timeout
+        self._limiter = limiter
+        self.trust_env = False
+
+    def request(self, method, url, **kw):  # type: ignore[override]
+        kw.setdefault("timeout", self._timeout)
+        resp = super().request(method, url, **kw)
+        remaining = resp.headers.get("X-Ratelimit-Remaining")
+        reset = resp.headers.get("X-Ratelimit-Reset")
+        if remaining is not None:
+            try:
+                reset_in = float(reset) - time.time() if reset else None
+                self._limiter.observe(int(remaining), reset_in)
+            except ValueError:
+                pass
+        return resp
+
+
+@dataclass(frozen=True, slots=True)
+class AlpacaEndpoints:
+    key: str
+    secret: str
+    paper: bool
+    trading_url: str | None   # None = the venue's own endpoint
+    data_url: str | None
+    timeout: float = 10.0
+
+    @property
+    def production(self) -> bool:
+        """True when orders would reach Alpaca's real endpoints (paper or live)."""
+        return self.trading_url is None or self.trading_url.rstrip("/") in (PAPER_URL, LIVE_URL)
+
+
+def make_clients(ep: AlpacaEndpoints, limiter: RateLimiter):
+    from alpaca.data.historical import CryptoHistoricalDataClient, StockHistoricalDataClient
+    from alpaca.trading.client import TradingClient
+
+    trading = TradingClient(ep.key, ep.secret, paper=ep.paper, url_override=ep.trading_url)
+    stock = StockHistoricalDataClient(ep.key, ep.secret, url_override=ep.data_url)
+    crypto = CryptoHistoricalDataClient(ep.key, ep.secret, url_override=ep.data_url)
+    for c in (trading, stock, crypto):
+        c._session = _TimeoutSession(ep.timeout, limiter)   # alpaca-py has no timeout knob (0.44)
+        c._retry = 0                                        # our loop retries with backoff + jitter
+    return trading, stock, crypto
+
+
+def _body(e) -> dict:
+    text = getattr(e, "_error", None) or str(e)
+    try:
+        data = json.loads(text)
+        return data if isinstance(data, dict) else {"message": str(data)}
+    except (TypeError, ValueError):
+        return {"message": (text or "")[:200]}
+
+
+def translate(e: Exception, what: str) -> Exception:
+    """Map an alpaca-py / requests exception to the framework's error tree."""
+    from alpaca.common.exceptions import APIError
+
+    if isinstance(e, (requests.exceptions.Timeout, requests.exceptions.ConnectionError)):
+        return TransientBrokerError(f"Alpaca {what}: connection problem ({type(e).__name__})")
+    if isinstance(e, APIError):
+        status = e.status_code or 0
+        body = _body(e)
+        msg = str(body.get("message", "")).strip() or f"HTTP {status}"
+        if status == 429 or status >= 500:
+            return TransientBrokerError(f"Alpaca {what}: HTTP {status} {msg}")
+        if status == 401 or (status == 403 and "not authorized" in msg.lower()):
+            return AuthenticationError(f"Alpaca {what}: credentials refused (HTTP {status}: {msg}); "
+                                       "check ALPACA_PAPER_KEY/ALPACA_PAPER_SECRET or ALPACA_API_KEY/ALPACA_API_SECRET")
+        if status == 404:
+            return NotFound(f"Alpaca {what}: {msg}")
+        if status == 422 and "client_order_id must be unique" in msg:
+            return DuplicateClientOrderId(msg)
+        if status == 403 and ("insufficient" in msg.lower() or "buying power" in msg.lower()):
+            extra = {k: v for k, v in body.items() if k not in ("code", "message")}
+            return InsufficientFunds(f"{msg} {extra}" if extra else msg, code=str(body.get("code", "")))
+        return OrderRejected(f"HTTP {status}: {msg}", code=str(body.get("code", "")))
+    if isinstance(e, BrokerError):
+        return e
+    return BrokerError(f"Alpaca {what}: {type(e).__name__}: {e}")

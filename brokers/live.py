@@ -1,0 +1,298 @@
+"""Shared plumbing of the live venue adapters (Alpaca, Coinbase): rate limiting, retries with
+backoff and jitter, and the one execute loop every live Broker uses.
+
+The execute loop makes sending an order idempotent: every order carries its deterministic client
+order id; before sending, the venue's recent orders are listed and any id the venue already knows
+is not sent again (a re-run, or a restart after a crash). A duplicate-id answer means "look it up".
+A transient failure is retried with exponential backoff and jitter; if it persists, the order is
+looked up by client id before it is reported as unconfirmed — never re-sent blindly. After
+sending, orders are polled until done or ``order_timeout_s`` passes; what is still working is
+then cancelled (``execution: market``) or, with ``execution: smart``, a marketable limit is
+re-priced a few times and the rest sent at market.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from abc import abstractmethod
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+
+from framework.broker import Broker, OrderState
+from framework.errors import OrderRejected, TransientBrokerError
+from framework.types import ExecutionReport, FillBatch, OrderBatch, OrderStatus, OrderType
+
+_S = OrderStatus
+OPEN = (int(_S.PLANNED), int(_S.NEW), int(_S.PARTIAL))
+
+
+class RateLimiter:
+    """A token bucket at the venue's published rate that also honours the venue's own headers."""
+
+    def __init__(self, rate: float, per_seconds: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.capacity = float(rate)
+        self.refill = rate / per_seconds
+        self.tokens = float(rate)
+        self.clock, self.sleep = clock, sleep
+        self.last = clock()
+        self.blocked_until = 0.0
+        self.lock = threading.Lock()
+        self.waited = 0.0
+
+    def acquire(self) -> None:
+        while True:
+            with self.lock:
+                now = self.clock()
+                self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.refill)
+                self.last = now
+                wait = max(self.blocked_until - now, 0.0)
+                if wait == 0.0 and self.tokens >= 1.0:
+                    self.tokens -= 1.0
+                    return
+                if wait == 0.0:
+                    wait = (1.0 - self.tokens) / self.refill
+            self.waited += wait
+            self.sleep(wait)
+
+    def observe(self, remaining: int | None, reset_in: float | None) -> None:
+        """Feed the venue's rate-limit headers: with nothing left, wait until the window resets."""
+        if remaining is None:
+            return
+        with self.lock:
+            self.tokens = min(self.tokens, float(remaining))
+            if remaining <= 0 and reset_in is not None and reset_in > 0:
+                self.blocked_until = max(self.blocked_until, self.clock() + min(reset_in, 60.0))
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 6          # total tries
+    base: float = 0.25         # first backoff in seconds
+    cap: float = 8.0           # longest single backoff
+
+
+def with_retries(fn: Callable[[], object], limiter: RateLimiter, policy: RetryPolicy = RetryPolicy(),
+                 sleep: Callable[[float], None] = time.sleep):
+    """Call ``fn`` through the limiter; retry TransientBrokerError with exponential backoff and jitter."""
+    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+    def before(_state) -> None:
+        limiter.acquire()
+
+    for attempt in Retrying(retry=retry_if_exception_type(TransientBrokerError),
+                            wait=wait_random_exponential(multiplier=policy.base, max=policy.cap),
+                            stop=stop_after_attempt(policy.attempts), sleep=sleep, reraise=True, before=before):
+        with attempt:
+            return fn()
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """One order as the live loop hands it to a venue adapter (canonical symbol)."""
+
+    client_order_id: str
+    symbol: str
+    side: int
+    qty: float
+    order_type: str = "market"
+    limit_price: float | None = None
+    notional: float | None = None
+
+
+class LiveBroker(Broker):
+    """Base of live adapters: subclasses implement the venue primitives below."""
+
+    order_timeout_s: float = 60.0
+    poll_interval_s: float = 0.2
+    execution: str = "market"
+    smart_reprices: int = 3
+
+    def __init__(self, limiter: RateLimiter, retry: RetryPolicy = RetryPolicy(),
+                 sleep: Callable[[float], None] = time.sleep):
+        self.limiter = limiter
+        self.retry = retry
+        self.sleep = sleep
+        self._working: dict[str, tuple[OrderBatch, int, OrderState]] = {}
+
+    # ---- venue primitives ------------------------------------------------------------------
+    @abstractmethod
+    def _submit(self, req: OrderRequest) -> OrderState: ...
+
+    @abstractmethod
+    def _get(self, state: OrderState) -> OrderState: ...
+
+    @abstractmethod
+    def _find(self, client_ids: list[str], since: np.datetime64) -> dict[str, OrderState]: ...
+
+    @abstractmethod
+    def _cancel(self, state: OrderState) -> None: ...
+
+    @abstractmethod
+    def _fills(self, batch: OrderBatch, states: list[OrderState | None]) -> FillBatch: ...
+
+    def _request(self, batch: OrderBatch, i: int, cid: str) -> OrderRequest:
+        return OrderRequest(cid, batch.universe.symbols[int(batch.symbol_idx[i])], int(batch.side[i]),
+                            float(batch.qty[i]), str(batch.order_type),
+                            None if batch.limit_price is None else float(batch.limit_price[i]),
+                            None if batch.notional is None else float(batch.notional[i]))
+
+    def call(self, fn: Callable[[], object]):
+        return with_retries(fn, self.limiter, self.retry, self.sleep)
+
+    # ---- the execute loop -----------------------------------------------------------------------
+    def execute(self, batch: OrderBatch) -> ExecutionReport:
+        n = len(batch)
+        if n == 0:
+            return ExecutionReport(batch, np.zeros(0, np.int8), np.zeros(0), np.zeros(0), FillBatch.empty())
+        cids = batch.client_order_ids()
+        messages: dict[int, str] = {}
+        since = batch.time - np.timedelta64(2, "D")
+        known = self.call(lambda: self._find(cids, since))
+        states: list[OrderState | None] = [None] * n
+        for i, cid in enumerate(cids):
+            if cid in known:  # type: ignore[operator]
+                states[i] = known[cid]  # type: ignore[index]
+                messages[i] = "already at the venue (same client order id): not sent again"
+                continue
+            states[i] = self._send(self._request(batch, i, cid), messages, i)
+        states = self._wait(states)
+        states = self._finish_open(batch, states, messages)
+        for i, st in enumerate(states):
+            if st is not None and st.status in OPEN:
+                self._working[st.client_order_id] = (batch, i, st)
+        return self._report(batch, states, messages)
+
+    def _send(self, req: OrderRequest, messages: dict[int, str], i: int) -> OrderState | None:
+        try:
+            return self.call(lambda: self._submit(req))  # type: ignore[return-value]
+        except OrderRejected as e:
+            messages[i] = f"rejected: {e}"
+            return OrderState(req.client_order_id, None, req.symbol, req.side, req.qty, 0.0, None, int(_S.REJECTED),
+                              req.order_type, str(e))
+        except TransientBrokerError as e:
+            try:
+                found = self.call(lambda: self._find([req.client_order_id], np.datetime64("1970-01-01")))
+            except TransientBrokerError:
+                found = {}
+            st = found.get(req.client_order_id)  # type: ignore[union-attr]
+            if st is not None:
+                return st
+            messages[i] = (f"not confirmed after {self.retry.attempts} tries ({e}); nothing was filled as far as the "
+                           "venue says. The next run looks the order up by its client order id before sending.")
+            return None
+
+    def _wait(self, states: list[OrderState | None]) -> list[OrderState | None]:
+        deadline = time.monotonic() + self.order_timeout_s
+        delay = self.poll_interval_s
+        while any(s is not None and s.status in OPEN for s in states) and time.monotonic() < deadline:
+            self.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+            for i, s in enumerate(states):
+                if s is not None and s.status in OPEN:
+                    try:
+                        states[i] = self.call(lambda s=s: self._get(s))  # type: ignore[assignment]
+                    except TransientBrokerError:
+                        pass
+        return states
+
+    def _finish_open(self, batch: OrderBatch, states: list[OrderState | None],
+                     messages: dict[int, str]) -> list[OrderState | None]:
+        """Orders still working after the timeout: cancel them (market) or escalate (smart)."""
+        for i, s in enumerate(states):
+            if s is None or s.status not in OPEN:
+                continue
+            if self.market_hours_wait(s):
+                messages[i] = "waiting for the market to open (broker clock): order left working"
+                continue
+            try:
+                self.call(lambda s=s: self._cancel(s))
+                states[i] = self.call(lambda s=s: self._get(s))  # type: ignore[assignment]
+                messages[i] = f"canceled: not filled within {self.order_timeout_s:g}s"
+                if states[i] is not None and states[i].filled_qty > 0:  # type: ignore[union-attr]
+                    messages[i] += f" (partially filled {states[i].filled_qty:g})"  # type: ignore[union-attr]
+            except TransientBrokerError as e:
+                messages[i] = f"could not cancel after the timeout: {e}"
+        return states
+
+    def market_hours_wait(self, state: OrderState) -> bool:
+        """Whether a working order is simply waiting for the market to open (equities at Alpaca)."""
+        return False
+
+    def _report(self, batch: OrderBatch, states: list[OrderState | None], messages: dict[int, str]) -> ExecutionReport:
+        n = len(batch)
+        status = np.array([int(_S.PLANNED) if s is None else s.status for s in states], np.int8)
+        filled = np.array([0.0 if s is None else s.filled_qty for s in states])
+        avg = np.array([np.nan if s is None or s.avg_price is None else s.avg_price for s in states])
+        for i, s in enumerate(states):
+            if s is not None and s.message and i not in messages:
+                messages[i] = s.message
+        fills = self._fills(batch, states)
+        return ExecutionReport(batch, status, filled, avg, fills, tuple(None if s is None else s.broker_id for s in states),
+                               messages, np.full(n, np.datetime64(time.time_ns(), "ns")))
+
+    # ---- Broker methods built on the primitives -------------------------------------------------
+    def sync(self) -> list[ExecutionReport]:
+        out = []
+        for cid, (batch, i, st) in list(self._working.items()):
+            try:
+                new = self.call(lambda st=st: self._get(st))
+            except TransientBrokerError:
+                continue
+            if new.filled_qty != st.filled_qty or new.status != st.status:  # type: ignore[union-attr]
+                sub = batch.subset(np.arange(len(batch)) == i)
+                out.append(self._report(sub, [new], {}))  # type: ignore[list-item]
+            if new.status in OPEN:  # type: ignore[union-attr]
+                self._working[cid] = (batch, i, new)  # type: ignore[assignment]
+            else:
+                del self._working[cid]
+        return out
+
+    def lookup(self, client_ids: list[str]) -> dict[str, OrderState]:
+        return self.call(lambda: self._find(client_ids, np.datetime64("1970-01-01")))  # type: ignore[return-value]
+
+    def cancel(self, client_ids: list[str]) -> list[OrderState]:
+        found = self.lookup(client_ids)
+        out = []
+        for cid, st in found.items():
+            if st.status in OPEN:
+                self.call(lambda st=st: self._cancel(st))
+                out.append(self.call(lambda st=st: self._get(st)))
+            self._working.pop(cid, None)
+        return out  # type: ignore[return-value]
+
+
+def fills_from_states(batch: OrderBatch, states: list[OrderState | None],
+                      known: Callable[[str], tuple[float, float]] | None, fee_of: Callable[[int, float, float], float],
+                      now: np.datetime64) -> FillBatch:
+    """Fills for venues that report cumulative filled quantity and average price per order (Alpaca).
+
+    The new fill of an order is its cumulative fill minus what the ledger already holds for that
+    client order id (``known`` returns (qty, notional)), so re-running after a crash never books a
+    fill twice; its trade id is ``BROKER_ORDER_ID:CUMULATIVE_QTY``.
+    """
+    rows = []
+    for i, s in enumerate(states):
+        if s is None or s.filled_qty <= 0 or s.avg_price is None:
+            continue
+        had_q, had_v = known(s.client_order_id) if known else (0.0, 0.0)
+        dq = s.filled_qty - had_q
+        if dq <= 1e-12:
+            continue
+        px = (s.filled_qty * s.avg_price - had_v) / dq
+        rows.append((i, dq, px, fee_of(i, dq, px), f"{s.broker_id}:{s.filled_qty:.12g}"))
+    if not rows:
+        return FillBatch.empty()
+    pos = np.array([r[0] for r in rows], np.int64)
+    q = np.array([r[1] for r in rows])
+    px = np.array([r[2] for r in rows])
+    ref = np.nan_to_num(batch.ref_price[pos], nan=0.0)
+    side = batch.side[pos]
+    slip = np.where(ref > 0, np.maximum((px - ref) * side, 0.0) * q, 0.0)
+    return FillBatch(np.full(len(rows), now), batch.symbol_idx[pos], side, q, px,
+                     np.array([r[3] for r in rows]), slip, pos, tuple(r[4] for r in rows))
