@@ -215,14 +215,20 @@ def status(ctx: click.Context, broker_name: str, live: bool, paper: bool, json_o
     from framework.cli.live import mode_of, print_status, status_json
     from framework.cli.output import emit_json
 
+    from framework.ledger import Ledger
+
     _exclusive(live, paper)
     settings = _settings(ctx)
-    broker = make_broker(broker_name, settings, ctx.obj["config"], live=live)
-    acct = broker.account()
-    if json_out:
-        emit_json(status_json(broker, acct, mode_of(live)))
-    else:
-        print_status(broker, acct, mode_of(live))
+    ledger = Ledger(settings.ledger)
+    try:
+        broker = make_broker(broker_name, settings, ctx.obj["config"], live=live, ledger=ledger)
+        acct = broker.account()
+        if json_out:
+            emit_json(status_json(broker, acct, mode_of(live)))
+        else:
+            print_status(broker, acct, mode_of(live))
+    finally:
+        ledger.close()
 
 
 def _exclusive(live: bool, paper: bool) -> None:

@@ -1,0 +1,1 @@
+"""Coinbase Advanced Trade adapter (coinbase-advanced-py). The only package that imports ``coinbase``."""

@@ -1,0 +1,255 @@
+"""CoinbaseBroker: the Broker port on Coinbase Advanced Trade (live crypto; no paper account)."""
+
+from __future__ import annotations
+
+import time
+from decimal import ROUND_DOWN, Decimal
+from typing import Callable
+
+import numpy as np
+
+from brokers.coinbase import wire
+from brokers.coinbase.client import CoinbaseEndpoints, NotFound, make_client, rejection, translate
+from brokers.live import LiveBroker, OrderRequest, RateLimiter, RetryPolicy
+from framework.broker import OrderState
+from framework.errors import DataError, Problem
+from framework.symbols import split_pair
+from framework.types import AccountSnapshot, FillBatch, OrderBatch, Position, Universe
+
+QUOTE = "USD"
+
+
+def floor_str(qty: float, increment: float) -> str:
+    """Floor ``qty`` to a multiple of ``increment`` and write it exactly as the venue wants it."""
+    inc = Decimal(repr(increment)).normalize()
+    q = (Decimal(repr(qty)) / inc).to_integral_value(rounding=ROUND_DOWN) * inc
+    return format(q.quantize(inc) if inc.as_tuple().exponent < 0 else q, "f")
+
+
+class CoinbaseBroker(LiveBroker):
+    name = "coinbase"
+
+    def __init__(self, endpoints: CoinbaseEndpoints, *, requests_per_second: int = 30,
+                 retry: RetryPolicy = RetryPolicy(), sleep: Callable[[float], None] = time.sleep):
+        super().__init__(RateLimiter(requests_per_second, 1.0), retry, sleep)
+        self.endpoints = endpoints
+        self.client = make_client(endpoints, self.limiter)
+        self._products: dict[str, dict] = {}
+        self.fees = None
+
+    def describe(self) -> str:
+        where = self.endpoints.base_url or "api.coinbase.com"
+        key = self.endpoints.api_key or self.endpoints.key_file or ""
+        masked = f"{key[:2]}…{key[-2:]}" if len(key) > 6 else "…"
+        return f"coinbase (live) at {where}, key {masked}"
+
+    def _do(self, what: str, fn: Callable[[], object]):
+        def once():
+            try:
+                return fn()
+            except Exception as e:  # noqa: BLE001 - translated at this boundary
+                raise translate(e, what) from e
+        return self.call(once)
+
+    # ---- products, account, prices ---------------------------------------------------------------
+    def product(self, symbol: str, refresh: bool = False) -> dict:
+        if refresh or symbol not in self._products:
+            self._products[symbol] = wire.to_dict(self._do(f"product {symbol}",
+                                                           lambda: self.client.get_product(wire.product_id(symbol))))
+        return self._products[symbol]
+
+    def instruments(self, symbols: list[str] | tuple[str, ...]) -> Universe:
+        problems, out = [], []
+        for s in symbols:
+            if "/" not in s:
+                problems.append(Problem("<coinbase products>", None, "symbol", f"{s} is not a crypto pair: Coinbase "
+                                        "trades crypto only"))
+                continue
+            try:
+                inst = wire.instrument(self.product(s))
+            except NotFound:
+                problems.append(Problem("<coinbase products>", None, "symbol", f"{s} is not a Coinbase product"))
+                continue
+            if not inst.tradable:
+                problems.append(Problem("<coinbase products>", None, "symbol",
+                                        f"{s} is not tradable now (status, trading_disabled or cancel_only)"))
+            out.append(inst)
+        if problems:
+            raise DataError(problems)
+        return Universe.from_instruments(out)
+
+    def balances(self) -> dict[str, tuple[float, float]]:
+        """Currency -> (available, hold), over every page of accounts."""
+        out: dict[str, tuple[float, float]] = {}
+        cursor = None
+        while True:
+            resp = wire.to_dict(self._do("accounts", lambda c=cursor: self.client.get_accounts(limit=250, cursor=c)))
+            for a in resp.get("accounts", []):
+                a = wire.to_dict(a)
+                avail = float((a.get("available_balance") or {}).get("value", 0) or 0)
+                hold = float((a.get("hold") or {}).get("value", 0) or 0)
+                cur = a.get("currency")
+                prev = out.get(cur, (0.0, 0.0))
+                out[cur] = (prev[0] + avail, prev[1] + hold)
+            if not resp.get("has_next") or not resp.get("cursor"):
+                return out
+            cursor = resp["cursor"]
+
+    def _cost_basis(self) -> dict[str, float]:
+        try:
+            ports = wire.to_dict(self._do("portfolios", self.client.get_portfolios)).get("portfolios", [])
+            default = next((wire.to_dict(p) for p in ports if wire.to_dict(p).get("type") == "DEFAULT"), None)
+            if default is None:
+                return {}
+            bd = wire.to_dict(self._do("breakdown", lambda: self.client.get_portfolio_breakdown(default["uuid"])))
+            out = {}
+            for sp in (bd.get("breakdown") or {}).get("spot_positions", []):
+                sp = wire.to_dict(sp)
+                price = (sp.get("average_entry_price") or {}).get("value")
+                if price is not None and not sp.get("is_cash"):
+                    out[sp["asset"]] = float(price)
+            return out
+        except Exception:  # noqa: BLE001 - cost basis is informative only
+            return {}
+
+    def account(self) -> AccountSnapshot:
+        bal = self.balances()
+        cash_avail, cash_hold = bal.get(QUOTE, (0.0, 0.0))
+        basis = self._cost_basis()
+        positions = []
+        for cur, (avail, hold) in sorted(bal.items()):
+            total = avail + hold
+            if cur == QUOTE or total <= 0:
+                continue
+            sym = f"{cur}/{QUOTE}"
+            try:
+                price = float(self.product(sym, refresh=True).get("price") or 0)
+            except (NotFound, DataError):
+                continue
+            value = total * price
+            cost = basis.get(cur, price)
+            positions.append(Position(sym, total, cost, price, value, value - total * cost, avail))
+        equity = cash_avail + cash_hold + sum(p.market_value for p in positions)
+        return AccountSnapshot(np.datetime64(time.time_ns(), "ns"), equity, cash_avail + cash_hold, cash_avail, None,
+                               QUOTE, tuple(positions))
+
+    def prices(self, universe: Universe) -> np.ndarray:
+        return np.array([float(self.product(s, refresh=True).get("price") or np.nan) for s in universe.symbols])
+
+    def market_open(self, universe: Universe) -> np.ndarray:
+        return np.ones(len(universe), bool)
+
+    def open_orders(self) -> list[OrderState]:
+        resp = wire.to_dict(self._do("open orders", lambda: self.client.list_orders(order_status=["OPEN"], limit=250)))
+        return [wire.order_state(wire.to_dict(o)) for o in resp.get("orders", [])]
+
+    # ---- live-loop primitives ---------------------------------------------------------------------
+    def execute(self, batch: OrderBatch) -> ExecutionReport:  # noqa: F821 - see LiveBroker.execute
+        self._held = {c: a + h for c, (a, h) in self.balances().items()} if len(batch) else {}
+        return super().execute(batch)
+
+    def _sell_size(self, req: OrderRequest, inc: float, min_size: float) -> str:
+        """Floor to the increment; sell everything when the rest could not be sold on its own."""
+        base, _ = split_pair(req.symbol)
+        held = getattr(self, "_held", {}).get(base)
+        size = Decimal(floor_str(req.qty, inc))
+        if held is not None:
+            all_of_it = Decimal(floor_str(held, inc))
+            rest = Decimal(repr(held)) - size
+            if size > all_of_it or (Decimal(0) < rest and rest < Decimal(repr(max(min_size, inc)))):
+                size = all_of_it
+        return format(size, "f")
+
+    def _submit(self, req: OrderRequest) -> OrderState:
+        p = self.product(req.symbol)
+        inc = float(p.get("base_increment") or 1e-8)
+        pid = wire.product_id(req.symbol)
+        if req.side > 0:
+            if req.notional is not None:
+                quote_inc = float(p.get("quote_increment") or 0.01)
+                kw = {"quote_size": floor_str(req.notional, quote_inc)}
+            else:
+                kw = {"base_size": floor_str(req.qty, inc)}
+        else:
+            kw = {"base_size": self._sell_size(req, inc, float(p.get("base_min_size") or 0))}
+        if req.order_type == "limit":
+            price = floor_str(req.limit_price or 0.0, float(p.get("price_increment") or 0.01))
+            size = kw.get("base_size") or floor_str(req.qty, inc)
+            fn = (lambda: self.client.limit_order_gtc_buy(req.client_order_id, pid, base_size=size, limit_price=price)) \
+                if req.side > 0 else \
+                (lambda: self.client.limit_order_gtc_sell(req.client_order_id, pid, base_size=size, limit_price=price))
+        else:
+            fn = (lambda: self.client.market_order_buy(req.client_order_id, pid, **kw)) if req.side > 0 else \
+                (lambda: self.client.market_order_sell(req.client_order_id, pid, kw["base_size"]))
+        try:
+            resp = wire.to_dict(fn())
+        except Exception as e:  # noqa: BLE001
+            raise translate(e, f"order {req.symbol}") from e
+        if not resp.get("success", False):
+            raise rejection(resp, f"{'BUY' if req.side > 0 else 'SELL'} {req.symbol}")
+        oid = (resp.get("success_response") or {}).get("order_id") or resp.get("order_id")
+        return self._get(OrderState(req.client_order_id, oid, req.symbol, req.side, req.qty, 0.0, None, 1))
+
+    def _get(self, state: OrderState) -> OrderState:
+        try:
+            o = wire.to_dict(self.client.get_order(state.broker_id))
+        except Exception as e:  # noqa: BLE001
+            raise translate(e, "order") from e
+        return wire.order_state(wire.to_dict(o.get("order", o)))
+
+    def _find(self, client_ids: list[str], since: np.datetime64) -> dict[str, OrderState]:
+        wanted = set(client_ids)
+        found: dict[str, OrderState] = {}
+        start = np.datetime_as_string(np.datetime64(since, "s"), unit="s") + "Z"
+        cursor = None
+        while True:
+            try:
+                resp = wire.to_dict(self.client.list_orders(start_date=start, limit=250, cursor=cursor))
+            except Exception as e:  # noqa: BLE001
+                raise translate(e, "orders") from e
+            for o in resp.get("orders", []):
+                o = wire.to_dict(o)
+                if o.get("client_order_id") in wanted:
+                    found[o["client_order_id"]] = wire.order_state(o)
+            if not resp.get("has_next") or not resp.get("cursor") or len(found) == len(wanted):
+                return found
+            cursor = resp["cursor"]
+
+    def _cancel(self, state: OrderState) -> None:
+        try:
+            self.client.cancel_orders([state.broker_id])
+        except Exception as e:  # noqa: BLE001
+            raise translate(e, "cancel") from e
+
+    def _fills(self, batch: OrderBatch, states: list[OrderState | None]) -> FillBatch:
+        by_order = {s.broker_id: i for i, s in enumerate(states) if s is not None and s.broker_id and s.filled_qty > 0}
+        if not by_order:
+            return FillBatch.empty()
+        rows = []
+        cursor = None
+        while True:
+            resp = wire.to_dict(self._do("fills", lambda c=cursor: self.client.get_fills(order_ids=list(by_order),
+                                                                                         limit=250, cursor=c)))
+            for f in resp.get("fills", []):
+                f = wire.to_dict(f)
+                i = by_order.get(f.get("order_id"))
+                if i is not None:
+                    rows.append((i, float(f["size"]), float(f["price"]), float(f.get("commission") or 0),
+                                 str(f.get("trade_id") or f.get("entry_id")), f.get("trade_time")))
+            if not resp.get("cursor") or len(resp.get("fills", [])) < 250:
+                break
+            cursor = resp["cursor"]
+        if not rows:
+            return FillBatch.empty()
+        pos = np.array([r[0] for r in rows], np.int64)
+        q, px = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
+        side = batch.side[pos]
+        ref = np.nan_to_num(batch.ref_price[pos])
+        slip = np.where(ref > 0, np.maximum((px - ref) * side, 0.0) * q, 0.0)
+        times = np.array([np.datetime64(str(r[5]).replace("Z", ""), "ns") if r[5] else np.datetime64(time.time_ns(), "ns")
+                          for r in rows])
+        return FillBatch(times, batch.symbol_idx[pos], side, q, px, np.array([r[3] for r in rows]), slip, pos,
+                         tuple(r[4] for r in rows))
+
+
+from framework.types import ExecutionReport  # noqa: E402  (for the annotation above)
