@@ -193,13 +193,25 @@ class LiveBroker(Broker):
         while any(s is not None and s.status in OPEN for s in states) and time.monotonic() < deadline:
             self.sleep(delay)
             delay = min(delay * 1.5, 2.0)
-            for i, s in enumerate(states):
-                if s is not None and s.status in OPEN:
-                    try:
-                        states[i] = self.call(lambda s=s: self._get(s))  # type: ignore[assignment]
-                    except TransientBrokerError:
-                        pass
+            open_idx = [i for i, s in enumerate(states) if s is not None and s.status in OPEN]
+            try:
+                fresh = self.call(lambda: self._get_many([states[i] for i in open_idx]))  # type: ignore[misc]
+            except TransientBrokerError:
+                continue
+            for i, new in zip(open_idx, fresh):  # type: ignore[call-overload]
+                if new is not None:
+                    states[i] = new
         return states
+
+    def _get_many(self, states: list[OrderState]) -> list[OrderState | None]:
+        """Refresh several orders; adapters override this with one list request per poll round."""
+        out: list[OrderState | None] = []
+        for s in states:
+            try:
+                out.append(self._get(s))
+            except TransientBrokerError:
+                out.append(None)
+        return out
 
     def _finish_open(self, batch: OrderBatch, states: list[OrderState | None],
                      messages: dict[int, str]) -> list[OrderState | None]:

@@ -163,6 +163,25 @@ class AlpacaBroker(LiveBroker):
                 return found
             until = page[-1].submitted_at or page[-1].created_at  # type: ignore[index]
 
+    def _get_many(self, states: list[OrderState]) -> list[OrderState | None]:
+        if len(states) <= 2:
+            return [self._get(s) for s in states]
+        from alpaca.trading.requests import GetOrdersRequest
+
+        ids = {s.broker_id for s in states}
+        got: dict[str, OrderState] = {}
+        until = None
+        while True:   # newest first; every order of this batch was created within the last pages
+            req = GetOrdersRequest(status="all", limit=500, direction="desc", until=until)
+            page = self._sdk("orders", lambda req=req: self.trading.get_orders(req))
+            for o in page:  # type: ignore[union-attr]
+                if str(o.id) in ids:
+                    got[str(o.id)] = wire.order_state(o)
+            if len(got) == len(ids) or len(page) < 500:  # type: ignore[arg-type]
+                break
+            until = page[-1].submitted_at or page[-1].created_at  # type: ignore[index]
+        return [got.get(s.broker_id) or self._get(s) for s in states]
+
     def _cancel(self, state: OrderState) -> None:
         try:
             self._sdk("cancel", lambda: self.trading.cancel_order_by_id(state.broker_id))

@@ -197,6 +197,16 @@ class CoinbaseBroker(LiveBroker):
             raise translate(e, "order") from e
         return wire.order_state(wire.to_dict(o.get("order", o)))
 
+    def _get_many(self, states: list[OrderState]) -> list[OrderState | None]:
+        if len(states) <= 2:
+            return [self._get(s) for s in states]
+        try:
+            resp = wire.to_dict(self.client.list_orders(order_ids=[s.broker_id for s in states], limit=250))
+        except Exception as e:  # noqa: BLE001
+            raise translate(e, "orders") from e
+        got = {o["order_id"]: wire.order_state(o) for o in map(wire.to_dict, resp.get("orders", []))}
+        return [got.get(s.broker_id) for s in states]
+
     def _find(self, client_ids: list[str], since: np.datetime64) -> dict[str, OrderState]:
         wanted = set(client_ids)
         found: dict[str, OrderState] = {}

@@ -1,0 +1,1 @@
+"""``parity data fetch``: market data from Alpaca or Coinbase into the local store."""

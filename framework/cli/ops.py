@@ -1,0 +1,1 @@
+"""Operations commands (promotion, nightly report, paper-vs-simulation, calibration)."""
