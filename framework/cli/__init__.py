@@ -43,6 +43,9 @@ class ParityGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, config: str | None) -> None:
     """Parity: one risk manager and one rebalancer for backtest, paper and live trading."""
+    import warnings
+
+    warnings.formatwarning = lambda message, *_a, **_k: f"warning: {message}\n"
     ctx.ensure_object(dict)
     ctx.obj["config"] = config
 

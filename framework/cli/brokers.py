@@ -48,7 +48,14 @@ def production_endpoint(broker) -> bool:
 
 
 def make_broker(name: str, settings: Settings, settings_path: str | None, *, live: bool, ledger=None,
-                rebalance=None):
+                rebalance=None, route=None):
+    if name == "routed":
+        from brokers.routed import RoutedBroker
+
+        names = ("alpaca", "coinbase")
+        subs = {n: make_broker(n, settings, settings_path, live=live, ledger=ledger, rebalance=rebalance)
+                for n in names}
+        return RoutedBroker(subs, route)
     if name == "alpaca":
         return alpaca_broker(settings, settings_path, live=live, ledger=ledger, rebalance=rebalance)
     if name == "coinbase":

@@ -201,7 +201,8 @@ def run_execute(settings: Settings, settings_path: str | None, *, signals_path: 
     ledger = Ledger(settings.ledger)
     echo = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if json_out else print
     try:
-        broker = make_broker(name, settings, settings_path, live=live, ledger=ledger, rebalance=strategy.rebalance)
+        broker = make_broker(name, settings, settings_path, live=live, ledger=ledger, rebalance=strategy.rebalance,
+                             route=strategy.broker_for)
 
         cache: dict[str, str | None] = {}
 
@@ -230,6 +231,8 @@ def run_execute(settings: Settings, settings_path: str | None, *, signals_path: 
             echo(note)
         fee_rate = broker.fees.rate(universe.crypto) if getattr(broker, "fees", None) is not None else 0.0
         rebalancer = Rebalancer(strategy.rebalance, fee_rate)
+        if hasattr(broker, "resize"):
+            broker.resize = rebalancer.resize_adds     # each venue's buys fit that venue's buying power
         run_id = new_run_id(strategy.name, mode)
         history = ledger.runs_of(broker.name, mode, strategy.name)
         journal = WriteAheadJournal(ledger, run_id, history + [run_id])
@@ -262,9 +265,12 @@ def run_execute(settings: Settings, settings_path: str | None, *, signals_path: 
 
 
 def _route(strategy: StrategyConfig) -> str:
+    """The broker named by the strategy's routing; both venues -> one RoutedBroker over them."""
     names = set(strategy.routing.values())
     names.discard("sim")
-    return "alpaca" if not names or names == {"alpaca"} else sorted(names)[0]
+    if len(names) > 1:
+        return "routed"
+    return names.pop() if names else "alpaca"
 
 
 def _plan_json(cp, universe) -> None:
@@ -299,6 +305,9 @@ def _print_result(res, broker, mode: str, run_id: str, json_out: bool, echo) -> 
                    "decisions": [d.reason for d in res.plan.risk.decisions + res.gate_decisions]})
         return
     echo(f"{broker.describe()} — {mode} run {run_id}")
+    if hasattr(broker, "accounts"):
+        for venue, a in broker.accounts().items():
+            echo(f"  {venue}: equity ${a.equity:,.2f}  cash ${a.cash:,.2f}  buying power ${a.buying_power:,.2f}")
     for d in res.plan.risk.decisions + res.gate_decisions:
         echo(f"  risk [{d.rule}] {d.symbol}: {d.reason}")
     if not rows:

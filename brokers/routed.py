@@ -1,0 +1,140 @@
+"""RoutedBroker: one Broker over several venues, by symbol (e.g. equities at Alpaca, crypto at
+Coinbase). The risk manager sees the combined portfolio; each venue's buys are re-sized to that
+venue's own buying power (cash at Coinbase cannot pay for shares at Alpaca)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from framework.broker import Broker, OrderState
+from framework.types import (AccountSnapshot, ExecutionReport, FillBatch, OrderBatch, Position, Universe)
+
+
+def _sub_universe(u: Universe, idx: np.ndarray) -> Universe:
+    syms = tuple(u.symbols[i] for i in idx.tolist())
+    return Universe(syms, u.qty_increment[idx], u.min_qty[idx], u.min_notional[idx], u.fractionable[idx],
+                    u.shortable[idx], u.crypto[idx], {s: k for k, s in enumerate(syms)})
+
+
+class RoutedBroker(Broker):
+    name = "routed"
+
+    def __init__(self, brokers: dict[str, Broker], route: Callable[[str], str],
+                 resize: Callable[[OrderBatch, float], tuple[OrderBatch, tuple]] | None = None):
+        self.brokers = brokers
+        self.route = route
+        self.resize = resize
+        self.name = "+".join(sorted(brokers))
+        self._subs: dict[str, Universe] = {}
+
+    def describe(self) -> str:
+        return "; ".join(b.describe() for b in self.brokers.values())
+
+    def _split(self, symbols) -> dict[str, np.ndarray]:
+        names = np.array([self.route(s) for s in symbols])
+        return {n: np.flatnonzero(names == n) for n in self.brokers if (names == n).any()}
+
+    def instruments(self, symbols):
+        symbols = list(symbols)
+        parts = {n: self.brokers[n].instruments([symbols[i] for i in idx]) for n, idx in self._split(symbols).items()}
+        by_sym = {}
+        for u in parts.values():
+            for k, s in enumerate(u.symbols):
+                by_sym[s] = (u, k)
+        from framework.types import AssetClass, Instrument
+
+        insts = []
+        for s in symbols:
+            u, k = by_sym[s]
+            insts.append(Instrument(s, AssetClass.of(s), float(u.qty_increment[k]), float(u.min_qty[k]),
+                                    float(u.min_notional[k]), 0.01, bool(u.fractionable[k]), bool(u.shortable[k])))
+        uni = Universe.from_instruments(insts)
+        self._subs = parts
+        return uni
+
+    def account(self) -> AccountSnapshot:
+        accts = [b.account() for b in self.brokers.values()]
+        days = [a.day_start_equity for a in accts]
+        pos: tuple[Position, ...] = tuple(p for a in accts for p in (a.positions or ()))
+        if not pos:
+            pos = tuple(p for b in self.brokers.values() for p in b.positions())
+        return AccountSnapshot(accts[0].time, sum(a.equity for a in accts), sum(a.cash for a in accts),
+                               sum(a.buying_power for a in accts),
+                               sum(days) if all(d is not None for d in days) else None, "USD", pos)  # type: ignore[arg-type]
+
+    def accounts(self) -> dict[str, AccountSnapshot]:
+        """Each venue's own account, for per-broker reporting."""
+        return {n: b.account() for n, b in self.brokers.items()}
+
+    def prices(self, universe: Universe) -> np.ndarray:
+        out = np.full(len(universe), np.nan)
+        for n, idx in self._split(universe.symbols).items():
+            out[idx] = self.brokers[n].prices(self._subs.get(n) or self.brokers[n].instruments(
+                [universe.symbols[i] for i in idx]))
+        return out
+
+    def market_open(self, universe: Universe) -> np.ndarray:
+        out = np.zeros(len(universe), bool)
+        for n, idx in self._split(universe.symbols).items():
+            out[idx] = self.brokers[n].market_open(_sub_universe(universe, idx))
+        return out
+
+    def execute(self, batch: OrderBatch) -> ExecutionReport:
+        n = len(batch)
+        status = np.zeros(n, np.int8)
+        filled = np.zeros(n)
+        avg = np.full(n, np.nan)
+        ids: list = [None] * n
+        msgs: dict[int, str] = {}
+        fills = []
+        syms = batch.symbols()
+        for name, pos in self._split(syms).items():
+            sub_u = _sub_universe(batch.universe, batch.symbol_idx[pos])
+            sub = OrderBatch(sub_u, batch.time, batch.batch_id, batch.leg, np.arange(len(pos)), batch.side[pos],
+                             batch.qty[pos], batch.ref_price[pos], batch.order_type,
+                             None if batch.limit_price is None else batch.limit_price[pos],
+                             None if batch.stop_price is None else batch.stop_price[pos],
+                             None if batch.notional is None else batch.notional[pos])
+            broker = self.brokers[name]
+            if batch.leg == "add" and self.resize is not None:
+                resized, _ = self.resize(sub, broker.account().buying_power)
+                got = dict(zip(resized.symbol_idx.tolist(), resized.qty.tolist()))
+                qty = np.array([got.get(k, 0.0) for k in range(len(pos))])
+                for k in np.flatnonzero(qty < sub.qty - 1e-12).tolist():
+                    msgs[int(pos[k])] = f"re-sized to {name}'s own buying power"
+                keep = qty > 0
+                pos = pos[keep]
+                sub = OrderBatch(sub_u, sub.time, sub.batch_id, sub.leg, sub.symbol_idx[keep], sub.side[keep],
+                                 qty[keep], sub.ref_price[keep])
+            rep = broker.execute(sub)
+            status[pos] = rep.status
+            filled[pos] = rep.filled_qty
+            avg[pos] = rep.avg_price
+            for k, m in rep.messages.items():
+                msgs[int(pos[k])] = f"{name}: {m}"
+            if rep.broker_ids:
+                for k, b in enumerate(rep.broker_ids):
+                    ids[int(pos[k])] = b
+            f = rep.fills
+            if len(f):
+                gpos = pos[f.order_pos]
+                fills.append(FillBatch(f.time, batch.symbol_idx[gpos], f.side, f.qty, f.price, f.fee, f.slippage, gpos,
+                                       f.trade_ids))
+        return ExecutionReport(batch, status, filled, avg, FillBatch.concat(fills), tuple(ids), msgs)
+
+    def sync(self) -> list[ExecutionReport]:
+        return [r for b in self.brokers.values() for r in b.sync()]
+
+    def lookup(self, client_ids: list[str]) -> dict[str, OrderState]:
+        out: dict[str, OrderState] = {}
+        for b in self.brokers.values():
+            out.update(b.lookup(client_ids))
+        return out
+
+    def open_orders(self) -> list[OrderState]:
+        return [o for b in self.brokers.values() for o in b.open_orders()]
+
+    def cancel(self, client_ids: list[str]) -> list[OrderState]:
+        return [o for b in self.brokers.values() for o in b.cancel(client_ids)]
