@@ -6,10 +6,7 @@ venue refuses; live adapters fill the same ``Universe`` from the venue's own ass
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
-import pandas as pd
 
 from framework.config import VenueConfig
 from framework.types import AssetClass, Instrument, Universe
@@ -56,19 +53,3 @@ def untradable(venue: VenueConfig, symbols: list[str]) -> dict[str, str]:
         if venue.asset_classes.get(ac.value) is None:  # type: ignore[call-overload]
             bad[s] = f"{venue.venue} does not trade {ac.value}"
     return bad
-
-
-@lru_cache(maxsize=8)
-def _calendar(name: str):
-    import exchange_calendars as xcals
-
-    return xcals.get_calendar(name)
-
-
-def session_open_mask(hours: str, times: np.ndarray) -> np.ndarray:
-    """Whether each UTC time falls inside a trading session of ``hours`` ("24/7" or a calendar)."""
-    if hours == "24/7":
-        return np.ones(len(times), dtype=bool)
-    cal = _calendar(hours)
-    idx = pd.DatetimeIndex(pd.to_datetime(times, utc=True))
-    return np.array([cal.is_open_on_minute(t, ignore_breaks=True) for t in idx.floor("min")], dtype=bool)

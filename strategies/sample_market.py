@@ -30,10 +30,10 @@ def _path(rng: np.random.Generator, n: int, start: float, drift: float, vol: flo
 
 def sample_bars(start: str = "2021-01-04", end: str = "2023-12-29", seed: int = 7) -> pd.DataFrame:
     """Long-format bars (timestamp, symbol, open, high, low, close, volume), sorted by time then symbol."""
-    import exchange_calendars as xcals
+    from framework.calendars import sessions as nyse_sessions
 
     rng = np.random.default_rng(seed)
-    sessions = xcals.get_calendar("XNYS").sessions_in_range(start, end)
+    sessions = nyse_sessions(start, end, "XNYS")
     days = pd.date_range(start, end, freq="D")
     frames = []
     for sym, (p0, mu, vol) in EQUITIES.items():
