@@ -169,8 +169,9 @@ class StrategyConfig(Model):
         return RiskLimits(**{**base.model_dump(), **self.risk})
 
     def config_hash(self) -> str:
-        """Content hash of everything that changes behaviour (not the stage, name of file, description)."""
-        data = self.model_dump(exclude={"stage", "source", "description"})
+        """Content hash of everything that changes trading behaviour: not the stage, the file name, the
+        description or the promotion gates (tightening a gate must not discard the evidence)."""
+        data = self.model_dump(exclude={"stage", "source", "description", "promotion"})
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

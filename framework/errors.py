@@ -9,7 +9,9 @@
     │   ├── AuthenticationError    stop; credentials are missing or refused
     │   └── OrderRejected          record it, continue with the other orders
     │       └── InsufficientFunds  record it, continue (buying power, balance)
-    └── LiveSafetyError       stop; a live gate refused (promotion, stale batch)  (exit 2)
+    ├── LiveSafetyError       stop; a live gate refused (promotion, stale batch)  (exit 2)
+    │   └── PromotionRefused  a promotion gate failed (framework.ops.promotion)  (exit 2)
+    └── RiskHalt              the risk manager blocked the whole cycle          (exit 3)
 
 Risk outcomes are values (RiskDecision), never exceptions. Broker SDK errors are translated into
 this tree at the adapter boundary with ``raise ... from e``.

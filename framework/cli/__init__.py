@@ -126,57 +126,6 @@ def runs(ctx: click.Context, json_out: bool) -> None:
         print_runs(df)
 
 
-@main.command()
-@click.argument("run_id", required=False)
-@click.option("--out", "out_dir", default=None, help="reports directory (default: reports_dir)")
-@config_option
-@click.pass_context
-def report(ctx: click.Context, run_id: str | None, out_dir: str | None) -> None:
-    """Write the report of RUN_ID (the newest run when omitted)."""
-    from framework.artifacts import write_artifacts
-    from framework.errors import UsageError
-    from framework.ledger import Ledger
-
-    settings = _settings(ctx)
-    ledger = Ledger(settings.ledger)
-    try:
-        rid = run_id or ledger.latest_run_id()
-        if rid is None:
-            raise UsageError("no runs recorded yet (try `parity demo`)")
-        out = write_artifacts(ledger, rid, out_dir or settings.reports_dir)
-    finally:
-        ledger.close()
-    click.echo(f"Report: {out / 'report.html'}")
-
-
-@main.command()
-@click.argument("run_a")
-@click.argument("run_b")
-@click.option("--out", "out_dir", default=None)
-@click.option("--json", "json_out", is_flag=True)
-@config_option
-@click.pass_context
-def compare(ctx: click.Context, run_a: str, run_b: str, out_dir: str | None, json_out: bool) -> None:
-    """Compare two runs side by side (equity, metrics, daily and per-symbol P&L, orders)."""
-    from framework.artifacts import load_run
-    from framework.cli.output import emit_json
-    from framework.ledger import Ledger
-    from framework.reports.compare import compare_runs
-
-    settings = _settings(ctx)
-    ledger = Ledger(settings.ledger)
-    try:
-        a, b = load_run(ledger, run_a), load_run(ledger, run_b)
-    finally:
-        ledger.close()
-    out = Path(out_dir or settings.reports_dir) / f"compare-{run_a}-vs-{run_b}"
-    result = compare_runs(a, b, out)
-    if json_out:
-        emit_json(result)
-    else:
-        click.echo(f"Comparison: {out / 'compare.html'}")
-
-
 @main.group()
 def data() -> None:
     """Market data in the local store."""
