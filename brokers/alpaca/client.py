@@ -26,7 +26,7 @@ class NotFound(BrokerError):
     """404 from the venue."""
 
 
-class _TimeoutSession(requests.Session):
+class TimeoutSession(requests.Session):
     """A session that always passes a timeout and reports rate-limit headers."""
 
     def __init__(self, timeout: float, limiter: RateLimiter):
@@ -72,7 +72,7 @@ def make_clients(ep: AlpacaEndpoints, limiter: RateLimiter):
     stock = StockHistoricalDataClient(ep.key, ep.secret, url_override=ep.data_url)
     crypto = CryptoHistoricalDataClient(ep.key, ep.secret, url_override=ep.data_url)
     for c in (trading, stock, crypto):
-        c._session = _TimeoutSession(ep.timeout, limiter)   # alpaca-py has no timeout knob (0.44)
+        c._session = TimeoutSession(ep.timeout, limiter)   # alpaca-py has no timeout knob (0.44)
         c._retry = 0                                        # our loop retries with backoff + jitter
     return trading, stock, crypto
 
@@ -112,3 +112,6 @@ def translate(e: Exception, what: str) -> Exception:
     if isinstance(e, BrokerError):
         return e
     return BrokerError(f"Alpaca {what}: {type(e).__name__}: {e}")
+
+
+_TimeoutSession = TimeoutSession   # former private name
