@@ -9,6 +9,12 @@ looked up by client id before it is reported as unconfirmed — never re-sent bl
 sending, orders are polled until done or ``order_timeout_s`` passes; what is still working is
 then cancelled (``execution: market``) or, with ``execution: smart``, a marketable limit is
 re-priced a few times and the rest sent at market.
+
+Crash recovery: ``resume`` reports orders an earlier process left at the venue (their state, after
+letting working ones finish, and the fills the ledger lacks) without sending or cancelling
+anything; ``framework.cli.live.reconcile`` commits that before a command trades. A fill is
+reported once across runs: Alpaca's as cumulative fill minus what the ledger holds per client
+order id, trade-id venues' (Coinbase) minus the trade ids the ledger holds (``known_trade_ids``).
 """
 
 from __future__ import annotations
@@ -59,14 +65,29 @@ class RateLimiter:
             self.waited += wait
             self.sleep(wait)
 
+    # A reset this close is waited for right here (see ``observe``); a longer one by the next acquire.
+    inline_wait_max: float = 2.0
+
     def observe(self, remaining: int | None, reset_in: float | None) -> None:
-        """Feed the venue's rate-limit headers: with nothing left, wait until the window resets."""
+        """Feed the venue's rate-limit headers (called for every answer): with nothing left, nothing
+        more goes out until the window resets.
+
+        A reset due within ``inline_wait_max`` (Coinbase's one-second windows) is waited for here,
+        not only at the next ``acquire``: one limiter token can cover several HTTP requests (a
+        Coinbase submit and its read-back, a lookup of several ids, the pages of a listing), and
+        the next of those would otherwise go out into the empty window and come back 429. A longer
+        wait (Alpaca's minute) is left to the next ``acquire``, so a call that failed is not held."""
         if remaining is None:
             return
+        wait = 0.0
         with self.lock:
             self.tokens = min(self.tokens, float(remaining))
             if remaining <= 0 and reset_in is not None and reset_in > 0:
                 self.blocked_until = max(self.blocked_until, self.clock() + min(reset_in, 60.0))
+                wait = self.blocked_until - self.clock()
+        if 0 < wait <= self.inline_wait_max:
+            self.waited += wait
+            self.sleep(wait)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +133,9 @@ class LiveBroker(Broker):
     poll_interval_s: float = 0.2
     execution: str = "market"
     smart_reprices: int = 3
+    # Trade ids the ledger already holds (set by the composition root): a fill is reported once
+    # across runs, even when a re-run or a recovery finds an order an earlier run already booked.
+    known_trade_ids: Callable[[list[str]], set[str]] | None = None
 
     def __init__(self, limiter: RateLimiter, retry: RetryPolicy = RetryPolicy(),
                  sleep: Callable[[float], None] = time.sleep):
@@ -187,8 +211,8 @@ class LiveBroker(Broker):
                            "venue says. The next run looks the order up by its client order id before sending.")
             return None
 
-    def _wait(self, states: list[OrderState | None]) -> list[OrderState | None]:
-        deadline = time.monotonic() + self.order_timeout_s
+    def _wait(self, states: list[OrderState | None], timeout_s: float | None = None) -> list[OrderState | None]:
+        deadline = time.monotonic() + (self.order_timeout_s if timeout_s is None else timeout_s)
         delay = self.poll_interval_s
         while any(s is not None and s.status in OPEN for s in states) and time.monotonic() < deadline:
             self.sleep(delay)
@@ -244,9 +268,32 @@ class LiveBroker(Broker):
         for i, s in enumerate(states):
             if s is not None and s.message and i not in messages:
                 messages[i] = s.message
-        fills = self._fills(batch, states)
+        fills = self._new_fills(self._fills(batch, states))
         return ExecutionReport(batch, status, filled, avg, fills, tuple(None if s is None else s.broker_id for s in states),
                                messages, np.full(n, np.datetime64(time.time_ns(), "ns")))
+
+    def _new_fills(self, fills: FillBatch) -> FillBatch:
+        """Drop fills whose trade id the ledger already holds."""
+        if self.known_trade_ids is None or not len(fills) or not fills.trade_ids:
+            return fills
+        seen = self.known_trade_ids(list(fills.trade_ids))
+        if not seen:
+            return fills
+        keep = np.array([t not in seen for t in fills.trade_ids])
+        ids = tuple(t for t in fills.trade_ids if t not in seen)
+        return FillBatch(fills.time[keep], fills.symbol_idx[keep], fills.side[keep], fills.qty[keep], fills.price[keep],
+                         fills.fee[keep], fills.slippage[keep], fills.order_pos[keep], ids)
+
+    def resume(self, batch: OrderBatch, states: list[OrderState | None], wait_s: float = 0.0) -> ExecutionReport:
+        """Report orders an earlier (crashed) run left at the venue: their state now, after polling the
+        working ones for up to ``wait_s`` seconds, and the fills the ledger does not hold yet.
+
+        Sends nothing and cancels nothing: crash recovery books what happened while no process was
+        watching, and lets an interrupted cycle's working orders finish before the cycle is re-planned."""
+        states = list(states)
+        if wait_s > 0:
+            states = self._wait(states, wait_s)
+        return self._report(batch, states, {})
 
     # ---- Broker methods built on the primitives -------------------------------------------------
     def sync(self) -> list[ExecutionReport]:

@@ -148,15 +148,19 @@ class CoinbaseBroker(LiveBroker):
         self._held = {c: a + h for c, (a, h) in self.balances().items()} if len(batch) else {}
         return super().execute(batch)
 
-    def _sell_size(self, req: OrderRequest, inc: float, min_size: float) -> str:
-        """Floor to the increment; sell everything when the rest could not be sold on its own."""
+    def _sell_size(self, req: OrderRequest, inc: float, min_size: float, min_notional: float = 0.0,
+                   price: float = 0.0) -> str:
+        """Floor to the increment; sell everything when the rest could not be sold on its own
+        (under the minimum base size or the minimum notional)."""
         base, _ = split_pair(req.symbol)
         held = getattr(self, "_held", {}).get(base)
         size = Decimal(floor_str(req.qty, inc))
         if held is not None:
             all_of_it = Decimal(floor_str(held, inc))
             rest = Decimal(repr(held)) - size
-            if size > all_of_it or (Decimal(0) < rest and rest < Decimal(repr(max(min_size, inc)))):
+            too_small = rest < Decimal(repr(max(min_size, inc))) or (
+                price > 0 and rest * Decimal(repr(price)) < Decimal(repr(min_notional)))
+            if size > all_of_it or (Decimal(0) < rest and too_small):
                 size = all_of_it
         return format(size, "f")
 
@@ -171,7 +175,8 @@ class CoinbaseBroker(LiveBroker):
             else:
                 kw = {"base_size": floor_str(req.qty, inc)}
         else:
-            kw = {"base_size": self._sell_size(req, inc, float(p.get("base_min_size") or 0))}
+            kw = {"base_size": self._sell_size(req, inc, float(p.get("base_min_size") or 0),
+                                               float(p.get("quote_min_size") or 0), float(p.get("price") or 0))}
         if req.order_type == "limit":
             price = floor_str(req.limit_price or 0.0, float(p.get("price_increment") or 0.01))
             size = kw.get("base_size") or floor_str(req.qty, inc)

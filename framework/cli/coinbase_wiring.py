@@ -28,10 +28,12 @@ def _endpoints(settings: Settings):
     return CoinbaseEndpoints(c.api_key, c.api_secret, c.key_file, c.base_url, c.ca_bundle, c.timeout_s)
 
 
-def live_coinbase(settings: Settings, rebalance=None):
+def live_coinbase(settings: Settings, rebalance=None, settings_path: str | None = None):
     from brokers.coinbase.broker import CoinbaseBroker
+    from framework.costs import VenueFees
 
     broker = CoinbaseBroker(_endpoints(settings), requests_per_second=settings.execution.coinbase.requests_per_second)
+    broker.fees = VenueFees.from_venue(load_venue("coinbase", settings_path))   # buys leave room for the fee
     if rebalance is not None:
         broker.order_timeout_s = rebalance.order_timeout_s
         broker.execution = rebalance.execution
@@ -101,6 +103,24 @@ class ShadowBroker:
             "AND r.mode='paper' AND f.symbol=? AND f.side='buy'", (SHADOW, symbol)).fetchone()
         return float(row[0] or 0.0)
 
+    def account(self):
+        """The simulated account, with the day's starting equity from the ledger (UTC midnight)."""
+        from dataclasses import replace
+
+        sim = self._sim if self._sim is not None else self._build([])
+        return replace(sim.account(), day_start_equity=self._day_start_equity())
+
+    def _day_start_equity(self) -> float | None:
+        """Last equity snapshot before today's UTC midnight, or the initial cash if the account began today."""
+        from framework.ledger import iso
+
+        if self.ledger is None:
+            return None
+        runs = self.ledger.runs_of(SHADOW, "paper")
+        today = np.datetime64(time.time_ns(), "ns").astype("datetime64[D]")
+        before = self.ledger.equity_before(runs, iso(today)) if runs else None
+        return before if before is not None else self.initial_cash
+
     def sim_for(self, symbols: list[str]):
         return self._sim if self._sim is not None and set(symbols) <= set(self._sim.universe.symbols) \
             else self._build(symbols)
@@ -115,7 +135,7 @@ class ShadowBroker:
 
 
 def coinbase_broker(settings: Settings, settings_path: str | None, *, live: bool, ledger=None, rebalance=None):
-    venue = live_coinbase(settings, rebalance)
+    venue = live_coinbase(settings, rebalance, settings_path)
     if live:
         return venue
     from framework.config import load_strategy

@@ -75,6 +75,8 @@ def print_plan(cp, universe, *, header: str) -> None:
     if cp.plan is None:
         print("Cycle HALTED by the risk manager: no orders.")
         return
+    for d in cp.plan.skipped:
+        print(f"  [{d.rule}] {d.symbol}: {d.action}  ({d.reason})")
     n = 0
     for leg, title in ((cp.plan.reduce, "Sells / reductions (sent first)"),
                        (cp.plan.add, "Buys / additions (re-sized to the buying power left after the sells fill)")):
@@ -101,6 +103,11 @@ def confirm_live(broker, yes: bool) -> None:
         raise LiveSafetyError("not confirmed: nothing was sent")
 
 
+def gate_note(broker) -> str:
+    return (f"NOTE: live gate skipped: {broker.name} base_url points to {broker.describe()}, "
+            "not the venue's production endpoint")
+
+
 def live_gate(ledger, strategy: StrategyConfig, broker, live: bool) -> str | None:
     """Refuse live trading of a strategy not promoted to live with its current config hash.
 
@@ -111,8 +118,7 @@ def live_gate(ledger, strategy: StrategyConfig, broker, live: bool) -> str | Non
     if not live:
         return None
     if not production_endpoint(broker):
-        return (f"NOTE: live gate skipped: {broker.name} base_url points to {broker.describe()}, "
-                "not the venue's production endpoint")
+        return gate_note(broker)
     row = ledger.db.execute("SELECT action, stage, config_hash FROM promotions WHERE strategy=? ORDER BY rowid DESC "
                             "LIMIT 1", (strategy.name,)).fetchone()
     if row is None or row[0] != "promote" or row[1] != "live":
@@ -124,35 +130,206 @@ def live_gate(ledger, strategy: StrategyConfig, broker, live: bool) -> str | Non
     return None
 
 
-def reconcile(ledger, broker, mode: str, echo=print) -> list[str]:
-    """Compare the ledger's working orders and positions with the broker's; update the ledger."""
+def reconcile(ledger, broker, mode: str, echo=print, resume_batch: str | None = None) -> list[str]:
+    """Bring the ledger up to date with the broker before anything is sent; report what differed.
+
+    Every order the ledger still holds as working (an intent without a final answer, or an order
+    still working) is looked up at the broker by its client order id:
+
+    * not at the venue: an intent that never reached it is closed ("never reached the venue"); a
+      re-run of its batch sends it — same client order id — exactly once;
+    * at the venue: its state and every fill the ledger lacks (what happened while no process was
+      watching, e.g. after a crash) are committed to the row of the run that sent it. Orders of
+      ``resume_batch`` (the batch being re-run) that are still working are first polled until done
+      or the order timeout, so an interrupted cycle resumes where it stopped instead of having its
+      own orders cancelled as leftovers and re-planned.
+
+    Positions that differ between the ledger's fills and the broker are reported; the plan always
+    starts from the broker's positions and open orders, which is how differences are folded in.
+    """
     from framework.ledger import now_iso
-    from framework.types import OrderStatus
 
     notes = []
     stale = ledger.open_orders(broker.name, mode)
     if stale:
         found = broker.lookup([o["client_order_id"] for o in stale])
+        at_venue = []
         for o in stale:
             st = found.get(o["client_order_id"])
             if st is None:
                 if o["status"] == "planned":
-                    ledger.db.execute("UPDATE orders SET status='canceled', message=?, updated_at=? WHERE run_id=? AND "
-                                      "client_order_id=?", ("never reached the venue (found at reconcile)", now_iso(),
-                                                            o["run_id"], o["client_order_id"]))
-                    notes.append(f"order {o['client_order_id']} was recorded but never reached {broker.name}: closed")
+                    with ledger.tx():
+                        upd = now_iso()
+                        ledger.db.execute("UPDATE orders SET status='canceled', message=?, updated_at=? WHERE run_id=? "
+                                          "AND client_order_id=?", ("never reached the venue (found at reconcile)", upd,
+                                                                    o["run_id"], o["client_order_id"]))
+                        ledger.write_events([(o["run_id"], o["client_order_id"], upd, "canceled", 0.0,
+                                              "never reached the venue (found at reconcile)")])
+                    notes.append(f"order {o['client_order_id']} was recorded but never reached {broker.name}: closed "
+                                 "(a re-run of its batch sends it)")
                 continue
-            label = OrderStatus(st.status).label
-            if label != o["status"] or abs(st.filled_qty - (o["filled_qty"] or 0)) > 1e-12:
-                ledger.db.execute("UPDATE orders SET status=?, filled_qty=?, avg_price=?, broker_id=?, updated_at=? "
-                                  "WHERE run_id=? AND client_order_id=?",
-                                  (label, st.filled_qty, st.avg_price, st.broker_id, now_iso(), o["run_id"],
-                                   o["client_order_id"]))
-                notes.append(f"order {o['client_order_id']}: ledger said {o['status']}, {broker.name} says {label} "
-                             f"(filled {st.filled_qty:g})")
+            at_venue.append((o, st))
+        if at_venue:
+            notes += _settle_found(ledger, broker, at_venue, resume_batch)
+    notes += _position_differences(ledger, broker, mode)
     for n in notes:
         echo(f"reconcile: {n}")
     return notes
+
+
+def _batch_of(ledger, run_id: str, seq) -> str | None:
+    if seq is None:
+        return None
+    row = ledger.db.execute("SELECT batch_id FROM cycles WHERE run_id=? AND seq=?", (run_id, seq)).fetchone()
+    return row[0] if row else None
+
+
+def _venues_of(broker) -> list:
+    """The venue adapters behind ``broker`` (the sub-brokers of a routed one, else itself)."""
+    subs = getattr(broker, "brokers", None)
+    return list(subs.values()) if isinstance(subs, dict) else [broker]
+
+
+def _owner(broker, symbol: str):
+    subs = getattr(broker, "brokers", None)
+    if isinstance(subs, dict) and callable(getattr(broker, "route", None)):
+        return subs.get(broker.route(symbol), broker)
+    return broker
+
+
+def _settle_found(ledger, broker, found: list[tuple[dict, object]], resume_batch: str | None) -> list[str]:
+    """Commit the broker's state and the missing fills of ledger orders found at the venue."""
+    notes: list[str] = []
+    groups: dict[int, tuple[object, list]] = {}
+    for o, st in found:
+        venue = _owner(broker, o["symbol"])
+        groups.setdefault(id(venue), (venue, []))[1].append((o, st))
+    for venue, part in groups.values():
+        notes += _settle_at(ledger, venue, part, resume_batch)
+    return notes
+
+
+def _settle_at(ledger, venue, found: list[tuple[dict, object]], resume_batch: str | None) -> list[str]:
+    from framework.errors import DataError
+    from framework.ledger import iso
+    from framework.types import OrderBatch, OrderStatus
+
+    notes: list[str] = []
+    resume = getattr(venue, "resume", None)
+    if resume is not None:
+        try:
+            universe = venue.instruments(sorted({o["symbol"] for o, _ in found}))
+        except DataError:
+            resume = None
+    # one row per venue order books its fills: the latest run's (run ids start with their time)
+    latest: dict[str, tuple[dict, object]] = {}
+    for o, st in found:
+        if o["client_order_id"] not in latest or o["run_id"] > latest[o["client_order_id"]][0]["run_id"]:
+            latest[o["client_order_id"]] = (o, st)
+    primary = list(latest.values())
+    if resume is None:   # an adapter without fill recovery: state only
+        primary = []
+    keep = {id(o) for o, _ in primary}
+    for o, st in found:
+        if id(o) not in keep:
+            _write_state(ledger, o, st, None, [])
+            notes.append(_state_note(o, st, venue.name))
+    if not primary:
+        return notes
+    rows = [o for o, _ in primary]
+    states = [st for _, st in primary]
+    n = len(rows)
+    batch = OrderBatch(universe, np.datetime64(time.time_ns(), "ns"), "reconcile", "reconcile",  # type: ignore[arg-type]
+                       np.array([universe.index[o["symbol"]] for o in rows], np.int64),
+                       np.array([1 if o["side"] == "buy" else -1 for o in rows], np.int8),
+                       np.array([float(o["qty"]) for o in rows]),
+                       np.array([float(o["ref_price"] or np.nan) for o in rows]))
+    wait = [i for i in range(n) if resume_batch is not None and OrderStatus(states[i].status).is_open
+            and _batch_of(ledger, rows[i]["run_id"], rows[i]["cycle_seq"]) == resume_batch]
+    if wait:
+        notes.append(f"resuming batch {resume_batch}: waiting for {len(wait)} order(s) it left working")
+        sub = batch.subset(np.isin(np.arange(n), wait))
+        rep = resume(sub, [states[i] for i in wait], venue.order_timeout_s)
+        for j, i in enumerate(wait):
+            states[i] = _state_from_report(states[i], rep, j)
+    rep = resume(batch, states, 0.0)
+    f = rep.fills
+    times = iso(f.time) if len(f) else []
+    fills_by_order: dict[int, list[tuple]] = {}
+    for k, pos in enumerate(f.order_pos.tolist()):
+        o = rows[pos]
+        fills_by_order.setdefault(pos, []).append(
+            (o["run_id"], o["client_order_id"], states[pos].broker_id, f.trade_ids[k] if f.trade_ids else None,
+             times[k], o["symbol"], o["side"], float(f.qty[k]), float(f.price[k]), float(f.fee[k]),
+             float(f.slippage[k])))
+    for i, (o, st) in enumerate(zip(rows, states)):
+        new_fills = fills_by_order.get(i, [])
+        changed = OrderStatus(st.status).label != o["status"] or abs(st.filled_qty - (o["filled_qty"] or 0)) > 1e-12
+        if changed or new_fills:
+            _write_state(ledger, o, st, rep.messages.get(i), new_fills)
+            note = _state_note(o, st, venue.name)
+            if new_fills:
+                note += f"; booked {len(new_fills)} fill(s) of {sum(r[7] for r in new_fills):g} the ledger lacked"
+            notes.append(note)
+    return notes
+
+
+def _state_from_report(st, rep, j: int):
+    from dataclasses import replace
+
+    avg = rep.avg_price[j]
+    return replace(st, status=int(rep.status[j]), filled_qty=float(rep.filled_qty[j]),
+                   avg_price=None if np.isnan(avg) else float(avg))
+
+
+def _write_state(ledger, o: dict, st, message: str | None, fills: list[tuple]) -> None:
+    from framework.ledger import now_iso
+    from framework.types import OrderStatus
+
+    label = OrderStatus(st.status).label
+    upd = now_iso()
+    with ledger.tx():
+        ledger.update_orders([(label, st.filled_qty, st.avg_price, st.broker_id, message, upd, o["run_id"],
+                               o["client_order_id"])])
+        ledger.write_events([(o["run_id"], o["client_order_id"], upd, label, st.filled_qty,
+                              "found at reconcile")])
+        if fills:
+            ledger.write_fills(fills)
+
+
+def _state_note(o: dict, st, venue: str) -> str:
+    from framework.types import OrderStatus
+
+    return (f"order {o['client_order_id']}: ledger said {o['status']}, {venue} says "
+            f"{OrderStatus(st.status).label} (filled {st.filled_qty:g})")
+
+
+def _position_differences(ledger, broker, mode: str) -> list[str]:
+    """Positions the ledger's fills imply vs the broker's (informative: the broker's are used)."""
+    try:
+        held = {p.symbol: p.qty for p in broker.positions()}
+    except Exception:  # noqa: BLE001 - a report, never a reason to stop
+        return []
+    booked = ledger.ledger_positions(broker.name, mode)
+    out = []
+    for s in sorted(set(held) | set(booked)):
+        a, b = booked.get(s, 0.0), held.get(s, 0.0)
+        if abs(a - b) > 1e-9 * max(1.0, abs(b)):
+            out.append(f"position {s}: ledger fills give {a:g}, {broker.name} holds {b:g} (the plan uses {b:g})")
+    return out
+
+
+def booked_trade_ids(ledger):
+    """A lookup of trade ids the ledger already holds (for ``LiveBroker.known_trade_ids``)."""
+    def known(trade_ids: list[str]) -> set[str]:
+        out: set[str] = set()
+        ids = list(dict.fromkeys(trade_ids))
+        for k in range(0, len(ids), 500):
+            chunk = ids[k:k + 500]
+            q = ",".join("?" * len(chunk))
+            out.update(r[0] for r in ledger.db.execute(f"SELECT trade_id FROM fills WHERE trade_id IN ({q})", chunk))
+        return out
+    return known
 
 
 def snapshot_equity(ledger, run_id: str, acct) -> None:
@@ -203,6 +380,7 @@ def run_execute(settings: Settings, settings_path: str | None, *, signals_path: 
     try:
         broker = make_broker(name, settings, settings_path, live=live, ledger=ledger, rebalance=strategy.rebalance,
                              route=strategy.broker_for)
+        _wire_ledger(broker, ledger)
 
         cache: dict[str, str | None] = {}
 
@@ -221,7 +399,8 @@ def run_execute(settings: Settings, settings_path: str | None, *, signals_path: 
                     bad[s] = cache[s]
             return bad
 
-        signals = load_signals(signals_path, strategy=strategy_name, timezone=strategy.signals.timezone,
+        signals = load_signals(signals_path, strategy=strategy.name if strategy_name else None,
+                               timezone=strategy.signals.timezone,
                                duplicates=strategy.signals.duplicates, symbol_check=check)
         limits = strategy.limits(settings.execution.limits())
         target = latest_batch(signals, strategy, limits, force)
@@ -246,7 +425,7 @@ def run_execute(settings: Settings, settings_path: str | None, *, signals_path: 
             return 3 if cp.risk.halted else 0
         if live:
             confirm_live(broker, yes)
-        reconcile(ledger, broker, mode, echo)
+        reconcile(ledger, broker, mode, echo, resume_batch=target.batch_id)
         acct0 = broker.account()
         ledger.start_run(run_id, strategy.name, strategy.config_hash(), mode, broker.name, acct0.equity,
                          universe.symbols, {"limits": limits.model_dump(), "strategy": strategy.model_dump()},
@@ -262,6 +441,15 @@ def run_execute(settings: Settings, settings_path: str | None, *, signals_path: 
         return 0
     finally:
         ledger.close()
+
+
+def _wire_ledger(broker, ledger) -> None:
+    """Let the live adapters ask the ledger which venue trade ids are already booked."""
+    from brokers.live import LiveBroker
+
+    for venue in _venues_of(broker):
+        if isinstance(venue, LiveBroker):
+            venue.known_trade_ids = booked_trade_ids(ledger)
 
 
 def _route(strategy: StrategyConfig) -> str:
@@ -338,6 +526,11 @@ def run_close(settings: Settings, settings_path: str | None, *, symbol: str, qua
     ledger = Ledger(settings.ledger)
     try:
         broker = make_broker(name, settings, settings_path, live=live, ledger=ledger)
+        _wire_ledger(broker, ledger)
+        from framework.cli.brokers import production_endpoint
+
+        if live and not production_endpoint(broker):
+            print(gate_note(broker))
         universe = broker.instruments([sym])
         held = broker.position_vector(universe)[0]
         if held == 0:
@@ -350,7 +543,10 @@ def run_close(settings: Settings, settings_path: str | None, *, symbol: str, qua
             qty = float(np.floor(qty / inc + 1e-9) * inc)
         px = broker.prices(universe)
         now = np.datetime64(time.time_ns(), "ns")
-        batch = OrderBatch(universe, now, batch_key("close", np.datetime64(now, "m")), "close", np.array([0]),
+        # the id covers what was asked (symbol, quantity, minute): re-running the same command within
+        # the minute is idempotent, a different request is a new order
+        batch = OrderBatch(universe, now, batch_key(f"close-{qty:.9g}", np.datetime64(now, "m")), "close",
+                           np.array([0]),
                            np.array([-1 if held > 0 else 1], np.int8), np.array([qty]), px)
         if dry_run:
             print(f"DRY RUN: would {'SELL' if held > 0 else 'BUY'} {qty:g} {sym} at market on {broker.describe()} "
@@ -359,14 +555,15 @@ def run_close(settings: Settings, settings_path: str | None, *, symbol: str, qua
             return 0
         if live:
             confirm_live(broker, yes)
+        reconcile(ledger, broker, mode)
         from framework.backtest import new_run_id
 
         run_id = new_run_id("manual", mode)
         ledger.start_run(run_id, "manual", "", mode, broker.name, None, universe.symbols, {}, f"close {sym}")
         journal = WriteAheadJournal(ledger, run_id)
-        journal.intents(0, batch)
+        journal.intents(None, batch)   # a manual order belongs to no rebalance cycle
         rep = broker.execute(batch)
-        journal.report(0, rep)
+        journal.report(None, rep)
         ledger.finish_run(run_id, "done", None, None, None)
         from framework.types import OrderStatus
 

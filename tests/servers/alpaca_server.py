@@ -84,6 +84,7 @@ CRYPTO_TYPES = {"market", "limit", "stop_limit"}
 FAULT_KINDS = {
     "429", "500", "502", "503", "504", "502_html", "504_html", "504_after_accept",
     "drop_before", "drop_after", "delay", "delay_after", "reject_after_accept",
+    "kill_client_before", "kill_client_after",
 }
 
 DEFAULT_PRICES = {
@@ -195,6 +196,33 @@ def _bar_ts(dt: datetime) -> str:
 
 def _truthy(v: Any) -> bool:
     return str(v).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _arm(arm: Optional[dict]) -> Optional[dict]:
+    """Normalise a fault's arming condition {method, path_prefix, count}."""
+    if not arm:
+        return None
+    return {"method": str(arm["method"]).upper() if arm.get("method") else None,
+            "path_prefix": arm.get("path_prefix") or "/", "count": int(arm.get("count", 1))}
+
+
+def _wait_dead(pid: int, timeout: float = 5.0) -> None:
+    """Wait until ``pid`` no longer runs (gone, or a zombie waiting for its parent)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            if state in ("Z", "X"):
+                return
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return
+        except OSError:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+        time.sleep(0.001)
 
 
 class _StateEncoder(json.JSONEncoder):
@@ -328,6 +356,7 @@ class AlpacaServer:
         tick_interval: float = 0.05,
         fill_slippage_bps: float = 0.0,
         partial_fill_fraction: Optional[float] = None,
+        stall_after_partial: bool = False,
         crypto_fee_bps: float = 25.0,
         crypto_min_cost: float = 10.0,
         equity_min_notional: float = 1.0,
@@ -358,6 +387,8 @@ class AlpacaServer:
                 ``tick_interval`` seconds for "tick".
             fill_slippage_bps: fills at price*(1+s) for buys, price*(1-s) for sells.
             partial_fill_fraction: e.g. 0.5 -> first fill event fills half ("partially_filled").
+            stall_after_partial: an order that got a fill gets no more (a thin market): it stays
+                "partially_filled" until it is cancelled.
             crypto_fee_bps: crypto fee on the credited side (buy: qty received, sell: USD received).
             crypto_min_cost: 403 "cost basis must be >= minimal amount of order 10" below this.
             equity_min_notional: notional equity orders below this -> 422 (GUESS).
@@ -387,6 +418,7 @@ class AlpacaServer:
         self.tick_interval = float(tick_interval)
         self.fill_slippage_bps = float(fill_slippage_bps)
         self.partial_fill_fraction = partial_fill_fraction
+        self.stall_after_partial = bool(stall_after_partial)
         self.crypto_fee_bps = float(crypto_fee_bps)
         self.crypto_min_cost = float(crypto_min_cost)
         self.equity_min_notional = float(equity_min_notional)
@@ -410,8 +442,10 @@ class AlpacaServer:
         self._ticker: Optional[threading.Thread] = None
         self._conns: set = set()
         self._faults: List[dict] = []
+        self._kills: List[dict] = []
         self._rl: Dict[Tuple[str, str], list] = {}
         self.requests: List[RequestRecord] = []
+        self.statuses: List[Optional[int]] = []   # the answer to each of ``requests`` (None: no answer)
         self._dirty = False
         self._last_ts: Optional[datetime] = None
         self._init_state()
@@ -593,7 +627,7 @@ class AlpacaServer:
         """Change any constructor knob at runtime (fill_mode, fill_slippage_bps, rate_limit, ...)."""
         allowed = {
             "fill_mode", "fill_after_polls", "count_list_polls", "tick_interval", "fill_slippage_bps",
-            "partial_fill_fraction", "crypto_fee_bps", "crypto_min_cost", "equity_min_notional",
+            "partial_fill_fraction", "stall_after_partial", "crypto_fee_bps", "crypto_min_cost", "equity_min_notional",
             "bp_markup_bps", "allow_short", "async_cancel", "rate_limit", "data_rate_limit",
             "rate_limit_window", "bars_page_max", "quote_spread_bps", "key", "secret", "oauth_token",
             "verbose",
@@ -727,7 +761,8 @@ class AlpacaServer:
         return out
 
     def inject(self, kind: str, path_prefix: str = "/", method: Optional[str] = None, count: int = 1,
-               seconds: float = 0.0) -> None:
+               seconds: float = 0.0, pid: Optional[int] = None, skip: int = 0,
+               arm: Optional[dict] = None) -> None:
         """Queue a fault for the next ``count`` matching requests.
 
         kinds: "429" (with rate-limit headers), "500", "502", "503", "504" (JSON body),
@@ -735,14 +770,30 @@ class AlpacaServer:
         answer 504), "drop_before" (close the socket without processing), "drop_after" (process, then
         close without answering), "delay" (sleep ``seconds`` then process and answer), "delay_after"
         (process, sleep ``seconds``, then answer), "reject_after_accept" (POST /v2/orders is accepted,
-        the order then turns "rejected" on its first fill event).
+        the order then turns "rejected" on its first fill event), "kill_client_before" (SIGKILL the
+        client process ``pid`` when the request arrives, then close without processing it) and
+        "kill_client_after" (process and persist the request, SIGKILL ``pid``, close without answering):
+        a crash of the client at a precise moment.
+
+        Timing: ``skip`` lets that many matching requests through first; ``arm`` =
+        ``{"method": M, "path_prefix": P, "count": N}`` keeps the fault dormant until N requests
+        matching (M, P) have arrived (counted before the request being matched), e.g. "the first GET
+        after the 3rd POST /v2/orders". Kills are recorded in ``kills()``.
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; known: {sorted(FAULT_KINDS)}")
+        if kind.startswith("kill_client") and not pid:
+            raise ValueError(f"{kind} needs the pid of the client to kill")
         with self._lock:
             self._faults.append({"kind": kind, "path_prefix": path_prefix,
                                  "method": method.upper() if method else None,
-                                 "count": int(count), "seconds": float(seconds)})
+                                 "count": int(count), "seconds": float(seconds), "pid": pid,
+                                 "skip": int(skip), "arm": _arm(arm), "armed_seen": 0})
+
+    def kills(self) -> List[dict]:
+        """Client kills done by kill_client_* faults: {kind, pid, method, path, time}, oldest first."""
+        with self._lock:
+            return [dict(k) for k in self._kills]
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -759,6 +810,17 @@ class AlpacaServer:
     def clear_requests(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.statuses.clear()
+
+    def get_statuses(self) -> List[Optional[int]]:
+        """HTTP status of the answer to each recorded request (None: dropped or client killed)."""
+        with self._lock:
+            return list(self.statuses)
+
+    def _answered(self, i: int, status: Optional[int]) -> None:
+        with self._lock:
+            if i < len(self.statuses):
+                self.statuses[i] = status
 
     def orders_submitted(self) -> List[dict]:
         """Every order the server accepted (API JSON), oldest first."""
@@ -838,7 +900,9 @@ class AlpacaServer:
         with self._lock:
             self._init_state()
             self._faults.clear()
+            self._kills.clear()
             self.requests.clear()
+            self.statuses.clear()
             self._rl.clear()
             self._mark()
             self._flush()
@@ -1254,6 +1318,8 @@ class AlpacaServer:
         if o["_reject"]:
             o["status"], o["failed_at"], o["updated_at"] = "rejected", now, now
             return
+        if self.stall_after_partial and o["filled_qty"] > 0:
+            return
         a = self._assets.get(o["symbol"])
         if a is None:
             return
@@ -1424,18 +1490,47 @@ class AlpacaServer:
         ok = b[1] < limit
         if ok and consume:
             b[1] += 1
+        at = b[0] + self.rate_limit_window
+        # epoch seconds; a sub-second window (time-compressed tests) gets milliseconds, since rounding
+        # up to the next second would stretch its reset by up to 1 s
+        reset = str(int(math.ceil(at))) if self.rate_limit_window >= 1 else f"{math.ceil(at * 1000) / 1000:.3f}"
         hdr = {"X-Ratelimit-Limit": str(limit), "X-Ratelimit-Remaining": str(max(0, limit - b[1])),
-               "X-Ratelimit-Reset": str(int(math.ceil(b[0] + self.rate_limit_window)))}
+               "X-Ratelimit-Reset": reset}
         return ok, hdr
 
     def _take_fault(self, method: str, path: str) -> Optional[dict]:
-        for f in self._faults:
-            if f["count"] > 0 and path.startswith(f["path_prefix"]) and (f["method"] in (None, method)):
-                f["count"] -= 1
-                if f["count"] <= 0:
-                    self._faults.remove(f)
-                return dict(f)
-        return None
+        hit = None
+        for f in list(self._faults):
+            if hit is None and f["count"] > 0 and path.startswith(f["path_prefix"]) \
+                    and (f["method"] in (None, method)) and self._armed(f):
+                if f.get("skip", 0) > 0:
+                    f["skip"] -= 1
+                else:
+                    f["count"] -= 1
+                    if f["count"] <= 0:
+                        self._faults.remove(f)
+                    hit = dict(f)
+            arm = f.get("arm")
+            if arm and path.startswith(arm["path_prefix"]) and arm["method"] in (None, method):
+                f["armed_seen"] += 1
+        return hit
+
+    @staticmethod
+    def _armed(f: dict) -> bool:
+        arm = f.get("arm")
+        return not arm or f["armed_seen"] >= arm["count"]
+
+    def _kill_client(self, fault: dict, method: str, path: str) -> None:
+        """SIGKILL the client and wait until it is gone (or a zombie), so nothing else of it runs."""
+        pid = int(fault["pid"])
+        with self._lock:
+            self._kills.append({"kind": fault["kind"], "pid": pid, "method": method, "path": path,
+                                "time": time.time()})
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _wait_dead(pid)
 
     @staticmethod
     def _send(h: BaseHTTPRequestHandler, status: int, payload: Any = None, headers: Optional[dict] = None,
@@ -1484,9 +1579,15 @@ class AlpacaServer:
         ident = h.headers.get("APCA-API-KEY-ID") or h.headers.get("Authorization") or "anonymous"
         with self._lock:
             self.requests.append(RequestRecord(method, path, query, body))
+            self.statuses.append(None)
+            seq = len(self.statuses) - 1
             fault = self._take_fault(method, path)
             _, rl_peek = self._rate(ident, group, consume=False)
         kind = fault["kind"] if fault else None
+        if kind == "kill_client_before":
+            self._kill_client(fault, method, path)
+            h.close_connection = True
+            return
         if kind == "drop_before":
             h.close_connection = True
             return
@@ -1495,6 +1596,7 @@ class AlpacaServer:
         if kind in ("429", "500", "502", "503", "504"):
             st = int(kind)
             hdr = dict(rl_peek)
+            self._answered(seq, st)
             if st == 429:
                 hdr["X-Ratelimit-Remaining"] = "0"
                 return self._send(h, 429, {"code": 42910000, "message": "rate limit exceeded"}, hdr)
@@ -1503,6 +1605,7 @@ class AlpacaServer:
             return self._send(h, st, {"code": st * 100000 + 10000, "message": msg}, hdr)
         if kind in ("502_html", "504_html"):
             st = int(kind[:3])
+            self._answered(seq, st)
             return self._send(h, st, raw=self._html(st, "Bad Gateway" if st == 502 else "Gateway Time-out"),
                               content_type="text/html")
         # ---- normal processing (state mutations persisted before anything is answered)
@@ -1524,13 +1627,19 @@ class AlpacaServer:
             with self._lock:
                 post()
                 self._flush()
+        if kind == "kill_client_after":
+            self._kill_client(fault, method, path)
+            h.close_connection = True
+            return
         if kind == "drop_after":
             h.close_connection = True
             return
         if kind == "504_after_accept":
+            self._answered(seq, 504)
             return self._send(h, 504, raw=self._html(504, "Gateway Time-out"), content_type="text/html")
         if kind == "delay_after":
             self._stop_evt.wait(fault["seconds"])
+        self._answered(seq, status)
         self._send(h, status, payload, rl)
 
     def _auth(self, h: BaseHTTPRequestHandler, path: str) -> None:
@@ -1922,8 +2031,8 @@ class AlpacaServer:
 
 ADMIN_METHODS = {
     "configure", "set_price", "set_prices", "get_price", "set_market_open", "set_cash", "set_asset",
-    "set_position", "set_bars", "generate_bars", "inject", "clear_faults", "pending_faults",
-    "get_requests", "clear_requests", "orders_submitted", "count_orders", "get_order", "positions",
+    "set_position", "set_bars", "generate_bars", "inject", "clear_faults", "pending_faults", "kills",
+    "get_requests", "clear_requests", "get_statuses", "orders_submitted", "count_orders", "get_order", "positions",
     "position_qty", "account", "fills", "process_orders", "new_day", "expire_day_orders", "reset",
     "export_state", "load_state",
 }

@@ -22,7 +22,8 @@ It prints ``COINBASE_SERVER_READY 127.0.0.1:PORT CERT_PATH`` once listening.  A 
 is steered through unauthenticated ``/_admin/*`` endpoints (``StandaloneCoinbaseServer`` wraps
 them): ``POST /_admin/price {"product_id","price"}``, ``/_admin/tick``, ``/_admin/balance``,
 ``/_admin/inject``, ``/_admin/config``, ``/_admin/candles``, ``/_admin/reset``;
-``GET /_admin/orders``, ``/_admin/balances``, ``/_admin/requests``, ``/_admin/fills``.
+``GET /_admin/orders``, ``/_admin/balances``, ``/_admin/requests``, ``/_admin/fills``,
+``/_admin/kills`` (clients SIGKILLed by ``kill_client_*`` faults, see ``inject``).
 
 Modelled points that are guesses (not confirmed against production) are marked GUESS below and
 kept configurable where it matters.
@@ -93,7 +94,7 @@ DEFAULT_PRICES = {"BTC-USD": 50_000, "ETH-USD": 3_000, "SOL-USD": 150}
 
 INJECT_KINDS = (
     "429", "500", "502", "503", "504", "503_html", "401_throttle",
-    "drop_before", "drop_after", "delay", "delay_after",
+    "drop_before", "drop_after", "delay", "delay_after", "kill_client_before", "kill_client_after",
 )
 
 HTML_429 = (
@@ -201,6 +202,13 @@ class Injection:
     count: int | None = 1           # None = until cleared
     seconds: float = 1.0            # for delay / delay_after
     hits: int = 0
+    pid: int | None = None          # for kill_client_before / kill_client_after
+    skip: int = 0                   # matching requests let through before the fault fires
+    arm_method: str | None = None   # dormant until arm_count requests matching (arm_method,
+    arm_path_prefix: str | None = None  # arm_path_prefix or the exact arm_path) have arrived
+    arm_path: str | None = None
+    arm_count: int = 0
+    arm_seen: int = 0
 
     def matches(self, method: str, path: str) -> bool:
         if self.method and self.method.upper() != method:
@@ -210,6 +218,15 @@ class Injection:
         if self.path_prefix is not None and not path.startswith(self.path_prefix):
             return False
         return True
+
+    def arms_on(self, method: str, path: str) -> bool:
+        if not self.arm_count:
+            return False
+        if self.arm_method and self.arm_method.upper() != method:
+            return False
+        if self.arm_path is not None and path != self.arm_path:
+            return False
+        return self.arm_path_prefix is None or path.startswith(self.arm_path_prefix)
 
 
 def _api_path(p: str | None) -> str | None:
@@ -227,7 +244,7 @@ class _RateWindow:
     def __init__(self) -> None:
         self._log: dict[str, deque] = {}
 
-    def hit(self, key: str, limit: int | None, window: float) -> tuple[bool, int, int]:
+    def hit(self, key: str, limit: int | None, window: float) -> tuple[bool, int, float]:
         """Return (allowed, remaining, reset_epoch_seconds)."""
         now = time.time()
         q = self._log.setdefault(key, deque())
@@ -235,7 +252,10 @@ class _RateWindow:
             q.popleft()
         if limit is None:
             return True, 1_000_000, int(now + window)
-        reset = int(math.ceil((q[0] + window) if q else (now + window)))
+        at = (q[0] + window) if q else (now + window)
+        # epoch seconds; a sub-second window (time-compressed load tests) gets milliseconds, since
+        # rounding up to the next second would stretch its reset by up to 1 s
+        reset = int(math.ceil(at)) if window >= 1 else math.ceil(at * 1000) / 1000
         if len(q) >= limit:
             return False, 0, reset
         q.append(now)
@@ -338,6 +358,7 @@ class CoinbaseServer:
         self._requests: list[RequestRecord] = []
         self._injections: list[Injection] = []
         self._rejections: list[dict] = []
+        self._kills: list[dict] = []
         self._private_rl = _RateWindow()
         self._public_rl = _RateWindow()
         self._httpd: _HTTPSServer | None = None
@@ -557,7 +578,8 @@ class CoinbaseServer:
             self._save()
 
     def inject(self, kind: str, path_prefix: str | None = None, method: str | None = None,
-               count: int | None = 1, *, path: str | None = None, seconds: float = 1.0) -> Injection:
+               count: int | None = 1, *, path: str | None = None, seconds: float = 1.0,
+               pid: int | None = None, skip: int = 0, arm: dict | None = None) -> Injection:
         """Arm a fault for the next ``count`` matching requests (``count=None``: until cleared).
 
         ``path_prefix``/``path`` may be full (``/api/v3/brokerage/orders``) or relative to the API
@@ -565,15 +587,45 @@ class CoinbaseServer:
         body), ``500``/``502``/``503``/``504`` (JSON), ``503_html``, ``401_throttle`` (plain
         ``Unauthorized``), ``drop_before`` (close, nothing processed), ``drop_after`` (process, then
         close without an answer), ``delay`` (sleep ``seconds`` then process), ``delay_after``
-        (process, sleep, then answer).
+        (process, sleep, then answer), ``kill_client_before`` (SIGKILL the client process ``pid`` when
+        the request arrives, close, nothing processed) and ``kill_client_after`` (process and persist,
+        SIGKILL ``pid``, close without an answer): a client crash at a precise moment.
+
+        Timing: ``skip`` lets that many matching requests through first; ``arm`` =
+        ``{"method", "path_prefix" or "path" (exact), "count"}`` keeps the fault dormant until ``count`` requests
+        matching it have arrived (counted before the request being matched). Kills are listed by
+        ``kills()`` (``GET /_admin/kills``).
         """
         if kind not in INJECT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; one of {INJECT_KINDS}")
+        if kind.startswith("kill_client") and not pid:
+            raise ValueError(f"{kind} needs the pid of the client to kill")
+        arm = arm or {}
         inj = Injection(kind=kind, path_prefix=_api_path(path_prefix), path=_api_path(path),
-                        method=method.upper() if method else None, count=count, seconds=float(seconds))
+                        method=method.upper() if method else None, count=count, seconds=float(seconds),
+                        pid=int(pid) if pid else None, skip=int(skip),
+                        arm_method=arm.get("method"), arm_path_prefix=_api_path(arm.get("path_prefix")),
+                        arm_path=_api_path(arm.get("path")), arm_count=int(arm.get("count", 0) or 0))
         with self._lock:
             self._injections.append(inj)
         return inj
+
+    def kills(self) -> list[dict]:
+        """Client kills done by kill_client_* faults: {kind, pid, method, path, time}, oldest first."""
+        with self._lock:
+            return [dict(k) for k in self._kills]
+
+    def _kill_client(self, inj: Injection, method: str, path: str) -> None:
+        """SIGKILL the client and wait until it is gone (or a zombie), so nothing else of it runs."""
+        pid = int(inj.pid or 0)
+        with self._lock:
+            self._kills.append({"kind": inj.kind, "pid": pid, "method": method, "path": path,
+                                "time": time.time()})
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _wait_dead(pid)
 
     def clear_injections(self) -> None:
         with self._lock:
@@ -637,6 +689,7 @@ class CoinbaseServer:
             self._requests.clear()
             self._injections.clear()
             self._rejections.clear()
+            self._kills.clear()
             self._private_rl.clear()
             self._public_rl.clear()
             self._save()
@@ -1429,6 +1482,8 @@ class CoinbaseServer:
                                       for r in self.requests]}
         if method == "GET" and sub == "/rejections":
             return 200, {"rejections": self.rejections()}
+        if method == "GET" and sub == "/kills":
+            return 200, {"kills": self.kills()}
         if method == "GET" and sub == "/health":
             return 200, {"ok": True, "base_url": self.base_url}
         if method != "POST":
@@ -1445,7 +1500,8 @@ class CoinbaseServer:
             self.set_candles(b["product_id"], b["candles"], b.get("granularity", "ONE_DAY"))
         elif sub == "/inject":
             self.inject(b["kind"], b.get("path_prefix"), b.get("method"), b.get("count", 1),
-                        path=b.get("path"), seconds=b.get("seconds", 1.0))
+                        path=b.get("path"), seconds=b.get("seconds", 1.0), pid=b.get("pid"),
+                        skip=b.get("skip", 0), arm=b.get("arm"))
         elif sub == "/clear_injections":
             self.clear_injections()
         elif sub == "/config":
@@ -1539,16 +1595,36 @@ class CoinbaseServer:
         return kid
 
     def _take_injection(self, method: str, path: str) -> Injection | None:
+        hit = None
         with self._lock:
-            for inj in self._injections:
-                if inj.matches(method, path):
-                    inj.hits += 1
-                    if inj.count is not None:
-                        inj.count -= 1
-                        if inj.count <= 0:
-                            self._injections.remove(inj)
-                    return inj
-        return None
+            for inj in list(self._injections):
+                if hit is None and inj.matches(method, path) and inj.arm_seen >= inj.arm_count:
+                    if inj.skip > 0:
+                        inj.skip -= 1
+                    else:
+                        inj.hits += 1
+                        if inj.count is not None:
+                            inj.count -= 1
+                            if inj.count <= 0:
+                                self._injections.remove(inj)
+                        hit = inj
+                if inj.arms_on(method, path):
+                    inj.arm_seen += 1
+        return hit
+
+
+def _wait_dead(pid: int, timeout: float = 5.0) -> None:
+    """Wait until ``pid`` no longer runs (gone, or a zombie waiting for its parent)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            if state in ("Z", "X"):
+                return
+        except (OSError, IndexError):
+            return
+        time.sleep(0.001)
 
 
 def _one(q: dict, key: str) -> str | None:
@@ -1741,12 +1817,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if inj is not None:
             rec.fault = inj.kind
             k = inj.kind
+            if k == "kill_client_before":
+                app._kill_client(inj, method, path)
+                self._drop()
+                return
             if k == "drop_before":
                 self._drop()
                 return
             if k == "delay":
                 time.sleep(inj.seconds)
-            elif k in ("drop_after", "delay_after"):
+            elif k in ("drop_after", "delay_after", "kill_client_after"):
                 after = inj
             else:
                 self._fault_response(rec, k)
@@ -1754,6 +1834,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
         status, payload, text, ctype, headers = self._process(app, method, path, query, body, body_error)
 
+        if after is not None and after.kind == "kill_client_after":
+            app._kill_client(after, method, path)
+            self._drop()
+            return
         if after is not None and after.kind == "drop_after":
             self._drop()
             return

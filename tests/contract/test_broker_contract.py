@@ -1,0 +1,337 @@
+"""One contract every Broker must pass (STYLE example 6, the checklist in framework/broker.py).
+
+The same tests run against each venue; what differs between venues lives in one fixture per
+venue (a ``Venue``): the SimulatedBroker over tiny bars (time passes by moving its clock), and
+AlpacaBroker against the local Alpaca server in a thread. Adding a venue (Coinbase) is one more
+fixture named ``<name>_venue`` and its name in ``VENUES``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from framework.broker import Broker
+from framework.errors import DataError
+from framework.types import ExecutionReport, OrderBatch, OrderStatus, OrderType, Universe
+from tests.conftest import bar_arrays, simulator, universe
+
+VENUES = ["sim", "alpaca"]
+EQUITY, CRYPTO = "AAPL", "BTC/USD"
+SYMBOLS = (EQUITY, CRYPTO)
+LOT = {EQUITY: 10.0, CRYPTO: 0.1}        # what the contract buys
+FILLED, REJECTED, CANCELED = int(OrderStatus.FILLED), int(OrderStatus.REJECTED), int(OrderStatus.CANCELED)
+
+
+@dataclass
+class Venue:
+    """A broker under test plus the venue-specific ways to drive it."""
+
+    name: str
+    broker: Broker
+    now: Callable[[], np.datetime64]                    # the batch time to stamp orders with
+    pass_time: Callable[[], None]                       # let time pass (sim: next bar; live: nothing)
+    far_limit: Callable[[str, float], float]            # a buy limit price that cannot fill soon
+    rest: Callable[[Universe, str, float, float, str], None]   # leave a resting buy limit working
+    orders_at_venue: Callable[[], int | None]           # orders the venue holds (None: not observable)
+    qty_tol: float = 1e-9                               # one increment
+
+
+# ------------------------------------------------------------------------------------ venues
+
+
+@pytest.fixture
+def sim_venue():
+    times = [f"2024-01-{d:02d}T00:00:00Z" for d in range(2, 14)]
+    n = len(times)
+    aapl = 190.0 + np.arange(n)
+    btc = 45_000.0 + 100.0 * np.arange(n)
+    open_ = np.column_stack([aapl, btc])
+    close = open_ + np.array([0.5, 50.0])
+    bars = bar_arrays(times, list(SYMBOLS), open_, close,
+                      high=np.fmax(open_, close) * 1.01, low=np.fmin(open_, close) * 0.99)
+    sim = simulator(bars, universe(*SYMBOLS), cash=100_000.0)
+
+    def pass_time() -> None:
+        k = sim.bar_at(sim.clock.now())
+        sim.advance_to(bars.times[min(k + 1, n - 1)])
+
+    def rest(u: Universe, symbol: str, qty: float, limit: float, batch_id: str) -> None:
+        b = _batch(u, sim.clock.now(), batch_id, [(symbol, 1, qty)], sim.prices(u), OrderType.LIMIT, [limit])
+        rep = sim.execute(b)
+        assert int(rep.status[0]) == int(OrderStatus.NEW), rep.messages
+
+    yield Venue("sim", sim, now=lambda: sim.clock.now(), pass_time=pass_time,
+                far_limit=lambda s, px: round(px * 0.5, 2), rest=rest, orders_at_venue=lambda: None)
+
+
+@pytest.fixture
+def alpaca_venue():
+    from brokers.alpaca.broker import AlpacaBroker
+    from brokers.alpaca.client import AlpacaEndpoints
+    from brokers.live import OrderRequest, RetryPolicy
+    from tests.servers.alpaca_server import AlpacaServer
+
+    # crypto_fee_bps=0: Alpaca takes crypto fees in the coin received, which would make a BTC
+    # position differ from filled_qty by the fee; the fee path is tested in tests/brokers/alpaca.
+    with AlpacaServer(key="test-key", secret="test-secret", cash=100_000.0, crypto_fee_bps=0.0) as srv:
+        broker = AlpacaBroker(AlpacaEndpoints("test-key", "test-secret", True, srv.url, srv.url, timeout=5.0),
+                              retry=RetryPolicy(attempts=4, base=0.01, cap=0.05))
+        broker.poll_interval_s = 0.01
+        broker.order_timeout_s = 1.0
+
+        def rest(u: Universe, symbol: str, qty: float, limit: float, batch_id: str) -> None:
+            from framework.types import client_order_id
+
+            # the live loop cancels what is unfilled after order_timeout_s, so a resting order
+            # is placed with the adapter's own submit primitive (the venue keeps it working)
+            cid = client_order_id(batch_id, symbol, "add")
+            broker._submit(OrderRequest(cid, symbol, 1, qty, "limit", limit))
+
+        yield Venue("alpaca", broker, now=lambda: np.datetime64(time.time_ns(), "ns"), pass_time=lambda: None,
+                    far_limit=lambda s, px: round(px * 0.5, 2), rest=rest,
+                    orders_at_venue=lambda: len(srv.orders_submitted()))
+        broker.close()
+
+
+@pytest.fixture(params=VENUES)
+def venue(request) -> Venue:
+    return request.getfixturevalue(f"{request.param}_venue")
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def _batch(u: Universe, t: np.datetime64, batch_id: str, legs, prices: np.ndarray,
+           order_type: OrderType = OrderType.MARKET, limit=None, leg: str = "add") -> OrderBatch:
+    idx = np.array([u.index[s] for s, _, _ in legs], np.int64)
+    side = np.array([sd for _, sd, _ in legs], np.int8)
+    qty = np.array([q for _, _, q in legs], float)
+    return OrderBatch(u, t, batch_id, leg, idx, side, qty, prices[idx], order_type,
+                      None if limit is None else np.asarray(limit, float))
+
+
+def held(broker: Broker, symbol: str) -> float:
+    return sum(p.qty for p in broker.positions() if p.symbol == symbol)
+
+
+def buy_lots(v: Venue, batch_id: str = "contract@buy") -> tuple[Universe, OrderBatch, ExecutionReport]:
+    u = v.broker.instruments(list(SYMBOLS))
+    b = _batch(u, v.now(), batch_id, [(s, 1, LOT[s]) for s in SYMBOLS], v.broker.prices(u))
+    rep = v.broker.execute(b)
+    v.pass_time()
+    return u, b, rep
+
+
+def assert_aligned(rep: ExecutionReport, batch: OrderBatch, fresh: bool = True) -> None:
+    """The report is aligned with its batch; its fills are this call's fills (a fresh batch: all of
+    them; a re-run may report none, or the same ones again, but never more than the order filled)."""
+    n = len(batch)
+    assert rep.batch is batch
+    assert rep.status.shape == rep.filled_qty.shape == rep.avg_price.shape == (n,)
+    f = rep.fills
+    assert np.all(f.order_pos >= 0) and np.all(f.order_pos < n)
+    np.testing.assert_array_equal(f.symbol_idx, batch.symbol_idx[f.order_pos])
+    np.testing.assert_array_equal(f.side, batch.side[f.order_pos])
+    per_order = np.bincount(f.order_pos, weights=f.qty, minlength=n)
+    if fresh:
+        np.testing.assert_allclose(per_order, rep.filled_qty, atol=1e-9)
+    else:
+        assert np.all(per_order <= rep.filled_qty + 1e-9)
+
+
+# ------------------------------------------------------------------------------------ the contract
+
+
+def test_instruments_known_symbols_give_a_universe(venue):
+    u = venue.broker.instruments(list(SYMBOLS))
+    assert isinstance(u, Universe)
+    assert u.symbols == SYMBOLS
+    assert u.index == {EQUITY: 0, CRYPTO: 1}
+    assert list(u.crypto) == [False, True]
+    assert np.all(u.qty_increment > 0)
+    assert not u.shortable[1], "crypto is never shortable"
+
+
+def test_instruments_unknown_symbol_raises_data_error(venue):
+    with pytest.raises(DataError) as ei:
+        venue.broker.instruments([EQUITY, "ZZZZ"])
+    assert "ZZZZ" in str(ei.value)
+
+
+def test_account_equity_is_cash_plus_positions(venue):
+    acct = venue.broker.account()
+    assert acct.equity == pytest.approx(100_000.0) and acct.cash == pytest.approx(100_000.0)
+    assert acct.buying_power > 0
+    buy_lots(venue)
+    acct = venue.broker.account()
+    values = sum(p.market_value for p in venue.broker.positions())
+    assert values > 0
+    assert acct.equity == pytest.approx(acct.cash + values, rel=1e-9, abs=1e-6)
+    assert acct.cash < 100_000.0
+
+
+def test_prices_are_aligned_and_positive(venue):
+    u = venue.broker.instruments(list(SYMBOLS))
+    px = venue.broker.prices(u)
+    assert px.shape == (len(u),)
+    assert np.all(np.isfinite(px)) and np.all(px > 0)
+    assert px[u.index[CRYPTO]] > px[u.index[EQUITY]]   # BTC is dearer than a share of AAPL in both markets
+
+
+def test_execute_buy_batch_fills_and_positions_reflect_it(venue):
+    before = {s: held(venue.broker, s) for s in SYMBOLS}
+    u, b, rep = buy_lots(venue)
+    assert_aligned(rep, b)
+    assert rep.status.tolist() == [FILLED, FILLED], rep.messages
+    np.testing.assert_allclose(rep.filled_qty, b.qty, atol=venue.qty_tol)
+    assert np.all(rep.avg_price > 0)
+    f = rep.fills
+    assert len(f) >= len(b)
+    assert np.all(f.qty > 0) and np.all(f.price > 0) and np.all(f.fee >= 0)
+    assert rep.n_rejected == 0
+    for s in SYMBOLS:
+        assert held(venue.broker, s) == pytest.approx(before[s] + LOT[s], abs=venue.qty_tol)
+
+
+def test_execute_sell_batch_reduces_the_position(venue):
+    u, _, _ = buy_lots(venue)
+    sell = _batch(u, venue.now(), "contract@sell", [(EQUITY, -1, 4.0), (CRYPTO, -1, 0.04)],
+                  venue.broker.prices(u), leg="reduce")
+    rep = venue.broker.execute(sell)
+    venue.pass_time()
+    assert_aligned(rep, sell)
+    assert rep.status.tolist() == [FILLED, FILLED], rep.messages
+    assert np.all(rep.fills.side == -1)
+    assert held(venue.broker, EQUITY) == pytest.approx(LOT[EQUITY] - 4.0, abs=venue.qty_tol)
+    assert held(venue.broker, CRYPTO) == pytest.approx(LOT[CRYPTO] - 0.04, abs=venue.qty_tol)
+
+
+def test_reexecuting_the_same_batch_sends_nothing_new(venue):
+    u, b, first = buy_lots(venue)
+    positions = {s: held(venue.broker, s) for s in SYMBOLS}
+    cash = venue.broker.account().cash
+    sent = venue.orders_at_venue()
+    again = venue.broker.execute(b)          # the same batch: the same client order ids
+    venue.pass_time()
+    assert {s: held(venue.broker, s) for s in SYMBOLS} == pytest.approx(positions, abs=venue.qty_tol), \
+        "re-executing a batch must not trade it a second time"
+    assert venue.broker.account().cash == pytest.approx(cash)
+    assert venue.orders_at_venue() == sent
+    assert_aligned(again, b, fresh=False)
+    assert again.status.tolist() == first.status.tolist()
+    np.testing.assert_allclose(again.filled_qty, first.filled_qty, atol=venue.qty_tol)
+    np.testing.assert_allclose(again.avg_price, first.avg_price, rtol=1e-9)
+
+
+def test_refused_order_is_rejected_with_a_message_and_the_rest_goes_through(venue):
+    u = venue.broker.instruments(list(SYMBOLS))
+    px = venue.broker.prices(u)
+    # sell 1 BTC while holding none: crypto cannot be sold short anywhere (Alpaca: HTTP 403)
+    b = _batch(u, venue.now(), "contract@refused", [(CRYPTO, -1, 1.0), (EQUITY, 1, 2.0)], px)
+    rep = venue.broker.execute(b)          # must not raise
+    venue.pass_time()
+    assert_aligned(rep, b)
+    assert int(rep.status[0]) == REJECTED
+    assert rep.messages.get(0), "a rejected order carries the venue's reason"
+    assert int(rep.status[1]) == FILLED, rep.messages
+    assert rep.n_rejected == 1
+    assert held(venue.broker, CRYPTO) == 0.0
+    assert held(venue.broker, EQUITY) == pytest.approx(2.0, abs=venue.qty_tol)
+
+
+def test_lookup_finds_executed_orders_by_client_id(venue):
+    u, b, rep = buy_lots(venue)
+    cids = b.client_order_ids()
+    found = venue.broker.lookup(cids + ["p-never-sent-0000000000"])
+    assert set(found) == set(cids)
+    for cid, sym, q in zip(cids, b.symbols(), b.qty.tolist()):
+        st = found[cid]
+        assert st.client_order_id == cid and st.symbol == sym and st.side == 1
+        assert st.status == FILLED
+        assert st.filled_qty == pytest.approx(q, abs=venue.qty_tol)
+        assert st.avg_price is not None and st.avg_price > 0
+
+
+def test_open_orders_and_cancel_on_a_resting_limit(venue):
+    u = venue.broker.instruments(list(SYMBOLS))
+    px = venue.broker.prices(u)
+    limit = venue.far_limit(EQUITY, float(px[u.index[EQUITY]]))
+    venue.rest(u, EQUITY, 1.0, limit, "contract@rest")
+    from framework.types import client_order_id
+
+    cid = client_order_id("contract@rest", EQUITY, "add")
+    working = venue.broker.open_orders()
+    assert [o.client_order_id for o in working] == [cid]
+    o = working[0]
+    assert o.symbol == EQUITY and o.side == 1 and o.filled_qty == 0.0
+    assert o.status in (int(OrderStatus.NEW), int(OrderStatus.PLANNED))
+    assert o.order_type == "limit"
+    venue.pass_time()
+    assert [o.client_order_id for o in venue.broker.open_orders()] == [cid], "a far limit keeps resting"
+    out = venue.broker.cancel([cid])
+    assert [(s.client_order_id, s.status) for s in out] == [(cid, CANCELED)]
+    assert venue.broker.open_orders() == []
+    assert held(venue.broker, EQUITY) == 0.0
+
+
+def test_execute_of_an_unfillable_limit_leaves_no_orphan(venue):
+    """Whatever a venue does with a limit that cannot fill (keep it working, or cancel it after the
+    order timeout), the report and the venue agree: an open status is listed by open_orders(),
+    anything else is not."""
+    u = venue.broker.instruments(list(SYMBOLS))
+    px = venue.broker.prices(u)
+    limit = venue.far_limit(EQUITY, float(px[u.index[EQUITY]]))
+    b = _batch(u, venue.now(), "contract@limit", [(EQUITY, 1, 1.0)], px, OrderType.LIMIT, [limit])
+    rep = venue.broker.execute(b)
+    assert_aligned(rep, b)
+    assert rep.filled_qty[0] == 0.0
+    listed = [o.client_order_id for o in venue.broker.open_orders()]
+    if OrderStatus(int(rep.status[0])).is_open:
+        assert listed == b.client_order_ids()
+    else:
+        assert int(rep.status[0]) == CANCELED and rep.messages.get(0)
+        assert listed == []
+
+
+def test_execute_accepts_a_batch_over_a_sub_universe(venue):
+    """A Universe from instruments() is the documented way to build a batch, for any symbols."""
+    u = venue.broker.instruments([EQUITY])
+    b = _batch(u, venue.now(), "contract@sub", [(EQUITY, 1, 3.0)], venue.broker.prices(u))
+    rep = venue.broker.execute(b)
+    venue.pass_time()
+    assert rep.status.tolist() == [FILLED], rep.messages
+    assert held(venue.broker, EQUITY) == pytest.approx(3.0, abs=venue.qty_tol)
+
+
+def test_market_open_is_a_bool_array(venue):
+    u = venue.broker.instruments(list(SYMBOLS))
+    m = venue.broker.market_open(u)
+    assert isinstance(m, np.ndarray) and m.dtype == bool and m.shape == (len(u),)
+    assert bool(m[u.index[CRYPTO]]), "crypto trades 24/7"
+
+
+def test_execute_of_an_empty_batch_is_an_empty_report(venue):
+    u = venue.broker.instruments(list(SYMBOLS))
+    b = OrderBatch.empty(u, venue.now(), "contract@empty", "add")
+    rep = venue.broker.execute(b)
+    assert len(rep.status) == 0 and len(rep.fills) == 0
+    assert venue.orders_at_venue() in (None, 0)
+
+
+def test_sync_returns_reports(venue):
+    buy_lots(venue)
+    out = venue.broker.sync()
+    assert isinstance(out, list)
+    assert all(isinstance(r, ExecutionReport) for r in out)
+
+
+def test_describe_names_the_venue_without_secrets(venue):
+    text = venue.broker.describe()
+    assert isinstance(text, str) and text
+    assert "test-secret" not in text
+
