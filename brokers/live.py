@@ -49,6 +49,9 @@ class RateLimiter:
         self.blocked_until = 0.0
         self.lock = threading.Lock()
         self.waited = 0.0
+        # True once an HTTP session takes one token per request (brokers/*/client.py); then a logical
+        # call that makes several requests (a submit and its read-back, pages) pays for each of them.
+        self.per_request = False
 
     def acquire(self) -> None:
         while True:
@@ -103,7 +106,8 @@ def with_retries(fn: Callable[[], object], limiter: RateLimiter, policy: RetryPo
     from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
     def before(_state) -> None:
-        limiter.acquire()
+        if not limiter.per_request:      # sessions that take a token per HTTP request need none here
+            limiter.acquire()
 
     for attempt in Retrying(retry=retry_if_exception_type(TransientBrokerError),
                             wait=wait_random_exponential(multiplier=policy.base, max=policy.cap),

@@ -33,10 +33,12 @@ class TimeoutSession(requests.Session):
         super().__init__()
         self._timeout = timeout
         self._limiter = limiter
+        limiter.per_request = True
         self.trust_env = False
 
     def request(self, method, url, **kw):  # type: ignore[override]
         kw.setdefault("timeout", self._timeout)
+        self._limiter.acquire()          # one token per HTTP request, at the venue's published rate
         resp = super().request(method, url, **kw)
         remaining = resp.headers.get("X-Ratelimit-Remaining")
         reset = resp.headers.get("X-Ratelimit-Reset")

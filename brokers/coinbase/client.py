@@ -59,6 +59,14 @@ def make_client(ep: CoinbaseEndpoints, limiter: RateLimiter):
         return resp
 
     session.hooks["response"].append(observe)
+    send = session.request
+
+    def limited(method, url, **kw):
+        limiter.acquire()                # one token per HTTP request, at the venue's published rate
+        return send(method, url, **kw)
+
+    session.request = limited  # type: ignore[method-assign]
+    limiter.per_request = True
     return client
 
 
