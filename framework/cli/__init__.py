@@ -174,6 +174,10 @@ def status(ctx: click.Context, broker_name: str, live: bool, paper: bool, json_o
     ledger = Ledger(settings.ledger)
     try:
         broker = make_broker(broker_name, settings, ctx.obj["config"], live=live, ledger=ledger)
+        from framework.cli.live import _wire_ledger, reconcile
+
+        _wire_ledger(broker, ledger)
+        reconcile(ledger, broker, mode_of(live), echo=lambda *a, **k: click.echo(*a, err=True))
         acct = broker.account()
         if json_out:
             emit_json(status_json(broker, acct, mode_of(live)))
