@@ -20,44 +20,30 @@ multiply positions on the ex-date bar before any fill there, so a split's price 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import pandas as pd
 
 from brokers.sim_book import Book
+from brokers.sim_orders import Working, cross_price, in_universe, order_state, refusals, report_for
 from framework.broker import Broker, OrderState
 from framework.clock import SimClock
-from framework.costs import CostInputs, FeeModel, FixedBps, NoFees, SlippageModel
+from framework.costs import CostInputs, FeeModel, FixedBps, NoFees, SlippageModel, SpreadImpact
 from framework.data import BarArrays
 from framework.errors import DataError, Problem
-from framework.types import (AccountSnapshot, ExecutionReport, FillBatch, OrderBatch, OrderStatus, OrderType,
-                             Position, Universe)
+from framework.types import (
+    AccountSnapshot,
+    ExecutionReport,
+    FillBatch,
+    OrderBatch,
+    OrderStatus,
+    OrderType,
+    Position,
+    Universe,
+)
 
 _S = OrderStatus
-
-
-@dataclass(slots=True)
-class _Working:
-    """An order still working in the simulator (waiting for a bar, volume-capped or resting)."""
-
-    batch: OrderBatch
-    pos: int                 # index of the order in its batch
-    client_id: str
-    sym: int
-    side: int
-    remaining: float
-    filled: float = 0.0
-    notional: float = 0.0
-    from_bar: int = 0        # first bar on which it may fill
-    ratio: float = 1.0       # split adjustment since it was sized
-
-
-@dataclass(slots=True)
-class _Registry:
-    """Every batch the simulator saw with its last known report (for lookup by client id)."""
-
-    reports: list[ExecutionReport] = field(default_factory=list)
+_NO_FILLS = FillBatch.empty()    # shared: an empty report's arrays are never written to
+_NONE_STOPPED = np.zeros(0, np.bool_)
 
 
 class SimulatedBroker(Broker):
@@ -80,30 +66,52 @@ class SimulatedBroker(Broker):
         self.lookback = lookback
         n, m = bars.shape
         self.n_bars, self.n_sym = n, m
-        self.times = bars.times
+        self.times = np.ascontiguousarray(bars.times)
         self.close_ff = pd.DataFrame(bars.close).ffill().to_numpy()
         self._fill_px = {"next_open": bars.open, "close": bars.close,
                          "vwap": (bars.high + bars.low + bars.close) / 3.0}[fill]
+        # the compiled loops (numba) are loaded with the first simulator, not by importing this module
+        from brokers import sim_kernels
+
+        self._k = sim_kernels
         self.book = Book(m, cash)
+        self._nan_row = np.full(m, np.nan)
+        self._all_open = np.ones(m, dtype=bool)
+        self._nan_row.flags.writeable = self._all_open.flags.writeable = False
+        self._cap_fraction = -1.0 if volume_cap is None else float(volume_cap)
+        self._impact = isinstance(self.slippage, SpreadImpact)   # slippage needs volatility and volume
+        self._t: np.datetime64 | None = None   # clock time the two values below belong to
+        self._bar_now = -1                       # last bar stamped <= that time
+        self._day_now = 0                        # that time's UTC day, as days since the epoch
         self._processed = -1          # bars whose pending orders and splits have been handled
-        self._working: list[_Working] = []
+        self._working: list[Working] = []
         self._unsynced: list[ExecutionReport] = []
-        self._registry = _Registry()
+        self._sent: dict[tuple[str, str], list[ExecutionReport]] = {}   # (batch id, leg) -> its reports
         self._sigma: np.ndarray | None = None
         self._adv: np.ndarray | None = None
-        day = self.times.astype("datetime64[D]")
-        self._bar_day = day
-        self._day_start: tuple[np.datetime64, float] | None = None
+        self._bar_day = self.times.astype("datetime64[D]").astype(np.int64)
+        self._day_start: tuple[int, float] | None = None     # (UTC day, equity it started with)
+        self._stamp_bar, self._stamp_view = -1, self.times[:0]
 
     # ------------------------------------------------------------------ time
     def bar_at(self, t: np.datetime64) -> int:
         """Index of the last bar stamped <= t (-1 before the first bar)."""
-        return int(np.searchsorted(self.times, t, "right")) - 1
+        return int(self.times.searchsorted(t, "right")) - 1
 
     def advance_to(self, t: np.datetime64) -> None:
         """Move the clock to ``t``, filling working orders and applying splits on the bars passed."""
         self.clock.advance(t)
-        self._process_through(self.bar_at(t))
+        self._process_through(self._now())
+
+    def _now(self) -> int:
+        """Index of the last bar stamped <= the clock's time (cached until the clock moves)."""
+        t = self.clock.now()
+        if t is not self._t:
+            if self._t is None or t != self._t:
+                self._bar_now = int(self.times.searchsorted(t, "right")) - 1
+                self._day_now = int(np.datetime64(t, "D").astype(np.int64))
+            self._t = t
+        return self._bar_now
 
     def _process_through(self, k: int) -> None:
         if k <= self._processed:
@@ -119,18 +127,23 @@ class SimulatedBroker(Broker):
             self._processed = k
             return
         for b in range(start, k + 1):
-            if sr is not None and (sr[b] != 1.0).any():
-                js = np.flatnonzero(sr[b] != 1.0)
-                self._note_day_start(b)
-                self.book.apply_split(b, js, sr[b, js])
-                for w in self._working:
-                    if sr[b, w.sym] != 1.0:
-                        w.remaining *= sr[b, w.sym]
-                        w.filled *= sr[b, w.sym]
-                        w.ratio *= sr[b, w.sym]
-            self._processed = b
-            if self._working:
-                self._fill_working(b)
+            self._process_bar(b)
+
+    def _process_bar(self, b: int, batch: OrderBatch | None = None) -> list[tuple[Working, FillBatch, float]]:
+        """Apply bar ``b``'s splits, then try every working order on it; returns the fills of
+        ``batch``'s orders (the others become reports for ``sync()``)."""
+        sr = self.bars.split_ratio
+        if sr is not None and (sr[b] != 1.0).any():
+            js = np.flatnonzero(sr[b] != 1.0)
+            self._note_day_start(b)
+            self.book.apply_split(b, js, sr[b, js])
+            for w in self._working:
+                if sr[b, w.sym] != 1.0:
+                    w.remaining *= sr[b, w.sym]
+                    w.filled *= sr[b, w.sym]
+                    w.ratio *= sr[b, w.sym]
+        self._processed = b
+        return self._fill_working(b, batch, only=False) if self._working else []
 
     # ------------------------------------------------------------------ Broker
     def instruments(self, symbols: list[str] | tuple[str, ...]) -> Universe:
@@ -139,7 +152,7 @@ class SimulatedBroker(Broker):
             raise DataError(Problem("<bars>", None, "symbol", f"no bars for {missing}"))
         if tuple(symbols) == self.universe.symbols:
             return self.universe
-        from framework.types import Instrument, AssetClass
+        from framework.types import AssetClass, Instrument
 
         u = self.universe
         return Universe.from_instruments([
@@ -147,15 +160,23 @@ class SimulatedBroker(Broker):
                        float(u.min_notional[u.index[s]]), 0.01, bool(u.fractionable[u.index[s]]),
                        bool(u.shortable[u.index[s]])) for s in symbols])
 
+    def _stamps(self, bar: int, n: int) -> np.ndarray:
+        """The time of ``bar``, ``n`` times: a read-only view that takes no memory per element."""
+        v = self._stamp_view
+        if bar != self._stamp_bar or n > len(v):
+            v = np.ndarray((max(n, self.n_sym),), self.times.dtype, self.times, bar * self.times.itemsize, (0,))
+            v.flags.writeable = False
+            self._stamp_bar, self._stamp_view = bar, v
+        return v[:n]
+
     def _mark_row(self) -> np.ndarray:
-        k = self.bar_at(self.clock.now())
-        return self.close_ff[k] if k >= 0 else np.full(self.n_sym, np.nan)
+        k = self._now()
+        return self.close_ff[k] if k >= 0 else self._nan_row
 
     def account(self) -> AccountSnapshot:
         """Cash and equity marked at the close of the last bar <= now; positions via ``positions()``."""
-        px = self._mark_row()
         b = self.book
-        equity = b.cash + float(np.where(np.isnan(px), 0.0, b.pos * px).sum())
+        equity = self._k.mark(b.cash, b.pos, self._mark_row())
         return AccountSnapshot(self.clock.now(), equity, b.cash, b.cash, self._day_start_equity(equity))
 
     def positions(self) -> tuple[Position, ...]:
@@ -180,66 +201,122 @@ class SimulatedBroker(Broker):
                          for s in universe.symbols])
 
     def market_open(self, universe: Universe) -> np.ndarray:
+        if len(universe) == self.n_sym:
+            return self._all_open
         return np.ones(len(universe), dtype=bool)
 
     def execute(self, batch: OrderBatch) -> ExecutionReport:
+        """Send a batch. Orders whose client order id the simulator has seen are not sent again:
+        their report says what became of them (as a venue answers a duplicate client order id)."""
+        if len(batch) == 0:
+            return ExecutionReport(batch, _NO_FILLS.side, _NO_FILLS.qty, _NO_FILLS.qty, _NO_FILLS)
+        if batch.universe is not self.universe and batch.universe.symbols != self.universe.symbols:
+            return self._execute_foreign(batch)
+        key = (batch.batch_id, batch.leg)        # with the symbol, what the client order id is made of
+        sent = self._sent.get(key)
+        if sent is not None:
+            return self._execute_again(batch, sent)
+        rep = self._execute(batch)
+        self._sent[key] = [rep]
+        return rep
+
+    def _execute_foreign(self, batch: OrderBatch) -> ExecutionReport:
+        """A batch over another universe (e.g. one from ``instruments()``): trade it in ours."""
+        ours, back = in_universe(batch, self.universe)
+        return report_for(batch, self.execute(ours), back)
+
+    def _execute_again(self, batch: OrderBatch, sent: list[ExecutionReport]) -> ExecutionReport:
+        """Answer orders already sent from what became of them; send only the new ones."""
+        known: dict[str, tuple[ExecutionReport, int]] = {}
+        for rep in sent:
+            for i, sym in enumerate(rep.batch.symbols()):
+                known[sym] = (rep, i)
+        syms = batch.symbols()
+        new = np.array([s not in known for s in syms])
         n = len(batch)
+        status, filled, avg = np.empty(n, np.int8), np.zeros(n), np.full(n, np.nan)
         messages: dict[int, str] = {}
-        if n == 0:
-            return ExecutionReport(batch, np.zeros(0, np.int8), np.zeros(0), np.zeros(0), FillBatch.empty())
-        if batch.universe.symbols != self.universe.symbols:
-            raise ValueError("the simulator trades its own universe; build orders with broker.instruments()")
-        k0 = self.bar_at(self.clock.now())
+        fills = _NO_FILLS
+        if new.any():
+            pos = np.flatnonzero(new)
+            fresh = self._execute(batch.subset(new))
+            sent.append(fresh)
+            status[pos], filled[pos], avg[pos] = fresh.status, fresh.filled_qty, fresh.avg_price
+            messages.update({int(pos[i]): m for i, m in fresh.messages.items()})
+            f = fresh.fills
+            fills = FillBatch(f.time, f.symbol_idx, f.side, f.qty, f.price, f.fee, f.slippage, pos[f.order_pos],
+                              f.trade_ids)
+        cids = batch.client_order_ids()
+        for i in np.flatnonzero(~new).tolist():
+            st = self._state(*known[syms[i]], cids[i])
+            status[i], filled[i] = st.status, st.filled_qty
+            avg[i] = np.nan if st.avg_price is None else st.avg_price
+            if st.message:
+                messages[i] = st.message
+        return ExecutionReport(batch, status, filled, avg, fills, None, messages, self._stamps(max(self._now(), 0), n))
+
+    def _execute(self, batch: OrderBatch) -> ExecutionReport:
+        n = len(batch)
+        u = self.universe
+        k0 = self._now()
         fb = k0 if self.fill == "close" else k0 + 1
-        bad = self._venue_rejects(batch, messages)
-        qty = batch.qty.copy()
-        filled = np.zeros(n)
-        rest = np.where(bad, 0.0, qty)
-        fills = FillBatch.empty()
+        sym, qty = batch.symbol_idx, batch.qty
+        codes, n_bad = self._k.venue_check(sym, batch.side, qty, batch.ref_price, u.qty_increment, u.min_notional,
+                                           u.min_qty, u.shortable, self.book.pos)
+        messages: dict[int, str] = {}
+        if n_bad:
+            messages.update(refusals(batch, codes, self.book.pos))
+        market = batch.order_type == OrderType.MARKET
+        fills = _NO_FILLS
         if fb >= self.n_bars:
-            for i in np.flatnonzero(~bad).tolist():
+            for i in np.flatnonzero(codes == 0).tolist():
                 messages[i] = "no later bar to fill on: order left working"
-        elif batch.order_type == OrderType.MARKET:
+        elif market:
             self._process_through(fb)          # splits and older working orders on the fill bar come first
-            sym = batch.symbol_idx
             if self.bars.split_ratio is not None and self.fill != "close":
                 qty = qty * self.bars.split_ratio[fb, sym]
-            px = self._fill_px[fb, sym]
-            ready = ~bad & ~np.isnan(px)
-            fq = np.where(ready, np.minimum(qty, self._cap(fb, sym, qty)), 0.0)
-            fills, filled = self._fill(fb, batch, np.flatnonzero(fq > 0), fq, messages)
-            rest = np.where(bad, 0.0, qty - filled)
+            vol = self.bars.volume[fb] if self.volume_cap is not None else self._nan_row
+            fq, n_fill = self._k.fillable(codes, sym, qty, self._fill_px[fb], vol, u.qty_increment, self._cap_fraction)
+            if n_fill:
+                fills = self._fill(fb, batch, np.flatnonzero(fq > 0) if n_fill < n else None, fq, messages)
+        filled, rest, avg, status, n_working = self._outcome(n, codes, fills, qty, messages)
+        if n_working:
+            self._keep_working(batch, rest, filled, fills, fb + 1 if market else fb)
+        if not market and fb < self.n_bars:
+            if fb > self._processed:        # the fill bar's splits and older orders come first
+                self._process_through(fb - 1)
+                got = self._process_bar(fb, batch)
+            else:
+                got = self._fill_working(fb, batch)
+            fills = FillBatch.concat([fills] + [f for _, f, _ in got])
+            filled, rest, avg, status, _ = self._outcome(n, codes, fills, qty, messages)
+        rep = ExecutionReport(batch, status, filled, avg, fills, None, messages,
+                              self._stamps(min(fb, self.n_bars - 1), n))
+        return rep
+
+    def _outcome(self, n: int, codes: np.ndarray, fills: FillBatch, qty: np.ndarray, messages: dict[int, str]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+        """Filled quantity, quantity still working, average price, status of each order, and how
+        many orders keep working. Orders cut short for lack of funds stop (canceled)."""
+        stopped = _NONE_STOPPED
+        if messages:
+            stopped = np.zeros(n, np.bool_)
             for i, m in messages.items():
                 if m.startswith("insufficient"):
-                    rest[i] = 0.0
+                    stopped[i] = True
+        return self._k.order_outcome(n, codes, fills.order_pos, fills.qty, fills.price, qty, stopped)
+
+    def _keep_working(self, batch: OrderBatch, rest: np.ndarray, filled: np.ndarray, fills: FillBatch,
+                      from_bar: int) -> None:
         working = np.flatnonzero(rest > 1e-12).tolist()
-        if working:
-            cids = batch.client_order_ids()
-            from_bar = fb if batch.order_type != OrderType.MARKET else fb + 1
-            for i in working:
-                self._working.append(_Working(batch, i, cids[i], int(batch.symbol_idx[i]), int(batch.side[i]),
-                                              float(rest[i]), float(filled[i]),
-                                              float((fills.qty * fills.price)[fills.order_pos == i].sum()),
-                                              from_bar=from_bar))
-            if batch.order_type != OrderType.MARKET and fb < self.n_bars:
-                self._process_through(fb - 1)
-                got = self._fill_working(fb, batch=batch)
-                fills = FillBatch.concat([fills] + [f for _, f, _ in got])
-                for w, _, g in got:
-                    filled[w.pos] += g
-                    rest[w.pos] -= g
-                self._processed = max(self._processed, fb)
-        status = np.full(n, int(_S.NEW), np.int8)
-        status[(filled > 0) & (rest > 1e-12)] = int(_S.PARTIAL)
-        status[(rest <= 1e-12) & (filled > 0)] = int(_S.FILLED)
-        for i, m in messages.items():
-            if m.startswith("insufficient"):
-                status[i] = int(_S.CANCELED)
-        status[bad] = int(_S.REJECTED)
-        rep = ExecutionReport(batch, status, filled, _vwap(fills, n), fills, None, messages,
-                              np.full(n, self.times[min(fb, self.n_bars - 1)]))
-        self._registry.reports.append(rep)
-        return rep
+        if not working:
+            return
+        cids = batch.client_order_ids()
+        value = fills.qty * fills.price
+        for i in working:
+            self._working.append(Working(batch, i, cids[i], int(batch.symbol_idx[i]), int(batch.side[i]),
+                                          float(rest[i]), float(filled[i]), float(value[fills.order_pos == i].sum()),
+                                          from_bar=from_bar))
 
     def sync(self) -> list[ExecutionReport]:
         out, self._unsynced = self._unsynced, []
@@ -248,29 +325,19 @@ class SimulatedBroker(Broker):
     def lookup(self, client_ids: list[str]) -> dict[str, OrderState]:
         wanted = set(client_ids)
         found: dict[str, OrderState] = {}
-        for rep in self._registry.reports:
+        for rep in (r for reps in self._sent.values() for r in reps):
             for i, cid in enumerate(rep.batch.client_order_ids()):
                 if cid in wanted:
                     found[cid] = self._state(rep, i, cid)
         return found
 
     def open_orders(self) -> list[OrderState]:
-        return [OrderState(w.client_id, None, self.universe.symbols[w.sym], w.side, w.filled + w.remaining, w.filled,
-                           (w.notional / w.filled) if w.filled else None,
-                           int(_S.PARTIAL if w.filled else _S.NEW), str(w.batch.order_type)) for w in self._working]
+        return [w.state() for w in self._working]
 
     def cancel(self, client_ids: list[str]) -> list[OrderState]:
         wanted = set(client_ids)
-        out = []
-        keep = []
-        for w in self._working:
-            if w.client_id in wanted:
-                out.append(OrderState(w.client_id, None, self.universe.symbols[w.sym], w.side, w.filled + w.remaining,
-                                      w.filled, (w.notional / w.filled) if w.filled else None, int(_S.CANCELED),
-                                      str(w.batch.order_type), "canceled"))
-            else:
-                keep.append(w)
-        self._working = keep
+        out = [w.state(_S.CANCELED, "canceled") for w in self._working if w.client_id in wanted]
+        self._working = [w for w in self._working if w.client_id not in wanted]
         return out
 
     def describe(self) -> str:
@@ -279,27 +346,21 @@ class SimulatedBroker(Broker):
     # ------------------------------------------------------------------ equity curve
     def equity_curve(self) -> pd.DataFrame:
         """Cash, equity and exposures at every bar (the mark-to-market of SPEC section 6)."""
-        cash, pos = self.book.history(self.n_bars, self.n_sym)
-        px = np.nan_to_num(self.close_ff)
-        values = pos * px
-        net = values.sum(axis=1)
-        gross = np.abs(values).sum(axis=1)
-        return pd.DataFrame({"time": pd.to_datetime(self.times, utc=True), "equity": cash + net, "cash": cash,
+        cash, equity, gross, net = self.book.curve(self.close_ff)
+        return pd.DataFrame({"time": pd.to_datetime(self.times, utc=True), "equity": equity, "cash": cash,
                              "gross_exposure": gross, "net_exposure": net})
 
     # ------------------------------------------------------------------ internals
     def _day_start_equity(self, equity_now: float) -> float | None:
-        t = self.clock.now()
-        day = np.datetime64(t, "D")
+        self._now()
+        day = self._day_now
         if self._day_start is not None and self._day_start[0] == day:
             return self._day_start[1]
-        first = int(np.searchsorted(self._bar_day, day, "left"))
-        d = first - 1
+        d = int(np.searchsorted(self._bar_day, day, "left")) - 1
         if d < 0:
             value = self.book.initial_cash
         elif d >= self.book.last_event_bar:
-            px = np.nan_to_num(self.close_ff[d])
-            value = self.book.cash + float((self.book.pos * px).sum())
+            value = self._k.mark(self.book.cash, self.book.pos, self.close_ff[d])
         else:
             return None   # state changed after the day began without a note: the ledger decides
         self._day_start = (day, value)
@@ -307,41 +368,12 @@ class SimulatedBroker(Broker):
 
     def _note_day_start(self, bar: int) -> None:
         """Before a state change on ``bar``, remember the equity its day started with."""
-        day = self._bar_day[bar]
+        day = int(self._bar_day[bar])
         if self._day_start is not None and self._day_start[0] == day:
             return
-        first = int(np.searchsorted(self._bar_day, day, "left"))
-        d = first - 1
-        if d < 0:
-            value = self.book.initial_cash
-        else:
-            value = self.book.cash + float((self.book.pos * np.nan_to_num(self.close_ff[d])).sum())
+        d = int(np.searchsorted(self._bar_day, day, "left")) - 1
+        value = self.book.initial_cash if d < 0 else self._k.mark(self.book.cash, self.book.pos, self.close_ff[d])
         self._day_start = (day, value)
-
-    def _venue_rejects(self, batch: OrderBatch, messages: dict[int, str]) -> np.ndarray:
-        u = self.universe
-        sym, qty = batch.symbol_idx, batch.qty
-        ref = np.nan_to_num(batch.ref_price)
-        inc = u.qty_increment[sym]
-        off_inc = np.abs(qty - np.round(qty / inc) * inc) > np.maximum(inc * 1e-6, qty * 1e-12)
-        position = self.book.pos[sym]
-        full_close = (batch.side < 0) & (np.abs(qty - position) <= 1e-9 * np.maximum(1, np.abs(position)))
-        full_close |= (batch.side > 0) & (np.abs(qty + position) <= 1e-9 * np.maximum(1, np.abs(position)))
-        off_inc &= ~full_close
-        small = ((qty * ref < u.min_notional[sym]) | (qty < u.min_qty[sym] - 1e-12)) & ~full_close
-        short = (batch.side < 0) & (qty > position + 1e-9) & ~u.shortable[sym]
-        bad = off_inc | small | short
-        if bad.any():
-            for i in np.flatnonzero(bad).tolist():
-                s = u.symbols[sym[i]]
-                if short[i]:
-                    messages[i] = f"rejected: {s} cannot be sold short at this venue (holding {position[i]:g})"
-                elif off_inc[i]:
-                    messages[i] = f"rejected: quantity {qty[i]:g} is not a multiple of the increment {inc[i]:g}"
-                else:
-                    messages[i] = (f"rejected: notional {qty[i] * ref[i]:.2f} under the minimum "
-                                   f"{u.min_notional[sym[i]]:g} (or quantity under {u.min_qty[sym[i]]:g})")
-        return bad
 
     def _cap(self, bar: int, sym: np.ndarray, qty: np.ndarray) -> np.ndarray:
         if self.volume_cap is None:
@@ -350,9 +382,7 @@ class SimulatedBroker(Broker):
         return np.floor(self.volume_cap * vol / self.universe.qty_increment[sym]) * self.universe.qty_increment[sym]
 
     def _risk_inputs(self, bar: int, sym: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-        from framework.costs import SpreadImpact
-
-        if not isinstance(self.slippage, SpreadImpact):
+        if not self._impact:
             return None, None
         if self._sigma is None:
             c = pd.DataFrame(self.close_ff)
@@ -360,28 +390,29 @@ class SimulatedBroker(Broker):
             self._adv = pd.DataFrame(self.bars.volume).rolling(self.lookback, min_periods=1).mean().shift(1).to_numpy()
         return self._sigma[bar, sym], self._adv[bar, sym]  # type: ignore[index]
 
-    def _fill(self, bar: int, batch: OrderBatch, idx: np.ndarray, fq: np.ndarray,
-              messages: dict[int, str], base: np.ndarray | None = None,
-              slip: bool = True) -> tuple[FillBatch, np.ndarray]:
-        """Fill orders ``idx`` of ``batch`` with quantities ``fq[idx]`` on ``bar``: sells first, then buys
-        limited to the cash available. Returns the fills and the quantities actually filled."""
-        out = np.zeros(len(batch))
-        if len(idx) == 0:
-            return FillBatch.empty(), out
-        sym = batch.symbol_idx[idx]
-        side = batch.side[idx].astype(np.int64)
-        q = fq[idx]
-        ref = self._fill_px[bar, sym] if base is None else base
+    def _fill(self, bar: int, batch: OrderBatch, idx: np.ndarray | None, fq: np.ndarray,
+              messages: dict[int, str], base: np.ndarray | None = None, slip: bool = True) -> FillBatch:
+        """Fill orders ``idx`` of ``batch`` (None: all of them) with quantities ``fq[idx]`` on ``bar``:
+        sells first, then buys limited to the cash available. Returns the fills (``order_pos`` says
+        which order each is for)."""
+        if idx is None:
+            idx, sym, side, q = np.arange(len(batch)), batch.symbol_idx, batch.side, fq
+        elif len(idx) == 0:
+            return _NO_FILLS
+        else:
+            sym, side, q = batch.symbol_idx[idx], batch.side[idx], fq[idx]
+        if side.dtype != np.int8:
+            side = side.astype(np.int8)
+        ref = self._fill_px[bar][sym] if base is None else base
         sigma, adv = self._risk_inputs(bar, sym)
         crypto = self.universe.crypto[sym]
-        frac = self.slippage.fraction(CostInputs(q, ref, side, crypto, sigma, adv)) if slip else 0.0
-        px = ref * (1.0 + side * frac)   # a limit fills at its price or better: no slippage on top
+        # a limit fills at its price or better: no slippage on top
+        frac = self.slippage.fraction(CostInputs(q, ref, side, crypto, sigma, adv)) if slip else np.zeros(len(q))
+        px, slippage = self._k.execution_prices(ref, side, frac, q)
         fee = self.fee_model.fees(CostInputs(q, px, side, crypto))
-        sells = side < 0
-        cash_after_sells = self.book.cash + float((q[sells] * px[sells] - fee[sells]).sum())
-        buys = ~sells
-        cost = float((q[buys] * px[buys] + fee[buys]).sum())
-        if buys.any() and cost > cash_after_sells + 1e-9:
+        cash_after_sells, cost, n_buys = self._k.funds(self.book.cash, side, q, px, fee)
+        if n_buys and cost > cash_after_sells + 1e-9:
+            buys = side > 0
             factor = max(cash_after_sells, 0.0) / cost
             inc = self.universe.qty_increment[sym[buys]]
             q_b = np.floor(q[buys] * factor / inc + 1e-9) * inc
@@ -391,32 +422,27 @@ class SimulatedBroker(Broker):
             q = q.copy()
             q[buys] = q_b
             fee = self.fee_model.fees(CostInputs(q, px, side, crypto))
-        ok = q > 0
-        if not ok.all():
-            idx, sym, side, q, px, fee, ref = idx[ok], sym[ok], side[ok], q[ok], px[ok], fee[ok], ref[ok]
-        order = np.argsort(side, kind="stable")   # sells (-1) before buys (+1)
-        idx, sym, side, q, px, fee, ref = (a[order] for a in (idx, sym, side, q, px, fee, ref))
+            slippage = np.abs(px - ref) * q
+            ok = q > 0
+            if not ok.all():
+                idx, sym, side, q, px, fee, slippage = (a[ok] for a in (idx, sym, side, q, px, fee, slippage))
         self._note_day_start(bar)
-        if len(np.unique(sym)) == len(sym):
-            self.book.apply_fills(bar, sym, side, q, px, fee)
-        else:
-            for a in range(len(sym)):
-                self.book.apply_fills(bar, sym[a:a + 1], side[a:a + 1], q[a:a + 1], px[a:a + 1], fee[a:a + 1])
-        out[idx] = q
-        fills = FillBatch(np.full(len(q), self.times[bar]), sym, side.astype(np.int8), q, px, fee,
-                          np.abs(px - ref) * q, idx)
-        return fills, out
+        order = self.book.apply_fills(bar, sym, side, q, px, fee)
+        if order is not None:
+            idx, sym, side, q, px, fee, slippage = (a[order] for a in (idx, sym, side, q, px, fee, slippage))
+        return FillBatch(self._stamps(bar, len(q)), sym, side, q, px, fee, slippage, idx)
 
-    def _fill_working(self, bar: int, batch: OrderBatch | None = None) -> list[tuple[_Working, FillBatch, float]]:
-        """Try every working order (or only those of ``batch``) on ``bar``.
+    def _fill_working(self, bar: int, batch: OrderBatch | None = None,
+                      only: bool = True) -> list[tuple[Working, FillBatch, float]]:
+        """Try the working orders of ``batch`` (every working order unless ``only``) on ``bar``.
 
         Fills of orders from ``batch`` are returned; fills of older orders become reports for
         ``sync()``. Orders done (filled, or stopped by insufficient funds) stop working.
         """
-        still: list[_Working] = []
-        got: list[tuple[_Working, FillBatch, float]] = []
+        still: list[Working] = []
+        got: list[tuple[Working, FillBatch, float]] = []
         for w in self._working:
-            if (batch is not None and w.batch is not batch) or bar < w.from_bar:
+            if (only and batch is not None and w.batch is not batch) or bar < w.from_bar:
                 still.append(w)
                 continue
             b = w.batch
@@ -425,7 +451,7 @@ class SimulatedBroker(Broker):
                 continue
             base = None
             if b.order_type != OrderType.MARKET:
-                base = self._cross_price(bar, w)
+                base = cross_price(self.bars, bar, w)
                 if base is None:
                     still.append(w)
                     continue
@@ -441,16 +467,15 @@ class SimulatedBroker(Broker):
             fq = np.zeros(len(b))
             fq[w.pos] = q
             msgs: dict[int, str] = {}
-            fills, filled = self._fill(bar, b, np.array([w.pos]), fq, msgs,
-                                       None if base is None else np.array([base]),
-                                       slip=b.order_type != OrderType.LIMIT)
-            g = float(filled[w.pos])
+            fills = self._fill(bar, b, np.array([w.pos]), fq, msgs, None if base is None else np.array([base]),
+                               slip=b.order_type != OrderType.LIMIT)
+            g = float(fills.qty.sum())
             w.filled += g
             w.remaining -= g
             w.notional += float((fills.qty * fills.price).sum())
             if w.remaining > 1e-12 and not msgs:
                 still.append(w)
-            if batch is not None:
+            if batch is not None and w.batch is batch:
                 got.append((w, fills, g))
                 continue
             st = _S.FILLED if w.remaining <= 1e-12 else (_S.CANCELED if msgs else _S.PARTIAL)
@@ -464,35 +489,5 @@ class SimulatedBroker(Broker):
         self._working = still
         return got
 
-    def _cross_price(self, bar: int, w: _Working) -> float | None:
-        b = w.batch
-        o, h, lo = self.bars.open[bar, w.sym], self.bars.high[bar, w.sym], self.bars.low[bar, w.sym]
-        if np.isnan(o):
-            return None
-        if b.order_type == OrderType.LIMIT:
-            lim = float(b.limit_price[w.pos]) / w.ratio  # type: ignore[index]
-            if w.side > 0:
-                return o if o <= lim else (lim if lo <= lim else None)
-            return o if o >= lim else (lim if h >= lim else None)
-        stop = float(b.stop_price[w.pos]) / w.ratio  # type: ignore[index]
-        if w.side > 0:
-            return o if o >= stop else (stop if h >= stop else None)
-        return o if o <= stop else (stop if lo <= stop else None)
-
     def _state(self, rep: ExecutionReport, i: int, cid: str) -> OrderState:
-        b = rep.batch
-        w = next((w for w in self._working if w.client_id == cid), None)
-        filled = w.filled if w else float(rep.filled_qty[i])
-        st = (_S.PARTIAL if filled else _S.NEW) if w else _S(int(rep.status[i]))
-        return OrderState(cid, None, b.universe.symbols[b.symbol_idx[i]], int(b.side[i]), float(b.qty[i]), filled,
-                          None if np.isnan(rep.avg_price[i]) else float(rep.avg_price[i]), int(st), str(b.order_type),
-                          rep.messages.get(i, ""))
-
-
-def _vwap(fills: FillBatch, n: int) -> np.ndarray:
-    if len(fills) == 0:
-        return np.full(n, np.nan)
-    q = np.bincount(fills.order_pos, weights=fills.qty, minlength=n)
-    v = np.bincount(fills.order_pos, weights=fills.qty * fills.price, minlength=n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return v / q
+        return order_state(rep, i, cid, next((w for w in self._working if w.client_id == cid), None))

@@ -6,6 +6,7 @@ that can move through historical time and rebuild its equity curve) from the com
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -60,12 +61,21 @@ def replay(p: Pipeline, market: Replayable, signals: SignalBatches, *, absent_ho
         from tqdm import tqdm
 
         steps = tqdm(steps, desc="backtest", unit="batch", leave=False)
-    for i in steps:
-        t = signals.times[i]
-        market.advance_to(t)
-        res = run_cycle(p, signals.batch(i, absent_hold))
-        out.n_cycles += 1
-        out.n_halted += res.halted
+    ids = signals.batch_ids()
+    # Objects that exist before the run (modules, bars, signals) outlive it: keep the cyclic
+    # garbage collector's full passes, which the records kept by the journal trigger, off them.
+    freeze = gc.get_freeze_count() == 0
+    if freeze:
+        gc.freeze()
+    try:
+        for i in steps:
+            market.advance_to(signals.times[i])
+            res = run_cycle(p, signals.batch(i, absent_hold, ids[i]))
+            out.n_cycles += 1
+            out.n_halted += res.halted
+    finally:
+        if freeze:
+            gc.unfreeze()
     if len(market.times):
         last = market.times[-1]
         if len(signals) == 0 or last > signals.times[-1]:

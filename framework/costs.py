@@ -108,7 +108,9 @@ class FixedBps:
     bps: float = 5.0
 
     def fraction(self, x: CostInputs) -> np.ndarray:
-        return np.full(len(x.qty), self.bps * 1e-4)
+        out = np.empty(len(x.qty))
+        out.fill(self.bps * 1e-4)
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,8 @@ def plan_cycle(p: Pipeline, target: TargetPortfolio) -> CyclePlan:
     broker = p.broker
     acct = broker.account()
     positions = broker.position_vector(p.universe, acct)
+    if p.unfilled == "carry":
+        positions = positions + working_quantities(broker, p.universe)
     prices = broker.prices(p.universe)
     day_start = acct.day_start_equity
     if day_start is None:
@@ -65,6 +67,20 @@ def plan_cycle(p: Pipeline, target: TargetPortfolio) -> CyclePlan:
         plan = p.rebalancer.plan(target, risk.weights, positions, prices, acct.equity, p.universe,
                                  broker.market_open(p.universe))
     return CyclePlan(target, acct, positions, prices, risk, plan)
+
+
+def working_quantities(broker: Broker, universe: Universe) -> np.ndarray:
+    """Signed quantities still to fill on the orders working at the broker, aligned to ``universe``.
+
+    With ``unfilled: carry`` they keep working into the next cycle, so that cycle plans from the
+    positions they will make (otherwise it would order the same quantities a second time).
+    """
+    out = np.zeros(len(universe))
+    for o in broker.open_orders():
+        k = universe.index.get(o.symbol)
+        if k is not None:
+            out[k] += o.side * max(o.qty - o.filled_qty, 0.0)
+    return out
 
 
 def settle_previous(p: Pipeline, now: np.datetime64) -> None:
@@ -92,15 +108,17 @@ def run_cycle(p: Pipeline, target: TargetPortfolio) -> CycleResult:
         j.end_cycle(seq, "halted")  # type: ignore[attr-defined]
         return CycleResult(cp, (), (), seq)
     broker = p.broker
+    gate: tuple[RiskDecision, ...] = cp.plan.skipped      # per-order gates: market hours, then buying power
+    j.decisions(seq, gate)  # type: ignore[attr-defined]
     j.intents(seq, cp.plan.reduce)  # type: ignore[attr-defined]
     r1 = broker.execute(cp.plan.reduce)
     j.report(seq, r1)  # type: ignore[attr-defined]
     adds = cp.plan.add
-    gate: tuple[RiskDecision, ...] = ()
     if len(adds):
         acct = broker.account() if len(r1.batch) else cp.account
-        adds, gate = p.rebalancer.resize_adds(adds, acct.buying_power)
-        j.decisions(seq, gate)  # type: ignore[attr-defined]
+        adds, sized = p.rebalancer.resize_adds(adds, acct.buying_power)
+        j.decisions(seq, sized)  # type: ignore[attr-defined]
+        gate += sized
     j.intents(seq, adds)  # type: ignore[attr-defined]
     r2 = broker.execute(adds)
     j.report(seq, r2)  # type: ignore[attr-defined]

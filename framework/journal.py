@@ -13,6 +13,12 @@ import numpy as np
 from framework.ledger import Ledger, fill_rows, iso, now_iso, order_rows, pack_prices
 from framework.types import ExecutionReport, OrderBatch, OrderStatus, RiskDecision, TargetPortfolio
 
+_REJECTED = int(OrderStatus.REJECTED)
+
+
+def _n_rejected(report: ExecutionReport) -> int:
+    return int(np.count_nonzero(report.status == _REJECTED))
+
 
 class BufferedJournal:
     """Collects a backtest's records in memory; ``flush`` writes them to the ledger in one transaction."""
@@ -52,7 +58,7 @@ class BufferedJournal:
             self._reports.append((seq, report))
             self.n_orders += len(report.batch)
             self.n_fills += len(report.fills)
-            self.n_rejected += report.n_rejected
+            self.n_rejected += _n_rejected(report)
 
     def updates(self, reports: list[ExecutionReport]) -> None:
         for r in reports:
@@ -75,8 +81,10 @@ class BufferedJournal:
                 ledger.write_fills(fill_rows(rid, r))
             _apply_updates(ledger, rid, self._updates)
             upd = now_iso()
-            ledger.update_orders([("canceled", None, None, None, reason, upd, rid, cid)
-                                  for cid, _, reason in self._cancels])
+            ledger.db.executemany("UPDATE orders SET status='canceled', message=?, updated_at=? "
+                                  "WHERE run_id=? AND client_order_id=?",
+                                  [(reason, upd, rid, cid) for cid, _, reason in self._cancels])
+            ledger.write_events([(rid, cid, iso(t), "canceled", None, reason) for cid, t, reason in self._cancels])
             ledger.db.executemany("UPDATE orders SET filled_qty=(SELECT COALESCE(SUM(qty),0) FROM fills f WHERE "
                                   "f.run_id=orders.run_id AND f.client_order_id=orders.client_order_id) "
                                   "WHERE run_id=? AND client_order_id=?", [(rid, c) for c, _, _ in self._cancels])
@@ -142,7 +150,7 @@ class WriteAheadJournal:
         if len(report.batch):
             self.n_orders += len(report.batch)
             self.n_fills += len(report.fills)
-            self.n_rejected += report.n_rejected
+            self.n_rejected += _n_rejected(report)
             with self.ledger.tx():
                 _apply_updates(self.ledger, self.run_id, [report])
 

@@ -7,7 +7,8 @@ short. Trades under ``drift_threshold`` x equity are skipped, except a full clos
 target no longer holds (so no stale remainder lingers). Quantities are floored to the venue's
 increment (a sell is never rounded up past the position) and orders under the venue's minimum
 notional or minimum quantity are dropped (a full close is kept: venues accept closing a position
-below the minimum).
+below the minimum). A symbol whose market is closed gets no order and a ``market_closed`` record in
+the plan's ``skipped``. The per-symbol arithmetic runs as one compiled loop (``framework.kernels``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from framework.config import RebalanceSettings
 from framework.types import OrderBatch, RiskDecision, TargetPortfolio, Universe
 
 EPS = 1e-12
+_NO_MASK = np.zeros(0, dtype=bool)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -31,8 +33,14 @@ class RebalancePlan:
 
 
 def floor_to(qty: np.ndarray, increment: np.ndarray) -> np.ndarray:
-    """Floor positive quantities to a multiple of ``increment`` (tolerant to float noise)."""
-    steps = np.floor(qty / increment + 1e-9)
+    """Floor positive quantities to a multiple of ``increment`` (tolerant to float noise).
+
+    The tolerance is 1e-9 of a step, or 1e-12 of the quantity in steps when that is larger: with
+    a fine increment (Alpaca's 1e-9) an exact multiple such as 0.25 is 249999999.99999997 steps
+    in floating point and must not lose one.
+    """
+    steps = qty / increment
+    steps = np.floor(steps + np.maximum(1e-9, np.abs(steps) * 1e-12))
     return np.round(steps * increment, 12)
 
 
@@ -40,44 +48,24 @@ class Rebalancer:
     """Turns approved weights into orders; pure apart from its settings."""
 
     def __init__(self, settings: RebalanceSettings, fee_rate: np.ndarray | float = 0.0):
+        from framework import kernels
+
+        self._k = kernels
         self.s = settings
         self.fee_rate = fee_rate     # expected fee fraction per symbol, for buying-power headroom
 
     def plan(self, target: TargetPortfolio, weights: np.ndarray, positions: np.ndarray, prices: np.ndarray,
              equity: float, universe: Universe, tradable: np.ndarray | None = None) -> RebalancePlan:
         s = self.s
-        priced = np.isfinite(prices) & (prices > 0)
-        if tradable is not None:
-            priced &= tradable
-        invest = equity * (1.0 - s.cash_buffer_pct)
-        safe_px = np.where(priced, prices, 1.0)
-        target_qty = np.where(priced, weights * invest / safe_px, positions)
-        delta = target_qty - positions
-        notional = np.abs(delta) * safe_px
-        full_close = (np.abs(target_qty) <= EPS) & (np.abs(positions) > EPS) & priced
-        trade = priced & (np.abs(delta) > EPS) & ((notional >= s.drift_threshold * equity) | full_close)
-
-        # reductions shrink |position| towards zero; a sign flip is a close plus an add
-        reducing = trade & (np.sign(delta) != np.sign(positions)) & (np.abs(positions) > EPS)
-        red_qty = np.where(reducing, np.minimum(np.abs(delta), np.abs(positions)), 0.0)
-        add_qty = np.where(trade, np.abs(delta) - red_qty, 0.0)
-
-        inc = universe.qty_increment
-        red_snap = np.where(full_close, np.abs(positions), floor_to(red_qty, inc))
-        add_snap = floor_to(add_qty, inc)
-        ok_red = (red_snap > EPS) & (full_close | ((red_snap * safe_px >= universe.min_notional)
-                                                   & (red_snap >= universe.min_qty)))
-        ok_add = (add_snap > EPS) & (add_snap * safe_px >= universe.min_notional) & (add_snap >= universe.min_qty)
-
-        side = np.sign(delta).astype(np.int8)
-        r_idx = np.flatnonzero(ok_red)
-        a_idx = np.flatnonzero(ok_add)
-        reduce = OrderBatch(universe, target.time, target.batch_id, "reduce", r_idx, side[r_idx],
-                            red_snap[r_idx], prices[r_idx])
-        add = OrderBatch(universe, target.time, target.batch_id, "add", a_idx, side[a_idx],
-                         add_snap[a_idx], prices[a_idx])
-        final_qty = positions + side * (np.where(ok_red, red_snap, 0.0) + np.where(ok_add, add_snap, 0.0))
-        return RebalancePlan(reduce, add, final_qty)
+        (r_idx, r_side, r_qty, r_px, a_idx, a_side, a_qty, a_px, final_qty) = self._k.plan_orders(
+            weights, positions, prices, _NO_MASK if tradable is None else tradable, equity * (1.0 - s.cash_buffer_pct),
+            s.drift_threshold * equity, universe.qty_increment, universe.min_notional, universe.min_qty)
+        reduce = OrderBatch(universe, target.time, target.batch_id, "reduce", r_idx, r_side, r_qty, r_px)
+        add = OrderBatch(universe, target.time, target.batch_id, "add", a_idx, a_side, a_qty, a_px)
+        skipped: tuple[RiskDecision, ...] = ()
+        if tradable is not None and np.count_nonzero(tradable) < len(tradable):
+            skipped = _closed(target, weights, positions, prices, equity, universe, tradable)
+        return RebalancePlan(reduce, add, final_qty, skipped)
 
     def resize_adds(self, adds: OrderBatch, buying_power: float) -> tuple[OrderBatch, tuple[RiskDecision, ...]]:
         """Scale buys (and short sales) down pro rata to the buying power actually available.
@@ -104,3 +92,16 @@ class Rebalancer:
                                 f"buys need {need:,.2f} but {budget:,.2f} is available after sells: "
                                 f"scaled by {factor:.4f}")
         return adds.with_qty(qty), (decision,)
+
+
+def _closed(target: TargetPortfolio, weights: np.ndarray, positions: np.ndarray, prices: np.ndarray, equity: float,
+            universe: Universe, tradable: np.ndarray) -> tuple[RiskDecision, ...]:
+    """A record for each symbol whose target would trade but whose market is closed now."""
+    px = np.where(np.isfinite(prices) & (prices > 0), prices, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        held = np.nan_to_num(positions * px / equity) if equity > 0 else np.zeros(len(positions))
+    wants = ~np.asarray(tradable, bool) & np.isfinite(px) & (np.abs(weights - held) > EPS)
+    return tuple(RiskDecision(target.time, universe.symbols[j], "market_closed", "hold", float(weights[j]),
+                              float(held[j]), f"the market for {universe.symbols[j]} is closed: no order this cycle")
+                 for j in np.flatnonzero(wants).tolist())
+

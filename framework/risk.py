@@ -8,13 +8,14 @@ Rules, in the order they apply:
 2. ``min_confidence``       a signal below the minimum changes nothing for that symbol (kept as is).
 3. ``no_shorting``          a short target where the venue forbids shorting becomes flat.
 4. ``max_position_size_pct`` each |weight| is clipped to the limit.
-5. ``max_positions``        at most N non-zero targets: the strongest by confidence x |weight| stay.
+5. ``max_positions``        at most N non-zero targets: the strongest by confidence x |weight| stay
+                            (positions kept by rule 2 stay and take their slots).
 6. ``max_exposure_pct``     gross exposure above the limit is scaled down pro rata.
 7. ``max_leverage``         gross exposure above the leverage limit is scaled down pro rata.
 8. ``max_daily_loss_pct``   equity below the day's starting equity by more than the limit: for the
                             rest of that day only risk-reducing changes pass (reduce-only).
-The per-order gate (buying power after sells) lives in the rebalancer's ``resize_adds`` and
-records its decisions with the rule ``buying_power``.
+The per-order gates live in the rebalancer: symbols whose market is closed (rule ``market_closed``)
+and buying power after sells (``resize_adds``, rule ``buying_power``).
 """
 
 from __future__ import annotations
@@ -55,35 +56,49 @@ class RiskManager:
         t = target.time
         syms = universe.symbols
         decisions: list[RiskDecision] = []
-        with np.errstate(divide="ignore", invalid="ignore"):
-            current = np.where(np.isnan(prices), 0.0, positions * prices) / equity if equity > 0 else np.zeros(len(positions))
+        current_w: np.ndarray | None = None
+
+        def current() -> np.ndarray:
+            """Current weights (position values / equity); computed only when a rule needs them."""
+            nonlocal current_w
+            if current_w is None:
+                current_w = (np.where(np.isnan(prices), 0.0, positions * prices) / equity if equity > 0
+                             else np.zeros(len(positions)))
+            return current_w
 
         if equity < L.min_account_balance:
             decisions.append(RiskDecision(t, "*", "min_account_balance", "halt", equity, L.min_account_balance,
                                           f"equity {equity:,.2f} below the minimum balance {L.min_account_balance:,.2f}: "
                                           "no orders this cycle"))
-            return RiskResult(current, tuple(decisions), halted=True)
+            return RiskResult(current(), tuple(decisions), halted=True)
 
         w = target.weights
         absent = np.isnan(w)
-        approved = np.where(absent, current if target.absent_hold else 0.0, w)
+        any_absent = np.count_nonzero(absent) > 0
+        approved = np.where(absent, current() if target.absent_hold else 0.0, w) if any_absent else w.copy()
         conf = target.confidence
 
         # 2. confidence: keep the position as it is
-        low = (~absent) & (conf < L.min_confidence)
-        held = low.copy()
-        if low.any():
+        low = conf < L.min_confidence
+        if any_absent:
+            low &= ~absent
+        held: np.ndarray | None = None           # symbols no later rule may change
+        if np.count_nonzero(low):
+            cur = current()
             for j in np.flatnonzero(low):
-                decisions.append(RiskDecision(t, syms[j], "min_confidence", "hold", float(w[j]), float(current[j]),
+                decisions.append(RiskDecision(t, syms[j], "min_confidence", "hold", float(w[j]), float(cur[j]),
                                               f"confidence {conf[j]:.2f} < min {L.min_confidence:.2f}: position kept as is"))
-            approved[low] = current[low]
-        if target.absent_hold:
-            held |= absent
+            approved[low] = cur[low]
+            held = low
+        if target.absent_hold and any_absent:
+            held = absent if held is None else held | absent
 
-        free = ~held
         # 3. shorting
-        short = free & (approved < -EPS) & ~universe.shortable
-        if short.any():
+        short = approved < -EPS
+        if np.count_nonzero(short):
+            short &= ~universe.shortable
+            if held is not None:
+                short &= ~held
             for j in np.flatnonzero(short):
                 decisions.append(RiskDecision(t, syms[j], "no_shorting", "clip", float(approved[j]), 0.0,
                                               f"the venue does not allow shorting {syms[j]}"))
@@ -91,58 +106,69 @@ class RiskManager:
 
         # 4. per-position cap
         cap = L.max_position_size_pct
-        over = free & (np.abs(approved) > cap + EPS)
-        if over.any():
+        size = np.abs(approved)
+        over = size > cap + EPS
+        if np.count_nonzero(over):
+            if held is not None:
+                over &= ~held
             for j in np.flatnonzero(over):
                 decisions.append(RiskDecision(t, syms[j], "max_position_size_pct", "clip", float(approved[j]),
                                               float(np.sign(approved[j]) * cap),
                                               f"|weight| {abs(approved[j]):.4f} above the limit {cap:.4f}"))
             approved[over] = np.sign(approved[over]) * cap
+            size = np.abs(approved)
 
         # 5. number of positions
-        nonzero = np.abs(approved) > EPS
-        if nonzero.sum() > L.max_positions:
-            score = np.where(nonzero, np.nan_to_num(conf, nan=1.0) * np.abs(approved), -1.0)
+        nonzero = size > EPS
+        if np.count_nonzero(nonzero) > L.max_positions:
+            # held symbols keep their positions and their slots; the others compete for the rest
+            free = nonzero if held is None else nonzero & ~held
+            slots = max(L.max_positions - (np.count_nonzero(nonzero) - np.count_nonzero(free)), 0)
+            score = np.where(free, np.nan_to_num(conf, nan=1.0) * size, -1.0)
             order = np.argsort(-score, kind="stable")
-            drop = order[L.max_positions:]
-            drop = drop[nonzero[drop]]
+            drop = order[slots:]
+            drop = drop[free[drop]]
             for j in drop:
                 decisions.append(RiskDecision(t, syms[j], "max_positions", "reject", float(approved[j]), 0.0,
                                               f"more than {L.max_positions} positions: weaker than the {L.max_positions} "
                                               f"kept (confidence x weight {score[j]:.4f})"))
             approved[drop] = 0.0
+            size = np.abs(approved)
 
         # 6./7. gross exposure and leverage
+        gross = float(size.sum())
         for rule, limit in (("max_exposure_pct", L.max_exposure_pct), ("max_leverage", L.max_leverage)):
-            gross = float(np.abs(approved).sum())
             if gross > limit + 1e-9:
-                fixed = float(np.abs(approved[held]).sum())
+                fixed_mask = held if held is not None else np.zeros(len(approved), dtype=bool)
+                fixed = float(np.abs(approved[fixed_mask]).sum())
                 room = limit - fixed
                 rest = gross - fixed
                 if room > 0 and rest > 0:
                     factor = room / rest
-                    approved[~held] *= factor
+                    approved[~fixed_mask] *= factor
                 else:
                     factor = limit / gross
                     approved *= factor
-                decisions.append(RiskDecision(t, "*", rule, "scale", gross, float(np.abs(approved).sum()),
+                new_gross = float(np.abs(approved).sum())
+                decisions.append(RiskDecision(t, "*", rule, "scale", gross, new_gross,
                                               f"gross exposure {gross:.4f} above the limit {limit:.4f}: "
                                               f"targets scaled by {factor:.4f}"))
+                gross = new_gross
 
         # 8. daily loss: reduce-only for the rest of the day
-        day = day_key(t)
-        reduce_only = self.halted_day == day
+        reduce_only = self.halted_day is not None and self.halted_day == day_key(t)
         if not reduce_only and day_start_equity and day_start_equity > 0:
             loss = 1.0 - equity / day_start_equity
             if loss > L.max_daily_loss_pct:
-                self.halted_day = day
+                self.halted_day = day_key(t)
                 reduce_only = True
                 decisions.append(RiskDecision(t, "*", "max_daily_loss_pct", "halt", loss, L.max_daily_loss_pct,
                                               f"equity {equity:,.2f} is {loss:.2%} below the day's start "
                                               f"{day_start_equity:,.2f}: only risk-reducing orders until the day ends"))
         if reduce_only:
-            same_side = np.sign(approved) == np.sign(current)
-            reduced = np.where(same_side, np.sign(current) * np.minimum(np.abs(approved), np.abs(current)), 0.0)
+            cur = current()
+            same_side = np.sign(approved) == np.sign(cur)
+            reduced = np.where(same_side, np.sign(cur) * np.minimum(np.abs(approved), np.abs(cur)), 0.0)
             changed = np.abs(reduced - approved) > EPS
             for j in np.flatnonzero(changed):
                 decisions.append(RiskDecision(t, syms[j], "max_daily_loss_pct", "reduce_only", float(approved[j]),

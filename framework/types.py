@@ -147,15 +147,27 @@ class SignalBatches:
     def __len__(self) -> int:
         return len(self.times)
 
-    def batch(self, i: int, absent_hold: bool = False) -> TargetPortfolio:
+    def batch(self, i: int, absent_hold: bool = False, batch_id: str | None = None) -> TargetPortfolio:
+        """Batch ``i`` as a target portfolio; ``batch_id`` when the caller has it (see ``batch_ids``)."""
         t = self.times[i]
-        return TargetPortfolio(t, batch_key(self.strategy, t), self.weights[i], self.confidence[i], absent_hold)
+        bid = batch_key(self.strategy, t) if batch_id is None else batch_id
+        return TargetPortfolio(t, bid, self.weights[i], self.confidence[i], absent_hold)
+
+    def batch_ids(self) -> list[str]:
+        """``batch_key`` of every batch, computed at once (what a replay of the whole archive needs)."""
+        return batch_keys(self.strategy, self.times)
 
 
 def batch_key(strategy: str, t: np.datetime64) -> str:
     """Deterministic id of a batch: strategy and its UTC time to the second."""
     stamp = np.datetime_as_string(np.datetime64(t, "s"), unit="s").replace("-", "").replace(":", "")
     return f"{strategy}@{stamp}Z"
+
+
+def batch_keys(strategy: str, times: np.ndarray) -> list[str]:
+    """``batch_key`` for many times at once."""
+    stamps = np.datetime_as_string(np.asarray(times).astype("datetime64[s]"), unit="s")
+    return [f"{strategy}@{s.replace('-', '').replace(':', '')}Z" for s in stamps.tolist()]
 
 
 def client_order_id(batch_id: str, symbol: str, leg: str) -> str:
