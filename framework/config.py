@@ -123,7 +123,8 @@ class RebalanceSettings(Model):
     unfilled: Literal["carry", "cancel"] = "cancel"
     order_timeout_s: float = Field(60.0, gt=0)
     price_buffer_bps: float = Field(10.0, ge=0)   # headroom when re-sizing buys to buying power
-    smart_reprices: int = Field(3, ge=0)
+    smart_reprices: int = Field(3, ge=0)           # smart: re-priced limit steps before the market step
+    smart_offset_bps: float = Field(10.0, ge=0)    # smart: how far through the price each limit is set
 
 
 class PaperGate(Model):

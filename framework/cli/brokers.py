@@ -34,12 +34,19 @@ def alpaca_broker(settings: Settings, settings_path: str | None, *, live: bool, 
                           requests_per_minute=a.requests_per_minute,
                           known_fills=ledger.fill_totals if ledger is not None else None)
     if rebalance is not None:
-        broker.order_timeout_s = rebalance.order_timeout_s
+        broker.order_timeout_s = order_wait(rebalance)
         broker.execution = rebalance.execution
         broker.smart_reprices = rebalance.smart_reprices
     if os.environ.get("PARITY_POLL_INTERVAL"):
         broker.poll_interval_s = float(os.environ["PARITY_POLL_INTERVAL"])
     return broker
+
+
+def order_wait(rebalance) -> float:
+    """How long the broker waits for one leg: the whole timeout, or its share per smart step."""
+    if rebalance.execution == "smart":
+        return rebalance.order_timeout_s / (rebalance.smart_reprices + 2)
+    return rebalance.order_timeout_s
 
 
 def production_endpoint(broker) -> bool:

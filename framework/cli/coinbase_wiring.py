@@ -35,7 +35,9 @@ def live_coinbase(settings: Settings, rebalance=None, settings_path: str | None 
     broker = CoinbaseBroker(_endpoints(settings), requests_per_second=settings.execution.coinbase.requests_per_second)
     broker.fees = VenueFees.from_venue(load_venue("coinbase", settings_path))   # buys leave room for the fee
     if rebalance is not None:
-        broker.order_timeout_s = rebalance.order_timeout_s
+        from framework.cli.brokers import order_wait
+
+        broker.order_timeout_s = order_wait(rebalance)
         broker.execution = rebalance.execution
     import os
 

@@ -364,6 +364,7 @@ def run_execute(settings: Settings, settings_path: str | None, *, signals_path: 
                 broker_name: str | None, live: bool, dry_run: bool, yes: bool, force: bool, json_out: bool) -> int:
     from framework.backtest import new_run_id
     from framework.cli.brokers import make_broker
+    from framework.cli.wiring import execution_settings
     from framework.config import load_strategy
     from framework.engine import Pipeline, plan_cycle, run_cycle
     from framework.journal import WriteAheadJournal
@@ -415,7 +416,7 @@ def run_execute(settings: Settings, settings_path: str | None, *, signals_path: 
         run_id = new_run_id(strategy.name, mode)
         history = ledger.runs_of(broker.name, mode, strategy.name)
         journal = WriteAheadJournal(ledger, run_id, history + [run_id])
-        pipeline = Pipeline(broker, RiskManager(limits), rebalancer, journal, universe, strategy.rebalance.unfilled)
+        pipeline = Pipeline(broker, RiskManager(limits), rebalancer, journal, universe, *execution_settings(strategy))
         if dry_run:
             cp = plan_cycle(pipeline, target)
             if json_out:

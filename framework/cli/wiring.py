@@ -103,7 +103,7 @@ def build_backtest(settings: Settings, settings_path: str | None, strategy: Stra
     run_id = new_run_id(strategy.name, "backtest")
     journal = BufferedJournal(run_id)
     pipeline = Pipeline(market, RiskManager(limits), Rebalancer(strategy.rebalance, fee_rate), journal, universe,
-                        strategy.rebalance.unfilled)
+                        *execution_settings(strategy))
     dump = {"strategy": strategy.model_dump(exclude={"source"}), "limits": limits.model_dump(),
             "venue": venue.venue, "signals": str(src), "bars": str(bars_name)}
     return BacktestSetup(run_id, strategy, signals, market, pipeline, journal, initial, str(src), dump)
@@ -132,6 +132,12 @@ def run_backtest(settings: Settings, settings_path: str | None, strategy: Strate
         ledger.close()
     summary = json.loads((out / "summary.json").read_text())
     return setup.run_id, summary, out
+
+
+def execution_settings(strategy: StrategyConfig) -> tuple:
+    """The Pipeline's execution fields from a strategy: unfilled, execution, smart re-prices and offset."""
+    r = strategy.rebalance
+    return r.unfilled, r.execution, r.smart_reprices, r.smart_offset_bps
 
 
 def ensure_dir(path: str | Path) -> Path:

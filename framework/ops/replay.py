@@ -275,8 +275,9 @@ def simulate(plan: ReplayPlan, strategy: StrategyConfig, limits, venue: VenueCon
     run_id = f"replay-{plan.target_run['run_id']}"
     journal = BufferedJournal(run_id)
     fee_rate = fees.rate(universe.crypto) if isinstance(fees, VenueFees) else 0.0
-    pipeline = Pipeline(market, RiskManager(limits), Rebalancer(strategy.rebalance, fee_rate), journal,
-                        universe, strategy.rebalance.unfilled)
+    r = strategy.rebalance
+    pipeline = Pipeline(market, RiskManager(limits), Rebalancer(r, fee_rate), journal, universe, r.unfilled,
+                        r.execution, r.smart_reprices, r.smart_offset_bps)
     outcome = replay(pipeline, market, plan.batches, absent_hold=strategy.signals.absent == "hold")
     mem = Ledger(":memory:")
     persist(mem, journal, outcome, market, run_id=run_id, strategy=strategy.name,
