@@ -86,6 +86,13 @@ def write_artifacts(ledger: Ledger, run_id: str, reports_dir: str | Path, report
     """Write reports/RUN_ID/: summary.json, equity/orders/fills/decisions CSVs and report.html."""
     data = load_run(ledger, run_id)
     out = Path(reports_dir) / run_id
+    write_run_files(data, out, report=report)
+    ledger.db.execute("UPDATE runs SET artifacts=? WHERE run_id=?", (str(out), run_id))
+    return out
+
+
+def write_run_files(data, out: Path, report: bool = True) -> None:
+    """summary.json, the four CSVs of SPEC section 9 and (optionally) report.html for one RunData."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(data.summary, indent=2, default=str) + "\n")
     _csv(data.equity, out / "equity.csv")
@@ -97,8 +104,6 @@ def write_artifacts(ledger: Ledger, run_id: str, reports_dir: str | Path, report
         from framework.reports.html import render_report
 
         render_report(data, out)
-    ledger.db.execute("UPDATE runs SET artifacts=? WHERE run_id=?", (str(out), run_id))
-    return out
 
 
 def _csv(df: pd.DataFrame, path: Path) -> None:

@@ -121,17 +121,9 @@ def latest_backtest(ledger: Ledger, strategy: StrategyConfig) -> tuple[str | Non
     return r["run_id"], load_run(ledger, r["run_id"]).summary, bool(current), r["config_hash"]
 
 
-def _csv(df: pd.DataFrame, path: Path) -> None:
-    df = df.copy()
-    for c in df.columns:
-        if isinstance(df[c].dtype, pd.DatetimeTZDtype):
-            df[c] = df[c].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").str.replace(".000000Z", "Z", regex=False)
-    df.to_csv(path, index=False)
-
-
 def strategy_report(ledger: Ledger, target: Target, broker_name: str, date: str, out: Path) -> dict:
     """Write one strategy's nightly report for ``date``; return its index entry."""
-    from framework.reports.html import render_report
+    from framework.artifacts import write_run_files
 
     s = target.strategy
     runs = [r["run_id"] for r in ledger_runs(ledger, strategy=s.name, modes=(target.mode,),
@@ -147,14 +139,7 @@ def strategy_report(ledger: Ledger, target: Target, broker_name: str, date: str,
     if data.equity.empty:
         entry["notes"].append(f"no {target.mode} equity recorded at {broker_name} up to {date}")
         return entry
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(data.summary, indent=2, default=str) + "\n")
-    _csv(data.equity, out / "equity.csv")
-    _csv(data.orders, out / "orders.csv")
-    _csv(data.fills[["time", "symbol", "side", "qty", "price", "fee", "order_id", "client_order_id"]],
-         out / "fills.csv")
-    _csv(data.decisions, out / "decisions.csv")
-    render_report(data, out)
+    write_run_files(data, out)
     eq = data.equity_series()
     day = eq[eq.index.strftime("%Y-%m-%d") == date]
     before = eq[eq.index.strftime("%Y-%m-%d") < date]
