@@ -141,6 +141,9 @@ class LiveBroker(Broker):
     # across runs, even when a re-run or a recovery finds an order an earlier run already booked.
     known_trade_ids: Callable[[list[str]], set[str]] | None = None
 
+    # called with a one-order ExecutionReport whenever an order's state changes (see _observe)
+    observer: Callable[[ExecutionReport], None] | None = None
+
     def __init__(self, limiter: RateLimiter, retry: RetryPolicy = RetryPolicy(),
                  sleep: Callable[[float], None] = time.sleep):
         self.limiter = limiter
@@ -189,7 +192,8 @@ class LiveBroker(Broker):
                 messages[i] = "already at the venue (same client order id): not sent again"
                 continue
             states[i] = self._send(self._request(batch, i, cid), messages, i)
-        states = self._wait(states)
+            self._observe(batch, i, states[i], messages)
+        states = self._wait(states, on_change=lambda i, st: self._observe(batch, i, st, messages))
         states = self._finish_open(batch, states, messages)
         for i, st in enumerate(states):
             if st is not None and st.status in OPEN:
@@ -215,7 +219,19 @@ class LiveBroker(Broker):
                            "venue says. The next run looks the order up by its client order id before sending.")
             return None
 
-    def _wait(self, states: list[OrderState | None], timeout_s: float | None = None) -> list[OrderState | None]:
+    def _observe(self, batch: OrderBatch, i: int, state: OrderState | None, messages: dict[int, str]) -> None:
+        """Hand one order's new state, with the fills it brings, to the observer as it arrives.
+
+        The composition root points the observer at the write-ahead journal, which commits the
+        state and those fills in one transaction: an answer is never recorded without its fills,
+        so a crash at any moment leaves the ledger either before or after the answer."""
+        if self.observer is None or state is None:
+            return
+        sub = batch.subset(np.arange(len(batch)) == i)
+        self.observer(self._report(sub, [state], {0: messages[i]} if i in messages else {}))
+
+    def _wait(self, states: list[OrderState | None], timeout_s: float | None = None,
+              on_change: Callable[[int, OrderState], None] | None = None) -> list[OrderState | None]:
         deadline = time.monotonic() + (self.order_timeout_s if timeout_s is None else timeout_s)
         delay = self.poll_interval_s
         while any(s is not None and s.status in OPEN for s in states) and time.monotonic() < deadline:
@@ -228,7 +244,11 @@ class LiveBroker(Broker):
                 continue
             for i, new in zip(open_idx, fresh):  # type: ignore[call-overload]
                 if new is not None:
+                    old = states[i]
                     states[i] = new
+                    if on_change is not None and (old is None or new.status != old.status
+                                                  or new.filled_qty != old.filled_qty):
+                        on_change(i, new)
         return states
 
     def _get_many(self, states: list[OrderState]) -> list[OrderState | None]:
@@ -256,6 +276,7 @@ class LiveBroker(Broker):
                 messages[i] = f"canceled: not filled within {self.order_timeout_s:g}s"
                 if states[i] is not None and states[i].filled_qty > 0:  # type: ignore[union-attr]
                     messages[i] += f" (partially filled {states[i].filled_qty:g})"  # type: ignore[union-attr]
+                self._observe(batch, i, states[i], messages)
             except TransientBrokerError as e:
                 messages[i] = f"could not cancel after the timeout: {e}"
         return states

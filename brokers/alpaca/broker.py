@@ -31,6 +31,7 @@ class AlpacaBroker(LiveBroker):
         self.min_notional = (min_notional_equity, min_notional_crypto)
         self.known_fills = known_fills
         self._assets: dict[str, object] = {}
+        self._reported: dict[str, tuple[float, float]] = {}
 
     def describe(self) -> str:
         where = self.endpoints.trading_url or ("paper-api.alpaca.markets" if self.endpoints.paper else "api.alpaca.markets")
@@ -201,7 +202,21 @@ class AlpacaBroker(LiveBroker):
             j = int(batch.symbol_idx[i])
             return float(self.fees.fees(CostInputs(np.array([q]), np.array([px]), np.array([int(batch.side[i])]),
                                                    np.array([bool(batch.universe.crypto[j])])))[0])
-        return fills_from_states(batch, states, self.known_fills, fee_of, np.datetime64(time.time_ns(), "ns"))
+        return fills_from_states(batch, states, self._known, fee_of, np.datetime64(time.time_ns(), "ns"))
+
+    def _observe(self, batch: OrderBatch, i: int, state: OrderState | None, messages: dict[int, str]) -> None:
+        super()._observe(batch, i, state, messages)
+        if self.observer is not None and state is not None and state.filled_qty > 0 and state.avg_price is not None:
+            q, _ = self._reported.get(state.client_order_id, (0.0, 0.0))
+            if state.filled_qty > q:   # handed to the observer, i.e. committed with its fills
+                self._reported[state.client_order_id] = (state.filled_qty, state.filled_qty * state.avg_price)
+
+    def _known(self, client_order_id: str) -> tuple[float, float]:
+        """Fill already booked for an order: the ledger's (across runs) or what this process handed
+        to the observer, the larger (``_report`` itself stays pure: reconcile builds reports)."""
+        ledger = self.known_fills(client_order_id) if self.known_fills else (0.0, 0.0)
+        mine = self._reported.get(client_order_id, (0.0, 0.0))
+        return mine if mine[0] > ledger[0] else ledger
 
     def close_position(self, symbol: str, qty: float | None) -> OrderState:
         """Market order closing ``qty`` (all when None) through Alpaca's close-position endpoint."""

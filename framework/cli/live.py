@@ -417,6 +417,7 @@ def run_execute(settings: Settings, settings_path: str | None, *, signals_path: 
         history = ledger.runs_of(broker.name, mode, strategy.name)
         journal = WriteAheadJournal(ledger, run_id, history + [run_id])
         pipeline = Pipeline(broker, RiskManager(limits), rebalancer, journal, universe, *execution_settings(strategy))
+        _wire_journal(broker, journal)
         if dry_run:
             cp = plan_cycle(pipeline, target)
             if json_out:
@@ -442,6 +443,15 @@ def run_execute(settings: Settings, settings_path: str | None, *, signals_path: 
         return 0
     finally:
         ledger.close()
+
+
+def _wire_journal(broker, journal) -> None:
+    """Commit every broker answer, with its fills, as it arrives (the write-ahead journal)."""
+    from brokers.live import LiveBroker
+
+    for venue in _venues_of(broker):
+        if isinstance(venue, LiveBroker):
+            venue.observer = lambda rep: journal.updates([rep])
 
 
 def _wire_ledger(broker, ledger) -> None:
@@ -562,6 +572,7 @@ def run_close(settings: Settings, settings_path: str | None, *, symbol: str, qua
         run_id = new_run_id("manual", mode)
         ledger.start_run(run_id, "manual", "", mode, broker.name, None, universe.symbols, {}, f"close {sym}")
         journal = WriteAheadJournal(ledger, run_id)
+        _wire_journal(broker, journal)
         journal.intents(None, batch)   # a manual order belongs to no rebalance cycle
         rep = broker.execute(batch)
         journal.report(None, rep)

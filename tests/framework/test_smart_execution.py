@@ -137,3 +137,33 @@ def test_a_marketable_limit_that_fills_ends_the_ladder_at_alpaca(tmp_path):
         assert len(sent) == 1 and sent[0]["type"] == "limit"
         assert abs(srv.position_qty("AAPL") - 200.0) < 1e-6
         assert check_ledger(ledger) == []
+
+
+def test_each_broker_answer_is_committed_with_its_fills_as_it_arrives(tmp_path):
+    from framework.cli.live import _wire_journal
+
+    with AlpacaServer(key="k", secret="s", rate_limit=None, data_rate_limit=None, partial_fill_fraction=0.5) as srv:
+        srv.set_price("AAPL", 100.0)
+        broker = _alpaca(srv)
+        broker.order_timeout_s = 5.0
+        u = broker.instruments(["AAPL"])
+        ledger = Ledger(tmp_path / "l.db")
+        ledger.start_run("run1", "wal", "h", "paper", "alpaca", 100_000.0, u.symbols, {})
+        journal = WriteAheadJournal(ledger, "run1")
+        seen: list[tuple] = []
+
+        def watch(rep):   # what the ledger holds at the moment each answer arrives
+            journal.updates([rep])
+            seen.append(ledger.db.execute("SELECT status, filled_qty, (SELECT COUNT(*) FROM fills) FROM orders").fetchone())
+
+        p = Pipeline(broker, RiskManager(LIMITS), Rebalancer(RebalanceSettings(drift_threshold=0.0)), journal, u)
+        _wire_journal(broker, journal)
+        broker.observer = watch
+        run_cycle(p, _target(u, np.datetime64("2026-11-21T15:00:00", "ns"), [0.2], "wal@20261121T150000Z"))
+        statuses = [s[0] for s in seen]
+        assert statuses[0] == "new"                                  # the acknowledgement, before any fill
+        assert "partially_filled" in statuses and statuses[-1] == "filled"
+        partial = seen[statuses.index("partially_filled")]
+        assert abs(partial[1] - 100.0) < 1e-6 and partial[2] == 1     # half filled, and that fill is booked
+        assert ledger.db.execute("SELECT COUNT(*), SUM(qty) FROM fills").fetchone() == (2, 200.0)
+        assert check_ledger(ledger) == []
