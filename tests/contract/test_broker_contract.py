@@ -2,8 +2,9 @@
 
 The same tests run against each venue; what differs between venues lives in one fixture per
 venue (a ``Venue``): the SimulatedBroker over tiny bars (time passes by moving its clock), and
-AlpacaBroker against the local Alpaca server in a thread. Adding a venue (Coinbase) is one more
-fixture named ``<name>_venue`` and its name in ``VENUES``.
+AlpacaBroker against the local Alpaca server in a thread, CoinbaseBroker against the local HTTPS
+Coinbase server (crypto only: it trades ETH/USD and BTC/USD). Adding a venue is one more fixture
+named ``<name>_venue`` and its name in ``VENUES``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from framework.errors import DataError
 from framework.types import ExecutionReport, OrderBatch, OrderStatus, OrderType, Universe
 from tests.conftest import bar_arrays, simulator, universe
 
-VENUES = ["sim", "alpaca"]
+VENUES = ["sim", "alpaca", "coinbase"]
 EQUITY, CRYPTO = "AAPL", "BTC/USD"
 SYMBOLS = (EQUITY, CRYPTO)
 LOT = {EQUITY: 10.0, CRYPTO: 0.1}        # what the contract buys
@@ -39,6 +40,17 @@ class Venue:
     rest: Callable[[Universe, str, float, float, str], None]   # leave a resting buy limit working
     orders_at_venue: Callable[[], int | None]           # orders the venue holds (None: not observable)
     qty_tol: float = 1e-9                               # one increment
+    first: str = "AAPL"                                 # the cheaper instrument the contract trades
+    second: str = "BTC/USD"                             # the dearer one, never shortable
+    lot_first: float = 10.0
+    lot_second: float = 0.1
+
+    @property
+    def symbols(self) -> tuple[str, str]:
+        return (self.first, self.second)
+
+    def lot(self, symbol: str) -> float:
+        return self.lot_first if symbol == self.first else self.lot_second
 
 
 # ------------------------------------------------------------------------------------ venues
@@ -98,6 +110,34 @@ def alpaca_venue():
         broker.close()
 
 
+@pytest.fixture
+def coinbase_venue():
+    from brokers.coinbase.broker import CoinbaseBroker
+    from brokers.coinbase.client import CoinbaseEndpoints
+    from brokers.live import OrderRequest, RetryPolicy
+    from tests.servers.coinbase_server import CoinbaseServer
+
+    # Coinbase trades crypto only: the contract's two instruments are ETH/USD and BTC/USD.
+    with CoinbaseServer(cash_usd=100_000.0, private_rate_limit=None, fee_rate=0.0) as srv:
+        broker = CoinbaseBroker(CoinbaseEndpoints(srv.api_key_name, srv.private_key_pem, None, srv.base_url,
+                                                  srv.cert_path, timeout=5.0),
+                                retry=RetryPolicy(attempts=4, base=0.01, cap=0.05))
+        broker.poll_interval_s = 0.01
+        broker.order_timeout_s = 1.0
+
+        def rest(u: Universe, symbol: str, qty: float, limit: float, batch_id: str) -> None:
+            from framework.types import client_order_id
+
+            cid = client_order_id(batch_id, symbol, "add")
+            broker._submit(OrderRequest(cid, symbol, 1, qty, "limit", limit))
+
+        yield Venue("coinbase", broker, now=lambda: np.datetime64(time.time_ns(), "ns"), pass_time=lambda: None,
+                    far_limit=lambda s, px: round(px * 0.5, 2), rest=rest,
+                    orders_at_venue=lambda: len(srv.orders()), first="ETH/USD", second="BTC/USD",
+                    lot_first=10.0, lot_second=0.1, qty_tol=1e-8)
+        broker.close()
+
+
 @pytest.fixture(params=VENUES)
 def venue(request) -> Venue:
     return request.getfixturevalue(f"{request.param}_venue")
@@ -120,8 +160,8 @@ def held(broker: Broker, symbol: str) -> float:
 
 
 def buy_lots(v: Venue, batch_id: str = "contract@buy") -> tuple[Universe, OrderBatch, ExecutionReport]:
-    u = v.broker.instruments(list(SYMBOLS))
-    b = _batch(u, v.now(), batch_id, [(s, 1, LOT[s]) for s in SYMBOLS], v.broker.prices(u))
+    u = v.broker.instruments(list(v.symbols))
+    b = _batch(u, v.now(), batch_id, [(s, 1, v.lot(s)) for s in v.symbols], v.broker.prices(u))
     rep = v.broker.execute(b)
     v.pass_time()
     return u, b, rep
@@ -148,18 +188,18 @@ def assert_aligned(rep: ExecutionReport, batch: OrderBatch, fresh: bool = True) 
 
 
 def test_instruments_known_symbols_give_a_universe(venue):
-    u = venue.broker.instruments(list(SYMBOLS))
+    u = venue.broker.instruments(list(venue.symbols))
     assert isinstance(u, Universe)
-    assert u.symbols == SYMBOLS
-    assert u.index == {EQUITY: 0, CRYPTO: 1}
-    assert list(u.crypto) == [False, True]
+    assert u.symbols == venue.symbols
+    assert u.index == {venue.first: 0, venue.second: 1}
+    assert list(u.crypto) == ["/" in venue.first, True]
     assert np.all(u.qty_increment > 0)
     assert not u.shortable[1], "crypto is never shortable"
 
 
 def test_instruments_unknown_symbol_raises_data_error(venue):
     with pytest.raises(DataError) as ei:
-        venue.broker.instruments([EQUITY, "ZZZZ"])
+        venue.broker.instruments([venue.first, "ZZZZ"])
     assert "ZZZZ" in str(ei.value)
 
 
@@ -176,15 +216,15 @@ def test_account_equity_is_cash_plus_positions(venue):
 
 
 def test_prices_are_aligned_and_positive(venue):
-    u = venue.broker.instruments(list(SYMBOLS))
+    u = venue.broker.instruments(list(venue.symbols))
     px = venue.broker.prices(u)
     assert px.shape == (len(u),)
     assert np.all(np.isfinite(px)) and np.all(px > 0)
-    assert px[u.index[CRYPTO]] > px[u.index[EQUITY]]   # BTC is dearer than a share of AAPL in both markets
+    assert px[u.index[venue.second]] > px[u.index[venue.first]]   # BTC is dearer than a share of AAPL in both markets
 
 
 def test_execute_buy_batch_fills_and_positions_reflect_it(venue):
-    before = {s: held(venue.broker, s) for s in SYMBOLS}
+    before = {s: held(venue.broker, s) for s in venue.symbols}
     u, b, rep = buy_lots(venue)
     assert_aligned(rep, b)
     assert rep.status.tolist() == [FILLED, FILLED], rep.messages
@@ -194,31 +234,31 @@ def test_execute_buy_batch_fills_and_positions_reflect_it(venue):
     assert len(f) >= len(b)
     assert np.all(f.qty > 0) and np.all(f.price > 0) and np.all(f.fee >= 0)
     assert rep.n_rejected == 0
-    for s in SYMBOLS:
-        assert held(venue.broker, s) == pytest.approx(before[s] + LOT[s], abs=venue.qty_tol)
+    for s in venue.symbols:
+        assert held(venue.broker, s) == pytest.approx(before[s] + venue.lot(s), abs=venue.qty_tol)
 
 
 def test_execute_sell_batch_reduces_the_position(venue):
     u, _, _ = buy_lots(venue)
-    sell = _batch(u, venue.now(), "contract@sell", [(EQUITY, -1, 4.0), (CRYPTO, -1, 0.04)],
+    sell = _batch(u, venue.now(), "contract@sell", [(venue.first, -1, 4.0), (venue.second, -1, 0.04)],
                   venue.broker.prices(u), leg="reduce")
     rep = venue.broker.execute(sell)
     venue.pass_time()
     assert_aligned(rep, sell)
     assert rep.status.tolist() == [FILLED, FILLED], rep.messages
     assert np.all(rep.fills.side == -1)
-    assert held(venue.broker, EQUITY) == pytest.approx(LOT[EQUITY] - 4.0, abs=venue.qty_tol)
-    assert held(venue.broker, CRYPTO) == pytest.approx(LOT[CRYPTO] - 0.04, abs=venue.qty_tol)
+    assert held(venue.broker, venue.first) == pytest.approx(venue.lot(venue.first) - 4.0, abs=venue.qty_tol)
+    assert held(venue.broker, venue.second) == pytest.approx(venue.lot(venue.second) - 0.04, abs=venue.qty_tol)
 
 
 def test_reexecuting_the_same_batch_sends_nothing_new(venue):
     u, b, first = buy_lots(venue)
-    positions = {s: held(venue.broker, s) for s in SYMBOLS}
+    positions = {s: held(venue.broker, s) for s in venue.symbols}
     cash = venue.broker.account().cash
     sent = venue.orders_at_venue()
     again = venue.broker.execute(b)          # the same batch: the same client order ids
     venue.pass_time()
-    assert {s: held(venue.broker, s) for s in SYMBOLS} == pytest.approx(positions, abs=venue.qty_tol), \
+    assert {s: held(venue.broker, s) for s in venue.symbols} == pytest.approx(positions, abs=venue.qty_tol), \
         "re-executing a batch must not trade it a second time"
     assert venue.broker.account().cash == pytest.approx(cash)
     assert venue.orders_at_venue() == sent
@@ -229,10 +269,10 @@ def test_reexecuting_the_same_batch_sends_nothing_new(venue):
 
 
 def test_refused_order_is_rejected_with_a_message_and_the_rest_goes_through(venue):
-    u = venue.broker.instruments(list(SYMBOLS))
+    u = venue.broker.instruments(list(venue.symbols))
     px = venue.broker.prices(u)
     # sell 1 BTC while holding none: crypto cannot be sold short anywhere (Alpaca: HTTP 403)
-    b = _batch(u, venue.now(), "contract@refused", [(CRYPTO, -1, 1.0), (EQUITY, 1, 2.0)], px)
+    b = _batch(u, venue.now(), "contract@refused", [(venue.second, -1, 1.0), (venue.first, 1, 2.0)], px)
     rep = venue.broker.execute(b)          # must not raise
     venue.pass_time()
     assert_aligned(rep, b)
@@ -240,8 +280,8 @@ def test_refused_order_is_rejected_with_a_message_and_the_rest_goes_through(venu
     assert rep.messages.get(0), "a rejected order carries the venue's reason"
     assert int(rep.status[1]) == FILLED, rep.messages
     assert rep.n_rejected == 1
-    assert held(venue.broker, CRYPTO) == 0.0
-    assert held(venue.broker, EQUITY) == pytest.approx(2.0, abs=venue.qty_tol)
+    assert held(venue.broker, venue.second) == 0.0
+    assert held(venue.broker, venue.first) == pytest.approx(2.0, abs=venue.qty_tol)
 
 
 def test_lookup_finds_executed_orders_by_client_id(venue):
@@ -258,17 +298,17 @@ def test_lookup_finds_executed_orders_by_client_id(venue):
 
 
 def test_open_orders_and_cancel_on_a_resting_limit(venue):
-    u = venue.broker.instruments(list(SYMBOLS))
+    u = venue.broker.instruments(list(venue.symbols))
     px = venue.broker.prices(u)
-    limit = venue.far_limit(EQUITY, float(px[u.index[EQUITY]]))
-    venue.rest(u, EQUITY, 1.0, limit, "contract@rest")
+    limit = venue.far_limit(venue.first, float(px[u.index[venue.first]]))
+    venue.rest(u, venue.first, 1.0, limit, "contract@rest")
     from framework.types import client_order_id
 
-    cid = client_order_id("contract@rest", EQUITY, "add")
+    cid = client_order_id("contract@rest", venue.first, "add")
     working = venue.broker.open_orders()
     assert [o.client_order_id for o in working] == [cid]
     o = working[0]
-    assert o.symbol == EQUITY and o.side == 1 and o.filled_qty == 0.0
+    assert o.symbol == venue.first and o.side == 1 and o.filled_qty == 0.0
     assert o.status in (int(OrderStatus.NEW), int(OrderStatus.PLANNED))
     assert o.order_type == "limit"
     venue.pass_time()
@@ -276,17 +316,17 @@ def test_open_orders_and_cancel_on_a_resting_limit(venue):
     out = venue.broker.cancel([cid])
     assert [(s.client_order_id, s.status) for s in out] == [(cid, CANCELED)]
     assert venue.broker.open_orders() == []
-    assert held(venue.broker, EQUITY) == 0.0
+    assert held(venue.broker, venue.first) == 0.0
 
 
 def test_execute_of_an_unfillable_limit_leaves_no_orphan(venue):
     """Whatever a venue does with a limit that cannot fill (keep it working, or cancel it after the
     order timeout), the report and the venue agree: an open status is listed by open_orders(),
     anything else is not."""
-    u = venue.broker.instruments(list(SYMBOLS))
+    u = venue.broker.instruments(list(venue.symbols))
     px = venue.broker.prices(u)
-    limit = venue.far_limit(EQUITY, float(px[u.index[EQUITY]]))
-    b = _batch(u, venue.now(), "contract@limit", [(EQUITY, 1, 1.0)], px, OrderType.LIMIT, [limit])
+    limit = venue.far_limit(venue.first, float(px[u.index[venue.first]]))
+    b = _batch(u, venue.now(), "contract@limit", [(venue.first, 1, 1.0)], px, OrderType.LIMIT, [limit])
     rep = venue.broker.execute(b)
     assert_aligned(rep, b)
     assert rep.filled_qty[0] == 0.0
@@ -300,23 +340,23 @@ def test_execute_of_an_unfillable_limit_leaves_no_orphan(venue):
 
 def test_execute_accepts_a_batch_over_a_sub_universe(venue):
     """A Universe from instruments() is the documented way to build a batch, for any symbols."""
-    u = venue.broker.instruments([EQUITY])
-    b = _batch(u, venue.now(), "contract@sub", [(EQUITY, 1, 3.0)], venue.broker.prices(u))
+    u = venue.broker.instruments([venue.first])
+    b = _batch(u, venue.now(), "contract@sub", [(venue.first, 1, 3.0)], venue.broker.prices(u))
     rep = venue.broker.execute(b)
     venue.pass_time()
     assert rep.status.tolist() == [FILLED], rep.messages
-    assert held(venue.broker, EQUITY) == pytest.approx(3.0, abs=venue.qty_tol)
+    assert held(venue.broker, venue.first) == pytest.approx(3.0, abs=venue.qty_tol)
 
 
 def test_market_open_is_a_bool_array(venue):
-    u = venue.broker.instruments(list(SYMBOLS))
+    u = venue.broker.instruments(list(venue.symbols))
     m = venue.broker.market_open(u)
     assert isinstance(m, np.ndarray) and m.dtype == bool and m.shape == (len(u),)
-    assert bool(m[u.index[CRYPTO]]), "crypto trades 24/7"
+    assert bool(m[u.index[venue.second]]), "crypto trades 24/7"
 
 
 def test_execute_of_an_empty_batch_is_an_empty_report(venue):
-    u = venue.broker.instruments(list(SYMBOLS))
+    u = venue.broker.instruments(list(venue.symbols))
     b = OrderBatch.empty(u, venue.now(), "contract@empty", "add")
     rep = venue.broker.execute(b)
     assert len(rep.status) == 0 and len(rep.fills) == 0
