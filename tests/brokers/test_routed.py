@@ -1,0 +1,65 @@
+"""Broker routing: one target portfolio split across Alpaca (equities) and Coinbase (crypto).
+
+Risk is checked on the combined portfolio; each venue's buys are re-sized to that venue's own
+buying power (cash at Coinbase cannot pay for shares at Alpaca); each venue's account is reported.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from brokers.alpaca.broker import AlpacaBroker
+from brokers.alpaca.client import AlpacaEndpoints
+from brokers.coinbase.broker import CoinbaseBroker
+from brokers.coinbase.client import CoinbaseEndpoints
+from brokers.live import RetryPolicy
+from brokers.routed import RoutedBroker
+from framework.config import RebalanceSettings, RiskLimits, StrategyConfig
+from framework.engine import Pipeline, run_cycle
+from framework.journal import WriteAheadJournal
+from framework.ledger import Ledger
+from framework.ledger_check import check_ledger
+from framework.rebalance import Rebalancer
+from framework.risk import RiskManager
+from framework.types import TargetPortfolio
+from tests.servers.alpaca_server import AlpacaServer
+from tests.servers.coinbase_server import CoinbaseServer
+
+FAST = RetryPolicy(attempts=3, base=0.01, cap=0.05)
+
+
+def test_one_target_split_across_alpaca_and_coinbase(tmp_path):
+    strategy = StrategyConfig(name="mixed", routing={"equity": "alpaca", "crypto": "coinbase"})
+    with AlpacaServer(key="k", secret="s", cash=100_000.0, rate_limit=None, data_rate_limit=None) as a_srv, \
+            CoinbaseServer(cash_usd=20_000.0, private_rate_limit=None, fee_rate=0.0) as c_srv:
+        a_srv.set_price("AAPL", 200.0)
+        c_srv.set_price("BTC-USD", 50_000.0)
+        alpaca = AlpacaBroker(AlpacaEndpoints("k", "s", True, a_srv.url, a_srv.url, 5.0), retry=FAST)
+        coinbase = CoinbaseBroker(CoinbaseEndpoints(c_srv.api_key_name, c_srv.private_key_pem, None, c_srv.base_url,
+                                                    c_srv.cert_path, 5.0), retry=FAST)
+        for b in (alpaca, coinbase):
+            b.poll_interval_s = 0.01
+        limits = RiskLimits(max_position_size_pct=0.30, max_exposure_pct=0.95, max_positions=10, min_confidence=0.5,
+                            max_daily_loss_pct=0.5, min_account_balance=0.0, max_leverage=1.0)
+        rebalancer = Rebalancer(RebalanceSettings(drift_threshold=0.0, price_buffer_bps=0.0))
+        broker = RoutedBroker({"alpaca": alpaca, "coinbase": coinbase}, strategy.broker_for, rebalancer.resize_adds)
+        u = broker.instruments(["AAPL", "BTC/USD"])
+        ledger = Ledger(tmp_path / "l.db")
+        ledger.start_run("r", "mixed", strategy.config_hash(), "paper", broker.name, 120_000.0, u.symbols, {})
+        p = Pipeline(broker, RiskManager(limits), rebalancer, WriteAheadJournal(ledger, "r"), u)
+        t = np.datetime64("2026-11-21T15:00:00", "ns")
+        # 40% in each: clipped to 30% of the COMBINED equity (120k) = 36k each
+        res = run_cycle(p, TargetPortfolio(t, "mixed@20261121T150000Z", np.array([0.4, 0.4]), np.array([0.9, 0.9])))
+        clipped = {d.symbol for d in res.plan.risk.decisions if d.rule == "max_position_size_pct"}
+        assert clipped == {"AAPL", "BTC/USD"}
+        assert abs(res.plan.account.equity - 120_000.0) < 1e-6
+        # AAPL at Alpaca: 36k / 200 = 180 shares
+        assert abs(a_srv.position_qty("AAPL") - 180.0) < 1e-6
+        # BTC at Coinbase: 36k wanted but Coinbase holds only 20k cash: re-sized to its own buying power
+        btc = c_srv.balances()["BTC"][0]
+        assert 0.39 < btc <= 20_000.0 / 50_000.0 + 1e-12
+        assert a_srv.count_orders(symbol="BTC/USD") == 0 and not c_srv.orders(product_id="AAPL-USD")
+        accounts = broker.accounts()
+        assert set(accounts) == {"alpaca", "coinbase"}
+        assert accounts["alpaca"].equity > 99_000 and accounts["coinbase"].equity > 19_000
+        assert check_ledger(ledger) == []
