@@ -156,7 +156,8 @@ def nightly(settings, settings_path, date: str | None, out_dir: str | None) -> i
     try:
         entries, failed = n.run(
             ledger, n.targets(strategies), day, out,
-            lambda t: make_broker(t.broker, settings, settings_path, live=t.mode == "live", ledger=ledger),
+            lambda t: make_broker(t.broker, settings, settings_path, live=t.mode == "live", ledger=ledger,
+                                  route=t.strategy.broker_for),
             log, time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
     finally:
         ledger.close()

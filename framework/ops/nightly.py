@@ -77,7 +77,9 @@ def targets(strategies: list[StrategyConfig]) -> list[Target]:
     out = []
     for s in strategies:
         names = sorted(set(s.routing.values()) - {"sim"}) or ["alpaca"]
-        out.extend(Target(s, b) for b in names)
+        # a strategy routed across venues is one portfolio (its runs are recorded as "alpaca+coinbase"):
+        # one routed target, whose log and notes also give each venue's equity
+        out.extend([Target(s, "routed")] if len(names) > 1 else [Target(s, b) for b in names])
     return out
 
 
@@ -188,6 +190,9 @@ def run(ledger: Ledger, targets_: list[Target], day: str, out: Path, connect: Ca
                 log(f"{name}: sync {note}")
             acct = broker.account()  # type: ignore[attr-defined]
             positions = acct.positions or broker.positions()  # type: ignore[attr-defined]
+            if hasattr(broker, "accounts"):   # routed: P&L per venue beside the combined report
+                for venue, a in broker.accounts().items():  # type: ignore[attr-defined]
+                    notes.append(f"{venue}: equity ${a.equity:,.2f}, cash ${a.cash:,.2f}")
             notes += position_differences(ledger, broker_name, t.mode, positions)
             if today:
                 taken = snapshot_once(ledger, run_id_for(day, name), t, broker_name, acct, positions)

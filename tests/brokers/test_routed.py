@@ -63,3 +63,47 @@ def test_one_target_split_across_alpaca_and_coinbase(tmp_path):
         assert set(accounts) == {"alpaca", "coinbase"}
         assert accounts["alpaca"].equity > 99_000 and accounts["coinbase"].equity > 19_000
         assert check_ledger(ledger) == []
+
+
+def test_paper_cycle_then_nightly_report_of_a_routed_strategy(tmp_path):
+    import datetime as dt
+    import json
+
+    from tests.conftest import FAKE_SECRET, run_parity
+    from tests.servers.certs import write_key_file
+
+    # run_parity's environment carries the paper keys (FAKE_SECRET, FAKE_SECRET + "S")
+    with AlpacaServer(key=FAKE_SECRET, secret=FAKE_SECRET + "S", cash=100_000.0, rate_limit=None,
+                      data_rate_limit=None) as a_srv, \
+            CoinbaseServer(cash_usd=50_000.0, private_rate_limit=None) as c_srv:
+        a_srv.set_price("AAPL", 200.0)
+        c_srv.set_price("BTC-USD", 50_000.0)
+        key_file = tmp_path / "cdp_key.json"
+        write_key_file(key_file, c_srv.key())
+        cfg = tmp_path / "config"
+        (cfg / "strategies").mkdir(parents=True)
+        (cfg / "settings.yaml").write_text(
+            "execution:\n"
+            f"  alpaca: {{paper_api_key: ${{ALPACA_PAPER_KEY}}, paper_api_secret: ${{ALPACA_PAPER_SECRET}}, "
+            f"base_url: \"{a_srv.url}\", data_url: \"{a_srv.url}\"}}\n"
+            f"  coinbase: {{enabled: true, key_file: {key_file}, base_url: \"{c_srv.base_url}\", "
+            f"ca_bundle: {c_srv.cert_path}}}\n"
+            "ledger: data/parity.db\ndata_dir: data/\nreports_dir: reports/\n")
+        (cfg / "strategies" / "mixed.yaml").write_text(
+            "name: mixed\nstage: paper\nrouting: {equity: alpaca, crypto: coinbase}\n")
+        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        (tmp_path / "s.csv").write_text(f"symbol,time,side,weight,confidence\nAAPL,{now},1,0.2,0.8\n"
+                                        f"BTC-USD,{now},1,0.2,0.9\n")
+        p = run_parity("execute", "--signals", "s.csv", "--strategy", "mixed", "--paper", cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+        assert "SHADOW" in p.stdout and "alpaca: equity" in p.stdout and "coinbase: equity" in p.stdout
+        assert a_srv.position_qty("AAPL") > 0          # equities at Alpaca paper
+        assert not c_srv.orders()                      # crypto in shadow: nothing reached Coinbase
+        day = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+        n = run_parity("report", "nightly", "--date", day, cwd=tmp_path)
+        assert n.returncode == 0, n.stdout + n.stderr
+        index = json.loads((tmp_path / "reports" / "nightly" / day / "nightly.json").read_text())
+        text = json.dumps(index)
+        assert "mixed" in text and "alpaca+coinbase" in text
+        assert "alpaca: equity" in text and "coinbase: equity" in text   # per venue beside the combined report
+        assert (tmp_path / "reports" / "nightly" / day / "mixed" / "report.html").is_file()
