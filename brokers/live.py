@@ -19,18 +19,17 @@ order id, trade-id venues' (Coinbase) minus the trade ids the ledger holds (``kn
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from abc import abstractmethod
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from framework.broker import Broker, OrderState
 from framework.errors import OrderRejected, TransientBrokerError
-from framework.types import ExecutionReport, FillBatch, OrderBatch, OrderStatus, OrderType
+from framework.types import ExecutionReport, FillBatch, OrderBatch, OrderStatus
 
 _S = OrderStatus
 OPEN = (int(_S.PLANNED), int(_S.NEW), int(_S.PARTIAL))

@@ -344,6 +344,25 @@ class SimulatedBroker(Broker):
         return f"simulated broker ({self.fill} fills, {self.n_bars} bars x {self.n_sym} symbols)"
 
     # ------------------------------------------------------------------ equity curve
+    def seed(self, holdings: dict[str, float], at: np.datetime64, cost: dict[str, float] | None = None) -> None:
+        """Start holding ``holdings`` (signed quantities) before the first cycle.
+
+        They are booked as fee-free fills on the bar at ``at``, at ``cost`` per symbol (default: that
+        bar's close), paid from the cash: build the broker with the cash plus their cost for an
+        account that already owns them. The equity curve stays exact."""
+        k = max(self.bar_at(at), 0)
+        held = [(self.universe.index[s], s, q) for s, q in holdings.items() if s in self.universe.index and q]
+        if not held:
+            return
+        idx = np.array([j for j, _, _ in held], np.int64)
+        qty = np.array([q for _, _, q in held])
+        px = self.close_ff[k, idx].copy()
+        if cost:
+            px = np.array([cost.get(s, p) for (_, s, _), p in zip(held, px.tolist())])
+        ok = np.isfinite(px)
+        self.book.apply_fills(k, idx[ok], np.sign(qty[ok]).astype(np.int64), np.abs(qty[ok]), px[ok],
+                              np.zeros(int(ok.sum())))
+
     def equity_curve(self) -> pd.DataFrame:
         """Cash, equity and exposures at every bar (the mark-to-market of SPEC section 6)."""
         cash, equity, gross, net = self.book.curve(self.close_ff)

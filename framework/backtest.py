@@ -109,17 +109,13 @@ def persist(ledger: Ledger, journal: BufferedJournal, outcome: ReplayOutcome, ma
         ledger.write_equity(run_id, eq)
         if len(eq):
             t_end = eq["time"].iloc[-1].tz_convert("UTC").tz_localize(None).to_datetime64()
-            marks = market.prices(p_universe(market, universe))
+            marks = market.prices(market.instruments(list(universe)))
             ledger.write_cycles([(run_id, outcome.n_cycles, "final-mark", iso(t_end), "mark",
                                   float(eq["equity"].iloc[-1]), pack_prices(marks))])
     ledger.finish_run(run_id, "done",
                       eq["time"].iloc[0].isoformat() if len(eq) else None,
                       eq["time"].iloc[-1].isoformat() if len(eq) else None,
                       float(eq["equity"].iloc[-1]) if len(eq) else initial_equity)
-
-
-def p_universe(market: Replayable, universe: tuple[str, ...]):
-    return market.instruments(list(universe))
 
 
 def new_run_id(strategy: str, mode: str) -> str:

@@ -184,6 +184,14 @@ class Ledger:
         self.db.executemany("INSERT OR IGNORE INTO fills VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
         return self.db.total_changes - before
 
+    def snapshot(self, run_id: str, t: np.datetime64, equity: float, cash: float, positions) -> None:
+        """Record one equity observation of a paper/live account (exposures from its positions)."""
+        gross = float(sum(abs(p.market_value) for p in positions))
+        net = float(sum(p.market_value for p in positions))
+        with self.tx():
+            self.db.execute("INSERT OR REPLACE INTO equity VALUES (?,?,?,?,?,?)",
+                            (run_id, iso(np.datetime64(t, "ns")), float(equity), float(cash), gross, net))
+
     def write_equity(self, run_id: str, df: pd.DataFrame) -> None:
         times = iso(df["time"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]"))
         self.db.executemany("INSERT OR REPLACE INTO equity VALUES (?,?,?,?,?,?)",

@@ -11,10 +11,11 @@ from brokers.alpaca.client import (AlpacaEndpoints, DuplicateClientOrderId, NotF
 from brokers.alpaca import wire
 from brokers.live import LiveBroker, OrderRequest, RateLimiter, RetryPolicy, fills_from_states
 from framework.broker import OrderState
+from framework.config import mask_secret
 from framework.costs import CostInputs, VenueFees
 from framework.errors import BrokerError, DataError, Problem
 from framework.symbols import is_crypto
-from framework.types import AccountSnapshot, FillBatch, OrderBatch, OrderStatus, Position, Universe
+from framework.types import AccountSnapshot, FillBatch, OrderBatch, Position, Universe
 
 
 class AlpacaBroker(LiveBroker):
@@ -35,8 +36,7 @@ class AlpacaBroker(LiveBroker):
 
     def describe(self) -> str:
         where = self.endpoints.trading_url or ("paper-api.alpaca.markets" if self.endpoints.paper else "api.alpaca.markets")
-        key = self.endpoints.key
-        masked = f"{key[:2]}…{key[-2:]}" if key and len(key) > 6 else "…"
+        masked = mask_secret(self.endpoints.key)
         return f"alpaca ({'paper' if self.endpoints.paper else 'live'}) at {where}, key {masked}"
 
     # ---- SDK calls through the boundary --------------------------------------------------------
@@ -229,5 +229,3 @@ class AlpacaBroker(LiveBroker):
     def cancel_all(self) -> None:
         self._do("cancel all", self.trading.cancel_orders)
 
-
-OrderStatus  # re-exported for adapters' tests

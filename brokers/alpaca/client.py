@@ -115,5 +115,3 @@ def translate(e: Exception, what: str) -> Exception:
         return e
     return BrokerError(f"Alpaca {what}: {type(e).__name__}: {e}")
 
-
-_TimeoutSession = TimeoutSession   # former private name

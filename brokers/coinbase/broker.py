@@ -12,9 +12,10 @@ from brokers.coinbase import wire
 from brokers.coinbase.client import CoinbaseEndpoints, NotFound, make_client, rejection, translate
 from brokers.live import LiveBroker, OrderRequest, RateLimiter, RetryPolicy
 from framework.broker import OrderState
+from framework.config import mask_secret
 from framework.errors import DataError, Problem
 from framework.symbols import split_pair
-from framework.types import AccountSnapshot, FillBatch, OrderBatch, Position, Universe
+from framework.types import AccountSnapshot, ExecutionReport, FillBatch, OrderBatch, Position, Universe
 
 QUOTE = "USD"
 
@@ -39,8 +40,7 @@ class CoinbaseBroker(LiveBroker):
 
     def describe(self) -> str:
         where = self.endpoints.base_url or "api.coinbase.com"
-        key = self.endpoints.api_key or self.endpoints.key_file or ""
-        masked = f"{key[:2]}…{key[-2:]}" if len(key) > 6 else "…"
+        masked = mask_secret(self.endpoints.api_key or self.endpoints.key_file)
         return f"coinbase (live) at {where}, key {masked}"
 
     def _do(self, what: str, fn: Callable[[], object]):
@@ -144,7 +144,7 @@ class CoinbaseBroker(LiveBroker):
         return [wire.order_state(wire.to_dict(o)) for o in resp.get("orders", [])]
 
     # ---- live-loop primitives ---------------------------------------------------------------------
-    def execute(self, batch: OrderBatch) -> ExecutionReport:  # noqa: F821 - see LiveBroker.execute
+    def execute(self, batch: OrderBatch) -> ExecutionReport:
         self._held = {c: a + h for c, (a, h) in self.balances().items()} if len(batch) else {}
         return super().execute(batch)
 
@@ -266,5 +266,3 @@ class CoinbaseBroker(LiveBroker):
         return FillBatch(times, batch.symbol_idx[pos], side, q, px, np.array([r[3] for r in rows]), slip, pos,
                          tuple(r[4] for r in rows))
 
-
-from framework.types import ExecutionReport  # noqa: E402  (for the annotation above)

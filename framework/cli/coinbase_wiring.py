@@ -81,12 +81,11 @@ class ShadowBroker:
         now = np.datetime64(time.time_ns(), "ns")
         one = px.reshape(1, -1)
         bars = BarArrays(np.array([now]), universe.symbols, one, one, one, one, np.full_like(one, np.inf))
-        sim = SimulatedBroker(bars, universe, SimClock(now), cash=self.initial_cash + self._cash_flow(), fill="close",
-                              fees=self.fees, slippage=FixedBps(self.slippage_bps))
-        for s, q in held.items():
-            j = universe.index[s]
-            sim.book.pos[j] = q
-            sim.book.avg_cost[j] = self._avg_cost(s)
+        cost = {s: self._avg_cost(s) for s in held}
+        cash = self.initial_cash + self._cash_flow() + sum(q * cost[s] for s, q in held.items())
+        sim = SimulatedBroker(bars, universe, SimClock(now), cash=cash, fill="close", fees=self.fees,
+                              slippage=FixedBps(self.slippage_bps))
+        sim.seed(held, now, cost)   # the shadow account already owns these: cash stays as the ledger says
         sim.name = SHADOW
         self._sim = sim
         return sim

@@ -19,24 +19,13 @@ from framework.errors import UsageError
 # ---------------------------------------------------------------- composition
 def sim_factory(bars, universe, *, equity, positions, start, fill, fees, slippage, volume_cap, lookback):
     """A SimulatedBroker worth ``equity`` at ``start`` holding ``positions`` (the replay's MarketFactory)."""
-    import numpy as np
 
     from brokers.simulated import SimulatedBroker
     from framework.clock import SimClock
 
     market = SimulatedBroker(bars, universe, SimClock(bars.times[0]), cash=equity, fill=fill, fees=fees,
                              slippage=slippage, volume_cap=volume_cap, lookback=lookback)
-    held = {s: q for s, q in positions.items() if s in market.universe.index}
-    if held:
-        # The simulator has no public way to start with holdings: book them as fee-free fills at the
-        # close of the first cycle's bar, so equity there is ``equity`` and the curve stays exact.
-        k = max(market.bar_at(start), 0)
-        idx = np.array([market.universe.index[s] for s in held], np.int64)
-        qty = np.array(list(held.values()))
-        px = market.close_ff[k, idx]
-        ok = np.isfinite(px)
-        market.book.apply_fills(k, idx[ok], np.sign(qty[ok]).astype(np.int64), np.abs(qty[ok]), px[ok],
-                                np.zeros(int(ok.sum())))
+    market.seed(positions, start)
     return market
 
 
@@ -139,7 +128,6 @@ def nightly(settings, settings_path, date: str | None, out_dir: str | None) -> i
     """``parity report nightly``: sync, snapshot and report every paper/live strategy; the exit code."""
     import time
 
-    from framework.cli.brokers import make_broker
     from framework.ledger import Ledger
     from framework.ops import nightly as n
 
@@ -156,8 +144,7 @@ def nightly(settings, settings_path, date: str | None, out_dir: str | None) -> i
     try:
         entries, failed = n.run(
             ledger, n.targets(strategies), day, out,
-            lambda t: make_broker(t.broker, settings, settings_path, live=t.mode == "live", ledger=ledger,
-                                  route=t.strategy.broker_for),
+            lambda t: _connect(t, settings, settings_path, ledger),
             log, time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
     finally:
         ledger.close()
@@ -386,3 +373,14 @@ def demote(ctx: click.Context, name: str, to: str | None, reason: str) -> None:
         ledger.close()
     click.echo(f"{done['strategy']} demoted from {done['from']} to {done['stage']} by {done['who']} at "
                f"{done['time']}; {done['file']} now says stage: {done['stage']}")
+
+
+def _connect(target, settings, settings_path, ledger):
+    """The broker a nightly target syncs with, told which fills the ledger already holds."""
+    from framework.cli.brokers import make_broker
+    from framework.cli.live import _wire_ledger
+
+    broker = make_broker(target.broker, settings, settings_path, live=target.mode == "live", ledger=ledger,
+                         route=target.strategy.broker_for)
+    _wire_ledger(broker, ledger)
+    return broker

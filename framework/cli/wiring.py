@@ -138,9 +138,3 @@ def execution_settings(strategy: StrategyConfig) -> tuple:
     """The Pipeline's execution fields from a strategy: unfilled, execution, smart re-prices and offset."""
     r = strategy.rebalance
     return r.unfilled, r.execution, r.smart_reprices, r.smart_offset_bps
-
-
-def ensure_dir(path: str | Path) -> Path:
-    p = Path(path)
-    p.mkdir(parents=True, exist_ok=True)
-    return p

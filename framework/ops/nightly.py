@@ -100,12 +100,7 @@ def snapshot_once(ledger: Ledger, run_id: str, target: Target, broker_name: str,
     if ledger.run(run_id) is None:
         ledger.start_run(run_id, s.name, s.config_hash(), target.mode, broker_name, account.equity,
                          [p.symbol for p in positions], {"nightly": True}, "nightly snapshot")
-    gross = sum(abs(p.market_value) for p in positions)
-    net = sum(p.market_value for p in positions)
-    df = pd.DataFrame({"time": [pd.Timestamp(account.time).tz_localize("UTC")], "equity": [account.equity],
-                       "cash": [account.cash], "gross_exposure": [gross], "net_exposure": [net]})
-    with ledger.tx():
-        ledger.write_equity(run_id, df)
+    ledger.snapshot(run_id, account.time, account.equity, account.cash, positions)
     ledger.finish_run(run_id, "snapshot", None, None, account.equity)
     return float(account.equity)
 
@@ -176,7 +171,7 @@ def run(ledger: Ledger, targets_: list[Target], day: str, out: Path, connect: Ca
     logged and noted in the index; the report is still written from what the ledger holds.
     """
     from framework.errors import ParityError
-    from framework.ops.sync import position_differences, sync_orders
+    from framework.reconcile import position_differences, reconcile
 
     today = is_today(day)
     entries, failed = [], 0
@@ -186,14 +181,14 @@ def run(ledger: Ledger, targets_: list[Target], day: str, out: Path, connect: Ca
         try:
             broker = connect(t)
             broker_name = broker.name  # type: ignore[attr-defined]
-            for note in sync_orders(ledger, broker, t.mode, name):
-                log(f"{name}: sync {note}")
+            reconcile(ledger, broker, t.mode, echo=lambda n, name=name: log(f"{name}: sync {n}"),
+                      check_positions=False)
             acct = broker.account()  # type: ignore[attr-defined]
             positions = acct.positions or broker.positions()  # type: ignore[attr-defined]
             if hasattr(broker, "accounts"):   # routed: P&L per venue beside the combined report
                 for venue, a in broker.accounts().items():  # type: ignore[attr-defined]
                     notes.append(f"{venue}: equity ${a.equity:,.2f}, cash ${a.cash:,.2f}")
-            notes += position_differences(ledger, broker_name, t.mode, positions)
+            notes += position_differences(ledger, broker_name, t.mode, positions, rel=0.005)
             if today:
                 taken = snapshot_once(ledger, run_id_for(day, name), t, broker_name, acct, positions)
                 kept = "equity snapshot of this date kept"
