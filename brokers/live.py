@@ -7,14 +7,14 @@ is not sent again (a re-run, or a restart after a crash). A duplicate-id answer 
 A transient failure is retried with exponential backoff and jitter; if it persists, the order is
 looked up by client id before it is reported as unconfirmed — never re-sent blindly. After
 sending, orders are polled until done or ``order_timeout_s`` passes; what is still working is
-then cancelled (``execution: market``) or, with ``execution: smart``, a marketable limit is
-re-priced a few times and the rest sent at market.
+then cancelled, and the cancel is done only when the venue says the order is final.
 
-Crash recovery: ``resume`` reports orders an earlier process left at the venue (their state, after
-letting working ones finish, and the fills the ledger lacks) without sending or cancelling
-anything; ``framework.cli.live.reconcile`` commits that before a command trades. A fill is
-reported once across runs: Alpaca's as cumulative fill minus what the ledger holds per client
-order id, trade-id venues' (Coinbase) minus the trade ids the ledger holds (``known_trade_ids``).
+Adapters report, the journal books (SPEC §17): every answer — an order's new state with the
+venue's fills for it, each carrying the venue's trade id — goes to ``on_update`` as it arrives.
+The adapter reports what the venue says each time and never reads the ledger; the journal books a
+fill once per (account, trade id), so a fill reported again (a poll, a re-run, a recovery) is
+booked once. ``resume`` reports orders an earlier process left at the venue, for the recovery
+(``framework.recovery``) to hand to the journal.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from typing import Callable
 
 import numpy as np
 
-from framework.broker import Broker, OrderState
+from framework.broker import Broker, OnUpdate, OrderState
 from framework.errors import OrderRejected, TransientBrokerError
-from framework.types import ExecutionReport, FillBatch, OrderBatch, OrderStatus
+from framework.types import ExecutionReport, FillBatch, OrderBatch, OrderStatus, owned
 
 _S = OrderStatus
 OPEN = (int(_S.PLANNED), int(_S.NEW), int(_S.PARTIAL))
@@ -129,26 +129,33 @@ class OrderRequest:
     notional: float | None = None
 
 
-class LiveBroker(Broker):
-    """Base of live adapters: subclasses implement the venue primitives below."""
+@dataclass(frozen=True, slots=True)
+class LiveOptions:
+    """How the live loop waits for one leg: ``order_timeout_s`` before what is still working is
+    cancelled, polling every ``poll_interval_s`` (growing to 2 s)."""
 
     order_timeout_s: float = 60.0
     poll_interval_s: float = 0.2
-    execution: str = "market"
-    smart_reprices: int = 3
-    # Trade ids the ledger already holds (set by the composition root): a fill is reported once
-    # across runs, even when a re-run or a recovery finds an order an earlier run already booked.
-    known_trade_ids: Callable[[list[str]], set[str]] | None = None
 
-    # called with a one-order ExecutionReport whenever an order's state changes (see _observe)
-    observer: Callable[[ExecutionReport], None] | None = None
+
+class LiveBroker(Broker):
+    """Base of live adapters: subclasses implement the venue primitives below."""
 
     def __init__(self, limiter: RateLimiter, retry: RetryPolicy = RetryPolicy(),
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, options: LiveOptions = LiveOptions()):
         self.limiter = limiter
         self.retry = retry
         self.sleep = sleep
+        self.options = options
         self._working: dict[str, tuple[OrderBatch, int, OrderState]] = {}
+
+    @property
+    def order_timeout_s(self) -> float:
+        return self.options.order_timeout_s
+
+    @property
+    def poll_interval_s(self) -> float:
+        return self.options.poll_interval_s
 
     # ---- venue primitives ------------------------------------------------------------------
     @abstractmethod
@@ -176,7 +183,7 @@ class LiveBroker(Broker):
         return with_retries(fn, self.limiter, self.retry, self.sleep)
 
     # ---- the execute loop -----------------------------------------------------------------------
-    def execute(self, batch: OrderBatch) -> ExecutionReport:
+    def execute(self, batch: OrderBatch, on_update: OnUpdate | None = None) -> ExecutionReport:
         n = len(batch)
         if n == 0:
             return ExecutionReport(batch, np.zeros(0, np.int8), np.zeros(0), np.zeros(0), FillBatch.empty())
@@ -191,9 +198,9 @@ class LiveBroker(Broker):
                 messages[i] = "already at the venue (same client order id): not sent again"
                 continue
             states[i] = self._send(self._request(batch, i, cid), messages, i)
-            self._observe(batch, i, states[i], messages)
-        states = self._wait(states, on_change=lambda i, st: self._observe(batch, i, st, messages))
-        states = self._finish_open(batch, states, messages)
+            self._observe(on_update, batch, i, states[i], messages)
+        states = self._wait(states, on_change=lambda i, st: self._observe(on_update, batch, i, st, messages))
+        states = self._finish_open(batch, states, messages, on_update)
         for i, st in enumerate(states):
             if st is not None and st.status in OPEN:
                 self._working[st.client_order_id] = (batch, i, st)
@@ -218,16 +225,17 @@ class LiveBroker(Broker):
                            "venue says. The next run looks the order up by its client order id before sending.")
             return None
 
-    def _observe(self, batch: OrderBatch, i: int, state: OrderState | None, messages: dict[int, str]) -> None:
-        """Hand one order's new state, with the fills it brings, to the observer as it arrives.
+    def _observe(self, on_update: OnUpdate | None, batch: OrderBatch, i: int, state: OrderState | None,
+                 messages: dict[int, str]) -> None:
+        """Hand one order's new state, with the venue's fills for it, to ``on_update`` as it arrives.
 
-        The composition root points the observer at the write-ahead journal, which commits the
-        state and those fills in one transaction: an answer is never recorded without its fills,
-        so a crash at any moment leaves the ledger either before or after the answer."""
-        if self.observer is None or state is None:
+        The write-ahead journal commits the state and those fills in one transaction: an answer is
+        never recorded without its fills, so a crash at any moment leaves the ledger either before
+        or after the answer."""
+        if on_update is None or state is None:
             return
         sub = batch.subset(np.arange(len(batch)) == i)
-        self.observer(self._report(sub, [state], {0: messages[i]} if i in messages else {}))
+        on_update(self._report(sub, [state], {0: messages[i]} if i in messages else {}))
 
     def _wait(self, states: list[OrderState | None], timeout_s: float | None = None,
               on_change: Callable[[int, OrderState], None] | None = None) -> list[OrderState | None]:
@@ -260,8 +268,8 @@ class LiveBroker(Broker):
                 out.append(None)
         return out
 
-    def _finish_open(self, batch: OrderBatch, states: list[OrderState | None],
-                     messages: dict[int, str]) -> list[OrderState | None]:
+    def _finish_open(self, batch: OrderBatch, states: list[OrderState | None], messages: dict[int, str],
+                     on_update: OnUpdate | None = None) -> list[OrderState | None]:
         """Orders still working after the timeout: cancel them (market) or escalate (smart)."""
         for i, s in enumerate(states):
             if s is None or s.status not in OPEN:
@@ -270,12 +278,15 @@ class LiveBroker(Broker):
                 messages[i] = "waiting for the market to open (broker clock): order left working"
                 continue
             try:
-                self.call(lambda s=s: self._cancel(s))
-                states[i] = self.call(lambda s=s: self._get(s))  # type: ignore[assignment]
+                final = self.cancel_and_wait(s)
+                states[i] = final
                 messages[i] = f"canceled: not filled within {self.order_timeout_s:g}s"
-                if states[i] is not None and states[i].filled_qty > 0:  # type: ignore[union-attr]
-                    messages[i] += f" (partially filled {states[i].filled_qty:g})"  # type: ignore[union-attr]
-                self._observe(batch, i, states[i], messages)
+                if final.status in OPEN:
+                    messages[i] = (f"cancel requested after {self.order_timeout_s:g}s; the venue has not "
+                                   "confirmed it yet (the next run reconciles it)")
+                if final.filled_qty > 0:
+                    messages[i] += f" (partially filled {final.filled_qty:g})"
+                self._observe(on_update, batch, i, final, messages)
             except TransientBrokerError as e:
                 messages[i] = f"could not cancel after the timeout: {e}"
         return states
@@ -292,21 +303,9 @@ class LiveBroker(Broker):
         for i, s in enumerate(states):
             if s is not None and s.message and i not in messages:
                 messages[i] = s.message
-        fills = self._new_fills(self._fills(batch, states))
+        fills = self._fills(batch, states)
         return ExecutionReport(batch, status, filled, avg, fills, tuple(None if s is None else s.broker_id for s in states),
                                messages, np.full(n, np.datetime64(time.time_ns(), "ns")))
-
-    def _new_fills(self, fills: FillBatch) -> FillBatch:
-        """Drop fills whose trade id the ledger already holds."""
-        if self.known_trade_ids is None or not len(fills) or not fills.trade_ids:
-            return fills
-        seen = self.known_trade_ids(list(fills.trade_ids))
-        if not seen:
-            return fills
-        keep = np.array([t not in seen for t in fills.trade_ids])
-        ids = tuple(t for t in fills.trade_ids if t not in seen)
-        return FillBatch(fills.time[keep], fills.symbol_idx[keep], fills.side[keep], fills.qty[keep], fills.price[keep],
-                         fills.fee[keep], fills.slippage[keep], fills.order_pos[keep], ids)
 
     def resume(self, batch: OrderBatch, states: list[OrderState | None], wait_s: float = 0.0) -> ExecutionReport:
         """Report orders an earlier (crashed) run left at the venue: their state now, after polling the
@@ -336,46 +335,79 @@ class LiveBroker(Broker):
                 del self._working[cid]
         return out
 
+    @abstractmethod
+    def _list_open(self) -> list[OrderState]:
+        """Every order working at the venue, Parity's or not."""
+
+    def open_orders(self) -> list[OrderState]:
+        """Parity's own working orders (SPEC §17): the user's are never listed as Parity's."""
+        return [o for o in self._list_open() if o.owned]
+
+    def foreign_orders(self) -> list[OrderState]:
+        return [o for o in self._list_open() if not o.owned]
+
     def lookup(self, client_ids: list[str]) -> dict[str, OrderState]:
         return self.call(lambda: self._find(client_ids, np.datetime64("1970-01-01")))  # type: ignore[return-value]
 
     def cancel(self, client_ids: list[str]) -> list[OrderState]:
-        found = self.lookup(client_ids)
+        """Cancel Parity's own working orders among ``client_ids``; return their final states.
+
+        An order the user placed (no ``p-`` prefix) is never cancelled, whatever the caller asks."""
+        found = self.lookup([c for c in client_ids if owned(c)])
         out = []
         for cid, st in found.items():
             if st.status in OPEN:
-                self.call(lambda st=st: self._cancel(st))
-                out.append(self.call(lambda st=st: self._get(st)))
+                out.append(self.cancel_and_wait(st))
             self._working.pop(cid, None)
-        return out  # type: ignore[return-value]
+        return out
+
+    cancel_wait_s: float = 10.0
+
+    def cancel_and_wait(self, state: OrderState) -> OrderState:
+        """Ask the venue to cancel, then poll until it says the order is final (SPEC §17): an order
+        can still fill while ``pending_cancel`` (Alpaca) or ``CANCEL_QUEUED`` (Coinbase), and the
+        next step must be sized from the final filled quantity. Returns the last state seen."""
+        self.call(lambda: self._cancel(state))
+        deadline = time.monotonic() + self.cancel_wait_s
+        delay = self.poll_interval_s
+        st: OrderState = state
+        while True:
+            try:
+                st = self.call(lambda: self._get(state))  # type: ignore[assignment]
+            except TransientBrokerError:
+                pass
+            if st.status not in OPEN and not self._cancel_pending(st) or time.monotonic() >= deadline:
+                return st
+            self.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+
+    def _cancel_pending(self, state: OrderState) -> bool:
+        """Whether the venue still has a cancel of this order under way (adapters that see it say so)."""
+        return False
 
 
-def fills_from_states(batch: OrderBatch, states: list[OrderState | None],
-                      known: Callable[[str], tuple[float, float]] | None, fee_of: Callable[[int, float, float], float],
-                      now: np.datetime64) -> FillBatch:
-    """Fills for venues that report cumulative filled quantity and average price per order (Alpaca).
+@dataclass(frozen=True, slots=True)
+class VenueFill:
+    """One fill as the venue reports it: the order's position in its batch, quantity, price, fee in
+    the quote currency, the venue's trade id and its time."""
 
-    The new fill of an order is its cumulative fill minus what the ledger already holds for that
-    client order id (``known`` returns (qty, notional)), so re-running after a crash never books a
-    fill twice; its trade id is ``BROKER_ORDER_ID:CUMULATIVE_QTY``.
-    """
-    rows = []
-    for i, s in enumerate(states):
-        if s is None or s.filled_qty <= 0 or s.avg_price is None:
-            continue
-        had_q, had_v = known(s.client_order_id) if known else (0.0, 0.0)
-        dq = s.filled_qty - had_q
-        if dq <= 1e-12:
-            continue
-        px = (s.filled_qty * s.avg_price - had_v) / dq
-        rows.append((i, dq, px, fee_of(i, dq, px), f"{s.broker_id}:{s.filled_qty:.12g}"))
-    if not rows:
+    pos: int
+    qty: float
+    price: float
+    fee: float
+    trade_id: str
+    time: np.datetime64
+
+
+def fill_batch(batch: OrderBatch, fills: list[VenueFill]) -> FillBatch:
+    """A FillBatch from the venue's fills of orders of ``batch`` (slippage against the sizing price)."""
+    if not fills:
         return FillBatch.empty()
-    pos = np.array([r[0] for r in rows], np.int64)
-    q = np.array([r[1] for r in rows])
-    px = np.array([r[2] for r in rows])
-    ref = np.nan_to_num(batch.ref_price[pos], nan=0.0)
+    pos = np.array([f.pos for f in fills], np.int64)
+    q = np.array([f.qty for f in fills])
+    px = np.array([f.price for f in fills])
     side = batch.side[pos]
+    ref = np.nan_to_num(batch.ref_price[pos], nan=0.0)
     slip = np.where(ref > 0, np.maximum((px - ref) * side, 0.0) * q, 0.0)
-    return FillBatch(np.full(len(rows), now), batch.symbol_idx[pos], side, q, px,
-                     np.array([r[3] for r in rows]), slip, pos, tuple(r[4] for r in rows))
+    return FillBatch(np.array([f.time for f in fills], dtype="datetime64[ns]"), batch.symbol_idx[pos], side, q, px,
+                     np.array([f.fee for f in fills]), slip, pos, tuple(f.trade_id for f in fills))

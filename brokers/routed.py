@@ -8,26 +8,37 @@ from typing import Callable
 
 import numpy as np
 
-from framework.broker import Broker, OrderState
-from framework.types import (AccountSnapshot, ExecutionReport, FillBatch, OrderBatch, Position, Universe)
+from framework.broker import Broker, OnUpdate, OrderState
+from framework.config import RebalanceSettings
+from framework.rebalance import Rebalancer
+from framework.types import (AccountSnapshot, ExecutionReport, FillBatch, Leg, OrderBatch, Position, Universe,
+                             base_leg)
 
 
 def _sub_universe(u: Universe, idx: np.ndarray) -> Universe:
     syms = tuple(u.symbols[i] for i in idx.tolist())
     return Universe(syms, u.qty_increment[idx], u.min_qty[idx], u.min_notional[idx], u.fractionable[idx],
-                    u.shortable[idx], u.crypto[idx], {s: k for k, s in enumerate(syms)})
+                    u.shortable[idx], u.crypto[idx], {s: k for k, s in enumerate(syms)}, u.ticks()[idx])
 
 
 class RoutedBroker(Broker):
     name = "routed"
 
     def __init__(self, brokers: dict[str, Broker], route: Callable[[str], str],
-                 resize: Callable[[OrderBatch, float], tuple[OrderBatch, tuple]] | None = None):
+                 rebalance: RebalanceSettings | None = None):
         self.brokers = brokers
         self.route = route
-        self.resize = resize
         self.name = "+".join(sorted(brokers))
         self._subs: dict[str, Universe] = {}
+        # each venue's buys are re-sized to its own buying power, with its own fee schedule
+        self._resizers = {n: Rebalancer(rebalance, fees=getattr(b, "fees", None)) for n, b in brokers.items()} \
+            if rebalance is not None else {}
+
+    def account_id(self) -> str:
+        return "+".join(f"{n}={b.account_id()}" for n, b in sorted(self.brokers.items()))
+
+    def foreign_orders(self) -> list[OrderState]:
+        return [o for b in self.brokers.values() for o in b.foreign_orders()]
 
     def describe(self) -> str:
         return "; ".join(b.describe() for b in self.brokers.values())
@@ -49,7 +60,8 @@ class RoutedBroker(Broker):
         for s in symbols:
             u, k = by_sym[s]
             insts.append(Instrument(s, AssetClass.of(s), float(u.qty_increment[k]), float(u.min_qty[k]),
-                                    float(u.min_notional[k]), 0.01, bool(u.fractionable[k]), bool(u.shortable[k])))
+                                    float(u.min_notional[k]), float(u.ticks()[k]), bool(u.fractionable[k]),
+                                    bool(u.shortable[k])))
         uni = Universe.from_instruments(insts)
         self._subs = parts
         return uni
@@ -81,7 +93,10 @@ class RoutedBroker(Broker):
             out[idx] = self.brokers[n].market_open(_sub_universe(universe, idx))
         return out
 
-    def execute(self, batch: OrderBatch) -> ExecutionReport:
+    def execute(self, batch: OrderBatch, on_update: OnUpdate | None = None) -> ExecutionReport:
+        """Send each venue its orders (as they are: type, limit prices and all). Additions are first
+        re-sized to that venue's own buying power. Answers reach ``on_update`` from each venue in
+        its own sub-universe: symbols and client order ids are the same, so they book as they are."""
         n = len(batch)
         status = np.zeros(n, np.int8)
         filled = np.zeros(n)
@@ -91,24 +106,28 @@ class RoutedBroker(Broker):
         fills = []
         syms = batch.symbols()
         for name, pos in self._split(syms).items():
-            sub_u = _sub_universe(batch.universe, batch.symbol_idx[pos])
-            sub = OrderBatch(sub_u, batch.time, batch.batch_id, batch.leg, np.arange(len(pos)), batch.side[pos],
-                             batch.qty[pos], batch.ref_price[pos], batch.order_type,
-                             None if batch.limit_price is None else batch.limit_price[pos],
-                             None if batch.stop_price is None else batch.stop_price[pos],
-                             None if batch.notional is None else batch.notional[pos])
             broker = self.brokers[name]
-            if batch.leg == "add" and self.resize is not None:
-                resized, _ = self.resize(sub, broker.account().buying_power)
+            mine = np.zeros(n, bool)
+            mine[pos] = True
+            part = batch.subset(mine)
+            if base_leg(batch.leg) == Leg.ADD and name in self._resizers:
+                resized, _ = self._resizers[name].resize_adds(part, broker.account().buying_power)
+                qty = np.zeros(len(pos))
                 got = dict(zip(resized.symbol_idx.tolist(), resized.qty.tolist()))
-                qty = np.array([got.get(k, 0.0) for k in range(len(pos))])
-                for k in np.flatnonzero(qty < sub.qty - 1e-12).tolist():
+                qty = np.array([got.get(int(j), 0.0) for j in part.symbol_idx.tolist()])
+                for k in np.flatnonzero(qty < part.qty - 1e-12).tolist():
                     msgs[int(pos[k])] = f"re-sized to {name}'s own buying power"
                 keep = qty > 0
                 pos = pos[keep]
-                sub = OrderBatch(sub_u, sub.time, sub.batch_id, sub.leg, sub.symbol_idx[keep], sub.side[keep],
-                                 qty[keep], sub.ref_price[keep])
-            rep = broker.execute(sub)
+                part = OrderBatch(part.universe, part.time, part.batch_id, part.leg, part.symbol_idx[keep],
+                                  part.side[keep], qty[keep], part.ref_price[keep], part.order_type,
+                                  None if part.limit_price is None else part.limit_price[keep],
+                                  None if part.stop_price is None else part.stop_price[keep],
+                                  None if part.notional is None else part.notional[keep])
+            sub_u = _sub_universe(batch.universe, part.symbol_idx)
+            sub = OrderBatch(sub_u, part.time, part.batch_id, part.leg, np.arange(len(pos)), part.side, part.qty,
+                             part.ref_price, part.order_type, part.limit_price, part.stop_price, part.notional)
+            rep = broker.execute(sub, on_update)
             status[pos] = rep.status
             filled[pos] = rep.filled_qty
             avg[pos] = rep.avg_price

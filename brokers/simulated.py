@@ -25,7 +25,7 @@ import pandas as pd
 
 from brokers.sim_book import Book
 from brokers.sim_orders import Working, cross_price, in_universe, order_state, refusals, report_for
-from framework.broker import Broker, OrderState
+from framework.broker import Broker, OnUpdate, OrderState
 from framework.clock import SimClock
 from framework.costs import CostInputs, FeeModel, FixedBps, NoFees, SlippageModel, SpreadImpact
 from framework.data import BarArrays
@@ -205,9 +205,17 @@ class SimulatedBroker(Broker):
             return self._all_open
         return np.ones(len(universe), dtype=bool)
 
-    def execute(self, batch: OrderBatch) -> ExecutionReport:
-        """Send a batch. Orders whose client order id the simulator has seen are not sent again:
-        their report says what became of them (as a venue answers a duplicate client order id)."""
+    def execute(self, batch: OrderBatch, on_update: OnUpdate | None = None) -> ExecutionReport:
+        """Send a batch; the answer (states and fills) goes to ``on_update`` at once, as a venue's
+        would as it arrives, and is returned. Orders whose client order id the simulator has seen
+        are not sent again: their report says what became of them (as a venue answers a duplicate
+        client order id)."""
+        rep = self._send(batch)
+        if on_update is not None and len(batch):
+            on_update(rep)
+        return rep
+
+    def _send(self, batch: OrderBatch) -> ExecutionReport:
         if len(batch) == 0:
             return ExecutionReport(batch, _NO_FILLS.side, _NO_FILLS.qty, _NO_FILLS.qty, _NO_FILLS)
         if batch.universe is not self.universe and batch.universe.symbols != self.universe.symbols:
@@ -223,7 +231,7 @@ class SimulatedBroker(Broker):
     def _execute_foreign(self, batch: OrderBatch) -> ExecutionReport:
         """A batch over another universe (e.g. one from ``instruments()``): trade it in ours."""
         ours, back = in_universe(batch, self.universe)
-        return report_for(batch, self.execute(ours), back)
+        return report_for(batch, self._send(ours), back)
 
     def _execute_again(self, batch: OrderBatch, sent: list[ExecutionReport]) -> ExecutionReport:
         """Answer orders already sent from what became of them; send only the new ones."""

@@ -87,7 +87,7 @@ def write_artifacts(ledger: Ledger, run_id: str, reports_dir: str | Path, report
     data = load_run(ledger, run_id)
     out = Path(reports_dir) / run_id
     write_run_files(data, out, report=report)
-    ledger.db.execute("UPDATE runs SET artifacts=? WHERE run_id=?", (str(out), run_id))
+    ledger.set_artifacts(run_id, str(out))
     return out
 
 

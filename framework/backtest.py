@@ -82,12 +82,12 @@ def replay(p: Pipeline, market: Replayable, signals: SignalBatches, *, absent_ho
             market.advance_to(last)
     updates = market.sync()
     if updates:
-        p.journal.updates(updates)  # type: ignore[attr-defined]
+        p.journal.updates(updates)
     leftovers = market.open_orders()
     if leftovers:
         ids = [o.client_order_id for o in leftovers]
         market.cancel(ids)
-        p.journal.cancels(ids, market.times[-1], "canceled: still working at the end of the data")  # type: ignore[attr-defined]
+        p.journal.cancels(ids, market.times[-1], "canceled: still working at the end of the data")
     out.seconds = time.perf_counter() - t0
     curve = market.equity_curve()
     if len(signals):
@@ -101,7 +101,8 @@ def persist(ledger: Ledger, journal: BufferedJournal, outcome: ReplayOutcome, ma
             run_id: str, strategy: str, config_hash: str, universe: tuple[str, ...], initial_equity: float,
             settings: dict, signals: str) -> None:
     """Write a finished backtest to the ledger: run, cycles, decisions, orders, fills, equity, final marks."""
-    ledger.start_run(run_id, strategy, config_hash, "backtest", "sim", initial_equity, universe, settings, signals)
+    ledger.start_run(run_id, strategy, config_hash, "backtest", "sim", initial_equity, universe, settings, signals,
+                     journal.account.key)
     journal.flush(ledger)
     eq = outcome.equity
     assert eq is not None
@@ -119,6 +120,6 @@ def persist(ledger: Ledger, journal: BufferedJournal, outcome: ReplayOutcome, ma
 
 
 def new_run_id(strategy: str, mode: str) -> str:
-    stamp = np.datetime_as_string(np.datetime64(time.time_ns(), "ns"), unit="ms")
-    stamp = stamp.replace("-", "").replace(":", "").replace(".", "")
-    return f"{stamp}-{mode}-{strategy}"[:80]
+    from framework.session import new_run_id as make
+
+    return make(strategy, mode)

@@ -11,28 +11,38 @@ Adapter checklist (every Broker implements the required methods; the contract su
 |                            |          | ``positions()`` is overridden to provide them)                       |
 | ``positions()``            | optional | holdings; the default reads them from ``account()``                  |
 | ``prices(universe)``       | yes      | sizing prices aligned to the universe (NaN where none)             |
-| ``execute(batch)``         | yes      | send every order of one leg, wait for the outcome up to the         |
-|                            |          | configured time, return an ``ExecutionReport`` (never raises for a  |
-|                            |          | rejected order: it is a status with a message)                      |
+| ``execute(batch, on_update)`` | yes   | send every order of one leg, hand each answer (an order's new state |
+|                            |          | with the fills it brings, venue trade ids included) to ``on_update``|
+|                            |          | as it arrives, wait up to the configured time, return the final     |
+|                            |          | ``ExecutionReport`` (never raises for a rejected order: a status    |
+|                            |          | with a message)                                                    |
 | ``sync()``                 | yes      | fills and state changes of orders still working since the last call |
 | ``lookup(client_ids)``     | yes      | orders the venue knows by client order id (crash recovery)          |
-| ``open_orders()``          | yes      | orders still working at the venue                                   |
-| ``cancel(client_ids)``     | yes      | cancel working orders                                              |
+| ``open_orders()``          | yes      | Parity's own orders still working at the venue (SPEC §17: client    |
+|                            |          | order id with the ``p-`` prefix); ``foreign_orders()`` the others   |
+| ``cancel(client_ids)``     | yes      | cancel working orders; returns their final states                   |
+| ``account_id()``           | optional | the venue's id of the account the keys trade (ledger scoping)       |
 | ``market_open(universe)``  | yes      | bool array: may each symbol trade now (equity sessions, 24/7 crypto) |
 | ``describe()``             | optional | one line for status output (masked keys, endpoint, paper/live)      |
 
 Rules: canonical symbols in and out (venue symbols stay inside the adapter); SDK errors are
-translated into ``framework.errors`` at the boundary; every HTTP call has a timeout.
+translated into ``framework.errors`` at the boundary; every HTTP call has a timeout. Adapters
+report what the venue says and never read the ledger: the journal (``framework.journal``) is the
+only component that books fills, once per (account, venue trade id). A broker is built complete by
+its constructor (``framework.cli.registry``); nothing sets its attributes afterwards.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from framework.types import AccountSnapshot, ExecutionReport, OrderBatch, Position, Universe
+from framework.types import AccountSnapshot, ExecutionReport, OrderBatch, Position, Universe, owned
+
+OnUpdate = Callable[[ExecutionReport], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +59,12 @@ class OrderState:
     status: int        # OrderStatus code
     order_type: str = "market"
     message: str = ""
+    venue_status: str = ""   # the venue's own word for the state (``pending_cancel``, ``CANCEL_QUEUED``)
+
+    @property
+    def owned(self) -> bool:
+        """Whether Parity placed this order (SPEC §17)."""
+        return owned(self.client_order_id)
 
 
 class Broker(ABC):
@@ -66,7 +82,7 @@ class Broker(ABC):
     def prices(self, universe: Universe) -> np.ndarray: ...
 
     @abstractmethod
-    def execute(self, batch: OrderBatch) -> ExecutionReport: ...
+    def execute(self, batch: OrderBatch, on_update: OnUpdate | None = None) -> ExecutionReport: ...
 
     @abstractmethod
     def sync(self) -> list[ExecutionReport]: ...
@@ -99,6 +115,15 @@ class Broker(ABC):
 
     def describe(self) -> str:
         return self.name
+
+    def account_id(self) -> str:
+        """The venue's id of the account these keys trade (``default`` where the venue has none)."""
+        return "default"
+
+    def foreign_orders(self) -> list[OrderState]:
+        """Working orders at the venue that Parity did not place (the user's own): never cancelled,
+        never counted as Parity's; listed by ``status`` and ``--dry-run``."""
+        return []
 
     def close(self) -> None:
         """Release connections; the default has none."""

@@ -7,16 +7,31 @@ in the clock and the Broker they hand in; nothing here knows which one it runs u
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from framework.broker import Broker
 from framework.rebalance import RebalancePlan, Rebalancer
 from framework.risk import RiskManager, RiskResult
-from framework.types import (AccountSnapshot, ExecutionReport, OrderBatch, OrderStatus, OrderType, RiskDecision,
-                             TargetPortfolio, Universe)
+from framework.types import (AccountSnapshot, CycleStatus, ExecutionReport, OrderBatch, OrderStatus, OrderType,
+                             RiskDecision, TargetPortfolio, Universe, smart_leg)
 
 _OPEN = (int(OrderStatus.PLANNED), int(OrderStatus.NEW), int(OrderStatus.PARTIAL))
+
+
+class Journal(Protocol):
+    """What the engine records through (``framework.journal``): the one bookkeeper of a run."""
+
+    def day_start_equity(self, t: np.datetime64) -> float | None: ...
+    def begin_cycle(self, target: TargetPortfolio, prices: np.ndarray, equity: float) -> int: ...
+    def end_cycle(self, seq: int, status: CycleStatus) -> None: ...
+    def decisions(self, seq: int, decisions: tuple[RiskDecision, ...]) -> None: ...
+    def intents(self, seq: int | None, batch: OrderBatch) -> None: ...
+    def update(self, report: ExecutionReport) -> None: ...
+    def updates(self, reports: list[ExecutionReport]) -> None: ...
+    def report(self, seq: int | None, report: ExecutionReport) -> None: ...
+    def cancels(self, client_ids: list[str], t: np.datetime64, reason: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +41,7 @@ class Pipeline:
     broker: Broker
     risk: RiskManager
     rebalancer: Rebalancer
-    journal: object            # BufferedJournal | WriteAheadJournal
+    journal: Journal           # BufferedJournal | WriteAheadJournal: the one bookkeeper
     universe: Universe
     unfilled: str = "cancel"   # what happens to orders still working when the next batch arrives
     execution: str = "market"  # market | smart (marketable limit, re-priced, then market)
@@ -66,7 +81,7 @@ def plan_cycle(p: Pipeline, target: TargetPortfolio) -> CyclePlan:
     prices = broker.prices(p.universe)
     day_start = acct.day_start_equity
     if day_start is None:
-        day_start = p.journal.day_start_equity(target.time)  # type: ignore[attr-defined]
+        day_start = p.journal.day_start_equity(target.time)
     risk = p.risk.approve(target, positions, prices, acct.equity, day_start, p.universe)
     plan = None
     if not risk.halted:
@@ -94,13 +109,13 @@ def settle_previous(p: Pipeline, now: np.datetime64) -> None:
     j = p.journal
     updates = p.broker.sync()
     if updates:
-        j.updates(updates)  # type: ignore[attr-defined]
+        j.updates(updates)
     if p.unfilled == "cancel":
-        working = p.broker.open_orders()
+        working = p.broker.open_orders()        # Parity's own orders only (SPEC §17)
         if working:
             ids = [o.client_order_id for o in working]
             p.broker.cancel(ids)
-            j.cancels(ids, now, "canceled: unfilled when the next batch arrived")  # type: ignore[attr-defined]
+            j.cancels(ids, now, "canceled: unfilled when the next batch arrived")
 
 
 def run_cycle(p: Pipeline, target: TargetPortfolio) -> CycleResult:
@@ -108,23 +123,23 @@ def run_cycle(p: Pipeline, target: TargetPortfolio) -> CycleResult:
     j = p.journal
     settle_previous(p, target.time)
     cp = plan_cycle(p, target)
-    seq = j.begin_cycle(target, cp.prices, cp.account.equity)  # type: ignore[attr-defined]
-    j.decisions(seq, cp.risk.decisions)  # type: ignore[attr-defined]
+    seq = j.begin_cycle(target, cp.prices, cp.account.equity)
+    j.decisions(seq, cp.risk.decisions)
     if cp.plan is None:
-        j.end_cycle(seq, "halted")  # type: ignore[attr-defined]
+        j.end_cycle(seq, CycleStatus.HALTED)
         return CycleResult(cp, (), (), seq)
     broker = p.broker
     gate: tuple[RiskDecision, ...] = cp.plan.skipped      # per-order gates: market hours, then buying power
-    j.decisions(seq, gate)  # type: ignore[attr-defined]
+    j.decisions(seq, gate)
     reports = send_leg(p, seq, cp.plan.reduce)
     adds = cp.plan.add
     if len(adds):
         acct = broker.account() if len(cp.plan.reduce) else cp.account
         adds, sized = p.rebalancer.resize_adds(adds, acct.buying_power)
-        j.decisions(seq, sized)  # type: ignore[attr-defined]
+        j.decisions(seq, sized)
         gate += sized
     reports += send_leg(p, seq, adds)
-    j.end_cycle(seq, "done")  # type: ignore[attr-defined]
+    j.end_cycle(seq, CycleStatus.DONE)
     return CycleResult(cp, tuple(reports), gate, seq)
 
 
@@ -136,9 +151,9 @@ def send_leg(p: Pipeline, seq: int, batch: OrderBatch) -> list[ExecutionReport]:
     is sent, so crash recovery and fill booking treat it like any other order."""
     j = p.journal
     if p.execution != "smart" or len(batch) == 0 or batch.order_type != OrderType.MARKET:
-        j.intents(seq, batch)  # type: ignore[attr-defined]
-        rep = p.broker.execute(batch)
-        j.report(seq, rep)  # type: ignore[attr-defined]
+        j.intents(seq, batch)
+        rep = p.broker.execute(batch, j.update)
+        j.report(seq, rep)
         return [rep]
     reports: list[ExecutionReport] = []
     todo = batch
@@ -147,21 +162,28 @@ def send_leg(p: Pipeline, seq: int, batch: OrderBatch) -> list[ExecutionReport]:
         last = k == steps - 1
         ref = todo.ref_price if k == 0 else p.broker.prices(p.universe)[todo.symbol_idx]
         ref = np.where(np.isfinite(ref) & (ref > 0), ref, todo.ref_price)
-        leg = batch.leg if k == 0 else (f"{batch.leg}-m" if last else f"{batch.leg}-r{k}")
+        leg = smart_leg(batch.leg, k, last)
         order = OrderBatch(todo.universe, todo.time, todo.batch_id, leg, todo.symbol_idx, todo.side, todo.qty, ref,
                            OrderType.MARKET if last else OrderType.LIMIT,
-                           None if last else marketable_limit(ref, todo.side, p.smart_offset_bps))
-        j.intents(seq, order)  # type: ignore[attr-defined]
-        rep = p.broker.execute(order)
-        j.report(seq, rep)  # type: ignore[attr-defined]
+                           None if last else marketable_limit(ref, todo.side, p.smart_offset_bps, tick(todo, ref)))
+        j.intents(seq, order)
+        rep = p.broker.execute(order, j.update)
+        j.report(seq, rep)
         reports.append(rep)
-        working = [c for c, st in zip(order.client_order_ids(), rep.status.tolist()) if st in _OPEN]
+        filled = rep.filled_qty.copy()
+        cids = order.client_order_ids()
+        working = [c for c, st in zip(cids, rep.status.tolist()) if st in _OPEN]
         if working and not last:
-            p.broker.cancel(working)
-            j.cancels(working, order.time, f"canceled: smart step {k + 1} not filled, re-priced")  # type: ignore[attr-defined]
+            # the next step is sized from what the cancelled orders finally filled: an order can
+            # still fill while its cancel is pending (SPEC §17)
+            final = {st.client_order_id: st for st in p.broker.cancel(working)}
+            for i, c in enumerate(cids):
+                if c in final:
+                    filled[i] = max(filled[i], final[c].filled_qty)
+            j.cancels(working, order.time, f"canceled: smart step {k + 1} not filled, re-priced")
         if last:
             break
-        left = np.where(rep.status == int(OrderStatus.REJECTED), 0.0, order.qty - rep.filled_qty)
+        left = np.where(rep.status == int(OrderStatus.REJECTED), 0.0, order.qty - filled)
         inc = order.universe.qty_increment[order.symbol_idx]
         left = np.floor(left / inc + 1e-6) * inc
         u = order.universe
@@ -173,9 +195,19 @@ def send_leg(p: Pipeline, seq: int, batch: OrderBatch) -> list[ExecutionReport]:
     return reports
 
 
-def marketable_limit(price: np.ndarray, side: np.ndarray, offset_bps: float) -> np.ndarray:
-    """A limit ``offset_bps`` through the price (buys above, sells below), on whole cents above $1
+def tick(batch: OrderBatch, price: np.ndarray) -> np.ndarray:
+    """The price increment of each order's limit: the venue's for the instrument, and for US
+    equities a cent at $1 and above, a hundredth of a cent below (the sub-penny rule)."""
+    u = batch.universe
+    inc = u.ticks()[batch.symbol_idx]
+    return np.where(u.crypto[batch.symbol_idx], inc, np.where(price >= 1.0, np.maximum(inc, 0.01), 0.0001))
+
+
+def marketable_limit(price: np.ndarray, side: np.ndarray, offset_bps: float,
+                     increment: np.ndarray | float = 0.01) -> np.ndarray:
+    """A limit ``offset_bps`` through the price (buys above, sells below), on the price increment
     (rounded away from the price so it stays marketable)."""
     raw = price * (1.0 + side * offset_bps * 1e-4)
-    cents = np.where(side > 0, np.ceil(raw * 100.0 - 1e-9), np.floor(raw * 100.0 + 1e-9)) / 100.0
-    return np.where(price >= 1.0, cents, raw)
+    inc = np.broadcast_to(np.asarray(increment, float), raw.shape)
+    steps = np.where(side > 0, np.ceil(raw / inc - 1e-9), np.floor(raw / inc + 1e-9))
+    return np.round(steps * inc, 10)

@@ -9,6 +9,7 @@
     │   ├── AuthenticationError    stop; credentials are missing or refused
     │   └── OrderRejected          record it, continue with the other orders
     │       └── InsufficientFunds  record it, continue (buying power, balance)
+    ├── AccountBusy           stop; another process holds the account's lease     (exit 1)
     ├── LiveSafetyError       stop; a live gate refused (promotion, stale batch)  (exit 2)
     │   └── PromotionRefused  a promotion gate failed (framework.ops.promotion)  (exit 2)
     └── RiskHalt              the risk manager blocked the whole cycle          (exit 3)
@@ -97,6 +98,12 @@ class OrderRejected(BrokerError):
 
 class InsufficientFunds(OrderRejected):
     """Buying power or balance too small for the order: record it and continue."""
+
+
+class AccountBusy(ParityError):
+    """Another Parity process holds the account's lease (SPEC §17): wait for it, then run again."""
+
+    exit_code = 1
 
 
 class LiveSafetyError(ParityError):

@@ -1,17 +1,27 @@
-"""Journals: how the engine records a cycle in the ledger.
+"""Journals: the one bookkeeper of a run. Every order state and every fill reaches the ledger
+through a journal, and nothing else books them.
 
-``WriteAheadJournal`` (paper/live) commits each record before the engine acts on it: the cycle and
-its risk decisions, then every order intent (with its deterministic client order id) before the
-order is sent, then every broker answer and fill as it arrives. ``BufferedJournal`` (backtest)
-keeps references to the same values and writes identical rows in bulk at the end of the run.
+Brokers report; journals book. A broker hands each answer (an order's new state with the fills it
+brings) to ``update`` as it arrives — ``Broker.execute(batch, on_update=journal.update)`` — and
+returns the final states of the leg, which ``report`` records. A fill is booked once, keyed by
+(account, venue trade id): the ledger's unique index on that pair is the only place a fill is
+deduplicated, so a venue that reports the same trade again (a poll, a re-run, a recovery after a
+crash) changes nothing.
+
+``WriteAheadJournal`` (paper, live, shadow) commits each record before the engine acts on it: the
+cycle and its risk decisions, every order intent (with its deterministic client order id) before
+the order is sent, then every answer with its fills in one transaction. ``BufferedJournal``
+(backtest) keeps references to the same values and writes identical rows in bulk when the run
+ends, because a simulated order is not an action in the world.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from framework.accounts import Account, Environment
 from framework.ledger import Ledger, fill_rows, iso, now_iso, order_rows, pack_prices
-from framework.types import ExecutionReport, OrderBatch, OrderStatus, RiskDecision, TargetPortfolio
+from framework.types import CycleStatus, ExecutionReport, OrderBatch, OrderStatus, RiskDecision, TargetPortfolio
 
 _REJECTED = int(OrderStatus.REJECTED)
 
@@ -20,14 +30,32 @@ def _n_rejected(report: ExecutionReport) -> int:
     return int(np.count_nonzero(report.status == _REJECTED))
 
 
+def _state_rows(report: ExecutionReport, run_of: dict[str, str], default_run: str) -> tuple[list, list]:
+    """(order updates, order events) for every order of a report; an update row is
+    (status, filled_qty, avg_price, broker_id, message, updated_at, run_id, client_order_id)."""
+    rows, events = [], []
+    r = report
+    stamp = now_iso()
+    times = iso(r.status_times) if r.status_times is not None else None
+    for i, cid in enumerate(r.batch.client_order_ids()):
+        rid = run_of.get(cid, default_run)
+        st = OrderStatus(int(r.status[i])).label
+        ap = None if np.isnan(r.avg_price[i]) else float(r.avg_price[i])
+        bid = r.broker_ids[i] if r.broker_ids else None
+        rows.append((st, float(r.filled_qty[i]), ap, bid, r.messages.get(i), stamp, rid, cid))
+        events.append((rid, cid, times[i] if times else stamp, st, float(r.filled_qty[i]), r.messages.get(i)))
+    return rows, events
+
+
 class BufferedJournal:
     """Collects a backtest's records in memory; ``flush`` writes them to the ledger in one transaction."""
 
-    def __init__(self, run_id: str):
+    def __init__(self, run_id: str, account: Account | None = None):
         self.run_id = run_id
+        self.account = account or Account("sim", Environment.SIM, run_id)   # every backtest its own account
         self._cycles: list[tuple] = []
         self._decisions: list[tuple[int, tuple[RiskDecision, ...]]] = []
-        self._reports: list[tuple[int, ExecutionReport]] = []
+        self._reports: list[tuple[int | None, ExecutionReport]] = []
         self._updates: list[ExecutionReport] = []
         self._cancels: list[tuple[str, np.datetime64, str]] = []
         self.n_orders = 0
@@ -42,7 +70,7 @@ class BufferedJournal:
         self._cycles.append((seq, target.batch_id, target.time, prices, equity))
         return seq
 
-    def end_cycle(self, seq: int, status: str) -> None:
+    def end_cycle(self, seq: int, status: CycleStatus) -> None:
         c = self._cycles[seq]
         self._cycles[seq] = c + (status,)
 
@@ -50,69 +78,65 @@ class BufferedJournal:
         if decisions:
             self._decisions.append((seq, decisions))
 
-    def intents(self, seq: int, batch: OrderBatch) -> None:
+    def intents(self, seq: int | None, batch: OrderBatch) -> None:
         """Buffered: the report that follows carries the same orders."""
 
-    def report(self, seq: int, report: ExecutionReport) -> None:
+    def update(self, report: ExecutionReport) -> None:
+        """An answer from the broker: its fills are booked (states come with ``report``)."""
+        if len(report.fills):
+            self._updates.append(report)
+            self.n_fills += len(report.fills)
+
+    def updates(self, reports: list[ExecutionReport]) -> None:
+        """Answers about orders of earlier cycles (fills of working orders): states and fills."""
+        for r in reports:
+            self._reports.append((None, r))
+            self.update(r)
+
+    def report(self, seq: int | None, report: ExecutionReport) -> None:
         if len(report.batch):
             self._reports.append((seq, report))
             self.n_orders += len(report.batch)
-            self.n_fills += len(report.fills)
             self.n_rejected += _n_rejected(report)
-
-    def updates(self, reports: list[ExecutionReport]) -> None:
-        for r in reports:
-            self._updates.append(r)
-            self.n_fills += len(r.fills)
 
     def cancels(self, client_ids: list[str], t: np.datetime64, reason: str) -> None:
         self._cancels.extend((c, t, reason) for c in client_ids)
 
     def flush(self, ledger: Ledger) -> None:
-        rid = self.run_id
+        rid, acct = self.run_id, self.account.key
         with ledger.tx():
-            ledger.write_cycles([(rid, seq, bid, iso(t), c[5] if len(c) > 5 else "done", eq, pack_prices(px))
-                                 for c in self._cycles for seq, bid, t, px, eq in [c[:5]]])
+            ledger.write_cycles([(rid, seq, bid, iso(t), str(c[5]) if len(c) > 5 else CycleStatus.DONE.value, eq,
+                                  pack_prices(px)) for c in self._cycles for seq, bid, t, px, eq in [c[:5]]])
             for seq, ds in self._decisions:
                 ledger.write_decisions(rid, seq, ds)
+            later: list[ExecutionReport] = []
             for seq, r in self._reports:
+                if seq is None:
+                    later.append(r)
+                    continue
                 ledger.write_orders(order_rows(rid, seq, r.batch, r.status, r.filled_qty, r.avg_price, r.broker_ids,
-                                               r.messages))
-                ledger.write_fills(fill_rows(rid, r))
-            _apply_updates(ledger, rid, self._updates)
-            upd = now_iso()
-            ledger.db.executemany("UPDATE orders SET status='canceled', message=?, updated_at=? "
-                                  "WHERE run_id=? AND client_order_id=?",
-                                  [(reason, upd, rid, cid) for cid, _, reason in self._cancels])
-            ledger.write_events([(rid, cid, iso(t), "canceled", None, reason) for cid, t, reason in self._cancels])
-            ledger.db.executemany("UPDATE orders SET filled_qty=(SELECT COALESCE(SUM(qty),0) FROM fills f WHERE "
-                                  "f.run_id=orders.run_id AND f.client_order_id=orders.client_order_id) "
-                                  "WHERE run_id=? AND client_order_id=?", [(rid, c) for c, _, _ in self._cancels])
-
-
-def _apply_updates(ledger: Ledger, rid: str, reports: list[ExecutionReport]) -> None:
-    rows, fills, events = [], [], []
-    for r in reports:
-        cids = r.batch.client_order_ids()
-        for i, cid in enumerate(cids):
-            st = OrderStatus(int(r.status[i])).label
-            ap = None if np.isnan(r.avg_price[i]) else float(r.avg_price[i])
-            bid = r.broker_ids[i] if r.broker_ids else None
-            rows.append((st, float(r.filled_qty[i]), ap, bid, r.messages.get(i), now_iso(), rid, cid))
-            t = iso(r.status_times[i]) if r.status_times is not None else now_iso()
-            events.append((rid, cid, t, st, float(r.filled_qty[i]), r.messages.get(i)))
-        fills.extend(fill_rows(rid, r))
-    ledger.update_orders(rows)
-    ledger.write_events(events)
-    ledger.write_fills(fills)
+                                               r.messages, acct))
+            for r in self._updates:
+                ledger.book_fills(fill_rows(rid, r, acct))
+            for r in later:
+                rows, events = _state_rows(r, {}, rid)
+                ledger.update_orders(rows)
+                ledger.write_events(events)
+            by_reason: dict[str, list[str]] = {}
+            for cid, _, reason in self._cancels:
+                by_reason.setdefault(reason, []).append(cid)
+            for reason, ids in by_reason.items():
+                ledger.cancel_orders(rid, ids, reason, only_open=False)
+                ledger.refresh_filled_qty(rid, ids)
 
 
 class WriteAheadJournal:
-    """Commits every record before the action it records (paper and live)."""
+    """Commits every record before the action it records (paper, live, shadow)."""
 
-    def __init__(self, ledger: Ledger, run_id: str, history_runs: list[str] | None = None):
+    def __init__(self, ledger: Ledger, run_id: str, account: Account, history_runs: list[str] | None = None):
         self.ledger = ledger
         self.run_id = run_id
+        self.account = account
         self.history_runs = history_runs or [run_id]
         self.n_orders = 0
         self.n_fills = 0
@@ -122,49 +146,80 @@ class WriteAheadJournal:
         return self.ledger.equity_before(self.history_runs, iso(np.datetime64(t, "D")))  # type: ignore[arg-type]
 
     def begin_cycle(self, target: TargetPortfolio, prices: np.ndarray, equity: float) -> int:
-        db = self.ledger.db
         with self.ledger.tx():
-            row = db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM cycles WHERE run_id=?", (self.run_id,)).fetchone()
-            seq = int(row[0])
-            self.ledger.write_cycles([(self.run_id, seq, target.batch_id, iso(target.time), "running", equity,
-                                       pack_prices(prices))])
+            seq = self.ledger.next_cycle_seq(self.run_id)
+            self.ledger.write_cycles([(self.run_id, seq, target.batch_id, iso(target.time),
+                                       CycleStatus.RUNNING.value, equity, pack_prices(prices))])
         return seq
 
-    def end_cycle(self, seq: int, status: str) -> None:
-        with self.ledger.tx():
-            self.ledger.db.execute("UPDATE cycles SET status=? WHERE run_id=? AND seq=?", (status, self.run_id, seq))
+    def end_cycle(self, seq: int, status: CycleStatus) -> None:
+        self.ledger.set_cycle_status(self.run_id, seq, status)
 
     def decisions(self, seq: int, decisions: tuple[RiskDecision, ...]) -> None:
         if decisions:
-            with self.ledger.tx():
-                self.ledger.write_decisions(self.run_id, seq, decisions)
+            self.ledger.write_decisions(self.run_id, seq, decisions)
 
-    def intents(self, seq: int, batch: OrderBatch) -> None:
+    def intents(self, seq: int | None, batch: OrderBatch) -> None:
+        """Record the orders before they are sent (status ``planned``)."""
         if len(batch):
+            rows = order_rows(self.run_id, seq, batch, account=self.account.key)
             with self.ledger.tx():
-                rows = order_rows(self.run_id, seq, batch)
                 self.ledger.write_orders(rows)
-                self.ledger.write_events([(self.run_id, r[2], r[16], "planned", 0.0, None) for r in rows])
+                self.ledger.write_events([(self.run_id, r[2], r[16], OrderStatus.PLANNED.label, 0.0, None)
+                                          for r in rows])
 
-    def report(self, seq: int, report: ExecutionReport) -> None:
-        if len(report.batch):
-            self.n_orders += len(report.batch)
-            self.n_fills += len(report.fills)
-            self.n_rejected += _n_rejected(report)
-            with self.ledger.tx():
-                _apply_updates(self.ledger, self.run_id, [report])
+    def update(self, report: ExecutionReport) -> None:
+        """Book one answer: the orders' states and the fills it brings, in one transaction, each in
+        the run that recorded the order (a recovered order of an earlier run stays in that run)."""
+        if not len(report.batch):
+            return
+        cids = report.batch.client_order_ids()
+        run_of = self.ledger.order_runs(self.account.key, cids)
+        rows, events = _state_rows(report, self._message_runs(cids, run_of), self.run_id)
+        fills = report.fills
+        with self.ledger.tx():
+            self.ledger.update_account_orders(self.account.key, rows)
+            self.ledger.write_events(events)
+            if len(fills):
+                by_run: dict[str, list[int]] = {}
+                for k, p in enumerate(fills.order_pos.tolist()):
+                    by_run.setdefault(run_of.get(cids[p], self.run_id), []).append(k)
+                for rid, ks in by_run.items():
+                    sub = report if len(by_run) == 1 else _with_fills(report, np.array(ks))
+                    self.n_fills += self.ledger.book_fills(fill_rows(rid, sub, self.account.key))
 
     def updates(self, reports: list[ExecutionReport]) -> None:
-        if reports:
+        for r in reports:
+            self.update(r)
+
+    def _message_runs(self, cids: list[str], first: dict[str, str]) -> dict[str, str]:
+        """The row an answer's message and event belong to: this run's, when this run recorded the
+        order; else the run that did (an order recovered from an earlier run)."""
+        mine = set(self.ledger.orders_of_run(self.run_id, cids))
+        return {c: (self.run_id if c in mine else first.get(c, self.run_id)) for c in cids}
+
+    def report(self, seq: int | None, report: ExecutionReport) -> None:
+        """The final answer to a leg: its orders' states (the fills came with ``update``)."""
+        if len(report.batch):
+            self.n_orders += len(report.batch)
+            self.n_rejected += _n_rejected(report)
+            cids = report.batch.client_order_ids()
+            rows, events = _state_rows(report, self._message_runs(cids, self.ledger.order_runs(self.account.key, cids)),
+                                       self.run_id)
             with self.ledger.tx():
-                _apply_updates(self.ledger, self.run_id, reports)
-            self.n_fills += sum(len(r.fills) for r in reports)
+                self.ledger.update_account_orders(self.account.key, rows)
+                self.ledger.write_events(events)
 
     def cancels(self, client_ids: list[str], t: np.datetime64, reason: str) -> None:
         if client_ids:
-            with self.ledger.tx():
-                upd = now_iso()
-                self.ledger.db.executemany(
-                    "UPDATE orders SET status='canceled', message=?, updated_at=? WHERE client_order_id=? "
-                    "AND status IN ('planned','new','partially_filled')", [(reason, upd, c) for c in client_ids])
-                self.ledger.write_events([(self.run_id, c, upd, "canceled", None, reason) for c in client_ids])
+            self.ledger.cancel_orders(None, client_ids, reason, account=self.account.key)
+
+
+def _with_fills(report: ExecutionReport, keep: np.ndarray) -> ExecutionReport:
+    from dataclasses import replace
+
+    f = report.fills
+    ids = None if f.trade_ids is None else tuple(f.trade_ids[k] for k in keep.tolist())
+    sub = type(f)(f.time[keep], f.symbol_idx[keep], f.side[keep], f.qty[keep], f.price[keep], f.fee[keep],
+                  f.slippage[keep], f.order_pos[keep], ids)
+    return replace(report, fills=sub)

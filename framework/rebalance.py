@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from framework.config import RebalanceSettings
+from framework.costs import VenueFees
 from framework.types import OrderBatch, RiskDecision, TargetPortfolio, Universe
 
 EPS = 1e-12
@@ -47,12 +48,13 @@ def floor_to(qty: np.ndarray, increment: np.ndarray) -> np.ndarray:
 class Rebalancer:
     """Turns approved weights into orders; pure apart from its settings."""
 
-    def __init__(self, settings: RebalanceSettings, fee_rate: np.ndarray | float = 0.0):
+    def __init__(self, settings: RebalanceSettings, fee_rate: np.ndarray | float = 0.0, fees: VenueFees | None = None):
         from framework import kernels
 
         self._k = kernels
         self.s = settings
         self.fee_rate = fee_rate     # expected fee fraction per symbol, for buying-power headroom
+        self.fees = fees             # or the venue's schedule, for batches of any universe
 
     def plan(self, target: TargetPortfolio, weights: np.ndarray, positions: np.ndarray, prices: np.ndarray,
              equity: float, universe: Universe, tradable: np.ndarray | None = None) -> RebalancePlan:
@@ -78,7 +80,10 @@ class Rebalancer:
             return adds, ()
         u = adds.universe
         idx = adds.symbol_idx
-        fee = self.fee_rate[idx] if isinstance(self.fee_rate, np.ndarray) else self.fee_rate
+        if self.fees is not None:
+            fee = self.fees.rate(u.crypto[idx])
+        else:
+            fee = self.fee_rate[idx] if isinstance(self.fee_rate, np.ndarray) else self.fee_rate
         unit_cost = adds.ref_price * (1.0 + fee + self.s.price_buffer_bps * 1e-4)
         need = float((adds.qty * unit_cost).sum())
         budget = max(buying_power, 0.0)

@@ -63,6 +63,56 @@ _STATUS_LABELS = {
 }
 
 
+class RunStatus(StrEnum):
+    """A run's state in the ledger."""
+
+    RUNNING = "running"
+    DONE = "done"
+    HALTED = "halted"       # the risk manager blocked the cycle
+    FAILED = "failed"       # stopped by an error; its orders are reconciled by the next command
+
+
+class CycleStatus(StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    HALTED = "halted"
+    MARK = "mark"           # a backtest's final valuation row, not a cycle
+
+
+class Leg(StrEnum):
+    """Which part of a cycle an order belongs to; part of its client order id.
+
+    Smart execution adds steps to a leg (``add-r1``, ``add-m``): see ``smart_leg``."""
+
+    REDUCE = "reduce"
+    ADD = "add"
+    CLOSE = "close"
+    RECONCILE = "reconcile"
+
+
+def smart_leg(leg: str, step: int, last: bool) -> str:
+    """The leg of step ``step`` of a smart execution of ``leg`` (step 0 is the leg itself)."""
+    if step == 0:
+        return leg
+    return f"{leg}-m" if last else f"{leg}-r{step}"
+
+
+def base_leg(leg: str) -> str:
+    """The leg a smart step belongs to (``add-r2`` -> ``add``)."""
+    return leg.split("-", 1)[0]
+
+
+class RiskAction(StrEnum):
+    """What a risk rule did to a target or an order."""
+
+    CLIP = "clip"
+    REJECT = "reject"
+    SCALE = "scale"
+    HOLD = "hold"
+    HALT = "halt"
+    BLOCK = "block"
+
+
 class AssetClass(StrEnum):
     EQUITY = "equity"
     CRYPTO = "crypto"
@@ -99,6 +149,7 @@ class Universe:
     shortable: np.ndarray
     crypto: np.ndarray
     index: dict[str, int] = field(repr=False)
+    price_increment: np.ndarray | None = None    # limit prices' tick per symbol (None: a cent)
 
     @classmethod
     def from_instruments(cls, instruments: list[Instrument] | tuple[Instrument, ...]) -> Universe:
@@ -112,7 +163,12 @@ class Universe:
             shortable=np.array([i.shortable for i in instruments], dtype=bool),
             crypto=np.array([i.asset_class == AssetClass.CRYPTO for i in instruments], dtype=bool),
             index={i.symbol: k for k, i in enumerate(instruments)},
+            price_increment=np.array([i.price_increment for i in instruments], dtype=float),
         )
+
+    def ticks(self) -> np.ndarray:
+        """Price increment per symbol (a cent where the venue did not say)."""
+        return self.price_increment if self.price_increment is not None else np.full(len(self.symbols), 0.01)
 
     def __len__(self) -> int:
         return len(self.symbols)
@@ -147,10 +203,11 @@ class SignalBatches:
     def __len__(self) -> int:
         return len(self.times)
 
-    def batch(self, i: int, absent_hold: bool = False, batch_id: str | None = None) -> TargetPortfolio:
-        """Batch ``i`` as a target portfolio; ``batch_id`` when the caller has it (see ``batch_ids``)."""
+    def batch(self, i: int, absent_hold: bool = False, batch_id: str | None = None, scope: str = "") -> TargetPortfolio:
+        """Batch ``i`` as a target portfolio; ``batch_id`` when the caller has it (see ``batch_ids``);
+        ``scope`` is the account's (``Account.scope``)."""
         t = self.times[i]
-        bid = batch_key(self.strategy, t) if batch_id is None else batch_id
+        bid = batch_key(self.strategy, t, scope) if batch_id is None else batch_id
         return TargetPortfolio(t, bid, self.weights[i], self.confidence[i], absent_hold)
 
     def batch_ids(self) -> list[str]:
@@ -158,10 +215,26 @@ class SignalBatches:
         return batch_keys(self.strategy, self.times)
 
 
-def batch_key(strategy: str, t: np.datetime64) -> str:
-    """Deterministic id of a batch: strategy and its UTC time to the second."""
+OWNED_PREFIX = "p-"
+
+
+def owned(client_order_id: str | None) -> bool:
+    """Whether Parity placed this order (its client order id carries Parity's prefix, SPEC §17)."""
+    return bool(client_order_id) and client_order_id.startswith(OWNED_PREFIX)  # type: ignore[union-attr]
+
+
+def batch_key(strategy: str, t: np.datetime64, scope: str = "") -> str:
+    """Deterministic id of a batch: strategy, the account's environment scope (empty for a
+    backtest; ``paper``, ``live``, ``shadow``) and its UTC time to the second."""
     stamp = np.datetime_as_string(np.datetime64(t, "s"), unit="s").replace("-", "").replace(":", "")
-    return f"{strategy}@{stamp}Z"
+    return f"{strategy}{'.' + scope if scope else ''}@{stamp}Z"
+
+
+def strategy_of_batch(batch_id: str) -> str:
+    """The strategy a batch id belongs to, without the account's scope (``s.paper@...`` -> ``s``)."""
+    prefix = batch_id.split("@")[0]
+    head, _, tail = prefix.rpartition(".")
+    return head if head and tail in ("paper", "live", "shadow") else prefix
 
 
 def batch_keys(strategy: str, times: np.ndarray) -> list[str]:
@@ -174,11 +247,13 @@ def client_order_id(batch_id: str, symbol: str, leg: str) -> str:
     """Deterministic client order id for (strategy, batch, symbol, leg); at most 64 characters.
 
     Re-running a batch yields the same ids, which is what makes re-runs and crash recovery safe.
+    The batch id carries the account's environment for paper, live and shadow runs (see
+    ``batch_key``), so those ids never meet a backtest's. ``p-`` marks the orders Parity owns.
     """
     raw = f"{batch_id}|{symbol}|{leg}"
     digest = hashlib.sha1(raw.encode()).hexdigest()[:10]
     readable = f"{batch_id.split('@')[0][:16]}-{batch_id.split('@')[-1]}-{symbol.replace('/', '')}-{leg}"
-    return f"p-{readable[:48]}-{digest}"
+    return f"{OWNED_PREFIX}{readable[:48]}-{digest}"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -201,6 +276,7 @@ class OrderBatch:
     limit_price: np.ndarray | None = None
     stop_price: np.ndarray | None = None
     notional: np.ndarray | None = None   # quote-sized buys (qty is then the estimate)
+    client_ids: tuple[str, ...] | None = None   # orders recorded earlier keep their own ids (recovery)
 
     def __len__(self) -> int:
         return len(self.symbol_idx)
@@ -210,6 +286,8 @@ class OrderBatch:
         return [s[i] for i in self.symbol_idx.tolist()]
 
     def client_order_ids(self) -> list[str]:
+        if self.client_ids is not None:
+            return list(self.client_ids)
         return [client_order_id(self.batch_id, sym, self.leg) for sym in self.symbols()]
 
     def subset(self, mask: np.ndarray) -> OrderBatch:
@@ -219,12 +297,14 @@ class OrderBatch:
             None if self.limit_price is None else self.limit_price[mask],
             None if self.stop_price is None else self.stop_price[mask],
             None if self.notional is None else self.notional[mask],
+            None if self.client_ids is None else tuple(np.asarray(self.client_ids, dtype=object)[mask].tolist()),
         )
 
     def with_qty(self, qty: np.ndarray) -> OrderBatch:
         keep = qty > 0
         b = OrderBatch(self.universe, self.time, self.batch_id, self.leg, self.symbol_idx, self.side, qty,
-                       self.ref_price, self.order_type, self.limit_price, self.stop_price, self.notional)
+                       self.ref_price, self.order_type, self.limit_price, self.stop_price, self.notional,
+                       self.client_ids)
         return b if keep.all() else b.subset(keep)
 
     @staticmethod
@@ -334,7 +414,7 @@ class RiskDecision:
     time: np.datetime64
     symbol: str            # "*" for portfolio-wide rules
     rule: str
-    action: str            # clip | reject | scale | hold | halt | block
+    action: RiskAction | str   # a RiskAction
     requested: float
     approved: float
     reason: str

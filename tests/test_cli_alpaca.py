@@ -381,7 +381,13 @@ def test_backtest_and_execute_make_the_same_decisions_and_orders(parity_home):
     bt_orders = sorted((r.symbol, r.side, float(r.qty), r.client_order_id) for r in orders.itertuples())
     ex_orders = sorted((o["symbol"], o["side"], float(o["qty"]), o["client_order_id"])
                        for o in plan["orders"])
-    assert [(s, sd, c) for s, sd, _, c in ex_orders] == [(s, sd, c) for s, sd, _, c in bt_orders]
+    def leg(cid: str) -> str:
+        return cid.rsplit("-", 2)[-2]
+
+    assert [(s, sd, leg(c)) for s, sd, _, c in ex_orders] == [(s, sd, leg(c)) for s, sd, _, c in bt_orders]
+    # the same intents, but paper's ids can never meet the backtest's (SPEC §17)
+    assert not {c for *_, c in ex_orders} & {c for *_, c in bt_orders}
+    assert all(".paper-" in c for *_, c in ex_orders)
     for (_, _, qe, _), (_, _, qb, _) in zip(ex_orders, bt_orders):
         assert qe == pytest.approx(qb, abs=1e-6)
 
@@ -390,7 +396,7 @@ def test_backtest_and_execute_make_the_same_decisions_and_orders(parity_home):
     assert p.returncode == 0, p.stderr
     done = json.loads(p.stdout)
     sent = sorted((o["symbol"], o["side"], o["qty"], o["client_order_id"]) for o in done["orders"])
-    assert [(s, sd, c) for s, sd, _, c in sent] == [(s, sd, c) for s, sd, _, c in bt_orders]
+    assert [(s, sd, c) for s, sd, _, c in sent] == [(s, sd, c) for s, sd, _, c in ex_orders]
     for (_, _, qe, _), (_, _, qb, _) in zip(sent, bt_orders):
         assert qe == pytest.approx(qb, abs=1e-6)
     assert {o["status"] for o in done["orders"]} == {"filled"}
@@ -406,5 +412,5 @@ def test_execute_accepts_a_strategy_given_as_a_yaml_path(parity_home):
               "--dry-run", "--json")
     assert p.returncode == 0, p.stderr
     plan = json.loads(p.stdout)
-    assert plan["batch_id"].startswith("paritychk@")
+    assert plan["batch_id"].startswith("paritychk.paper@")   # paper ids never meet a backtest's
     assert len(plan["orders"]) == 3

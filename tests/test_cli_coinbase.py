@@ -118,8 +118,8 @@ def money(text: str, label: str) -> float:
 
 
 def ledger_problems(env: CliEnv) -> list[str]:
-    """The project's own ledger consistency check (framework/ledger_check.py) over the whole file."""
-    check = pytest.importorskip("framework.ledger_check").check_ledger
+    """The project's own ledger consistency check (framework/ledger/check.py) over the whole file."""
+    check = pytest.importorskip("framework.ledger.check").check_ledger
     return check(env.ledger)
 
 

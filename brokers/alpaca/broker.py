@@ -9,7 +9,7 @@ import numpy as np
 
 from brokers.alpaca.client import (AlpacaEndpoints, DuplicateClientOrderId, NotFound, make_clients, translate)
 from brokers.alpaca import wire
-from brokers.live import LiveBroker, OrderRequest, RateLimiter, RetryPolicy, fills_from_states
+from brokers.live import LiveBroker, LiveOptions, OrderRequest, RateLimiter, RetryPolicy, VenueFill, fill_batch
 from framework.broker import OrderState
 from framework.config import mask_secret
 from framework.costs import CostInputs, VenueFees
@@ -23,16 +23,14 @@ class AlpacaBroker(LiveBroker):
 
     def __init__(self, endpoints: AlpacaEndpoints, *, fees: VenueFees | None = None,
                  min_notional_equity: float = 1.0, min_notional_crypto: float = 1.0,
-                 requests_per_minute: int = 200, known_fills: Callable[[str], tuple[float, float]] | None = None,
-                 retry: RetryPolicy = RetryPolicy(), sleep: Callable[[float], None] = time.sleep):
-        super().__init__(RateLimiter(requests_per_minute, 60.0), retry, sleep)
+                 requests_per_minute: int = 200, retry: RetryPolicy = RetryPolicy(),
+                 sleep: Callable[[float], None] = time.sleep, options: LiveOptions = LiveOptions()):
+        super().__init__(RateLimiter(requests_per_minute, 60.0), retry, sleep, options)
         self.endpoints = endpoints
         self.trading, self.stock_data, self.crypto_data = make_clients(endpoints, self.limiter)
         self.fees = fees
         self.min_notional = (min_notional_equity, min_notional_crypto)
-        self.known_fills = known_fills
         self._assets: dict[str, object] = {}
-        self._reported: dict[str, tuple[float, float]] = {}
 
     def describe(self) -> str:
         where = self.endpoints.trading_url or ("paper-api.alpaca.markets" if self.endpoints.paper else "api.alpaca.markets")
@@ -106,7 +104,10 @@ class AlpacaBroker(LiveBroker):
             return np.ones(len(universe), bool)
         return universe.crypto | self.is_open()
 
-    def open_orders(self) -> list[OrderState]:
+    def account_id(self) -> str:
+        return str(self._do("account", self.trading.get_account).id)  # type: ignore[union-attr]
+
+    def _list_open(self) -> list[OrderState]:
         from alpaca.trading.requests import GetOrdersRequest
 
         orders = self._do("open orders", lambda: self.trading.get_orders(GetOrdersRequest(status="open", limit=500)))
@@ -195,28 +196,49 @@ class AlpacaBroker(LiveBroker):
     def market_hours_wait(self, state: OrderState) -> bool:
         return not is_crypto(state.symbol) and not self.is_open()
 
+    def _cancel_pending(self, state: OrderState) -> bool:
+        return state.venue_status == "pending_cancel"
+
     def _fills(self, batch: OrderBatch, states: list[OrderState | None]) -> FillBatch:
-        def fee_of(i: int, q: float, px: float) -> float:
-            if self.fees is None:
-                return 0.0
-            j = int(batch.symbol_idx[i])
-            return float(self.fees.fees(CostInputs(np.array([q]), np.array([px]), np.array([int(batch.side[i])]),
-                                                   np.array([bool(batch.universe.crypto[j])])))[0])
-        return fills_from_states(batch, states, self._known, fee_of, np.datetime64(time.time_ns(), "ns"))
+        """The venue's own fills of these orders: Alpaca's FILL account activities, one per execution,
+        each with its activity id as the trade id (order states give only cumulative figures).
+        Alpaca's fill events carry no fee: it is computed from the venue's fee schedule."""
+        by_order = {s.broker_id: i for i, s in enumerate(states) if s is not None and s.broker_id and s.filled_qty > 0}
+        if not by_order:
+            return FillBatch.empty()
+        out: list[VenueFill] = []
+        for act in self._fill_activities(set(by_order)):
+            i = by_order[str(act["order_id"])]
+            q, px = float(act["qty"]), float(act["price"])
+            t = np.datetime64(str(act.get("transaction_time") or "").replace("Z", "").split("+")[0] or "NaT", "ns")
+            out.append(VenueFill(i, q, px, self._fee(batch, i, q, px), str(act["id"]),
+                                 t if not np.isnat(t) else np.datetime64(time.time_ns(), "ns")))
+        return fill_batch(batch, out)
 
-    def _observe(self, batch: OrderBatch, i: int, state: OrderState | None, messages: dict[int, str]) -> None:
-        super()._observe(batch, i, state, messages)
-        if self.observer is not None and state is not None and state.filled_qty > 0 and state.avg_price is not None:
-            q, _ = self._reported.get(state.client_order_id, (0.0, 0.0))
-            if state.filled_qty > q:   # handed to the observer, i.e. committed with its fills
-                self._reported[state.client_order_id] = (state.filled_qty, state.filled_qty * state.avg_price)
+    def _fill_activities(self, order_ids: set[str]) -> list[dict]:
+        """FILL activities of ``order_ids``, oldest first, over as many pages as it takes."""
+        found: list[dict] = []
+        token = None
+        while True:
+            params = {"direction": "desc", "page_size": 100}
+            if token:
+                params["page_token"] = token
+            page = self._do("fill activities", lambda p=params: self.trading.get("/account/activities/FILL", p))
+            page = page if isinstance(page, list) else []
+            found.extend(a for a in page if str(a.get("order_id")) in order_ids)
+            seen = {str(a["order_id"]) for a in found}
+            if len(page) < 100 or seen >= order_ids:
+                break
+            token = page[-1].get("id")
+        found.sort(key=lambda a: (str(a.get("transaction_time")), str(a.get("id"))))
+        return found
 
-    def _known(self, client_order_id: str) -> tuple[float, float]:
-        """Fill already booked for an order: the ledger's (across runs) or what this process handed
-        to the observer, the larger (``_report`` itself stays pure: reconcile builds reports)."""
-        ledger = self.known_fills(client_order_id) if self.known_fills else (0.0, 0.0)
-        mine = self._reported.get(client_order_id, (0.0, 0.0))
-        return mine if mine[0] > ledger[0] else ledger
+    def _fee(self, batch: OrderBatch, i: int, q: float, px: float) -> float:
+        if self.fees is None:
+            return 0.0
+        j = int(batch.symbol_idx[i])
+        return float(self.fees.fees(CostInputs(np.array([q]), np.array([px]), np.array([int(batch.side[i])]),
+                                               np.array([bool(batch.universe.crypto[j])])))[0])
 
     def close_position(self, symbol: str, qty: float | None) -> OrderState:
         """Market order closing ``qty`` (all when None) through Alpaca's close-position endpoint."""

@@ -11,7 +11,7 @@ _STATUS = {
     "new": OrderStatus.NEW, "accepted": OrderStatus.NEW, "pending_new": OrderStatus.NEW,
     "accepted_for_bidding": OrderStatus.NEW, "held": OrderStatus.NEW, "pending_replace": OrderStatus.NEW,
     "pending_cancel": OrderStatus.NEW, "calculated": OrderStatus.NEW, "pending_review": OrderStatus.NEW,
-    "partially_filled": OrderStatus.PARTIAL, "filled": OrderStatus.FILLED, "done_for_day": OrderStatus.CANCELED,
+    "partially_filled": OrderStatus.PARTIAL, "filled": OrderStatus.FILLED, "done_for_day": OrderStatus.NEW,
     "canceled": OrderStatus.CANCELED, "expired": OrderStatus.EXPIRED, "replaced": OrderStatus.CANCELED,
     "stopped": OrderStatus.NEW, "rejected": OrderStatus.REJECTED, "suspended": OrderStatus.NEW,
 }
@@ -39,7 +39,8 @@ def order_state(o) -> OrderState:
     if qty is None:   # a notional order: the size is known only once filled
         qty = filled
     return OrderState(o.client_order_id, str(o.id), canonical(o.symbol), 1 if _enum(o.side) == "buy" else -1,
-                      qty, filled, _f(o.filled_avg_price), int(status), _enum(o.type or o.order_type), "")
+                      qty, filled, _f(o.filled_avg_price), int(status), _enum(o.type or o.order_type), "",
+                      _enum(o.status).lower())
 
 
 def position(p) -> Position:

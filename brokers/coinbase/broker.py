@@ -10,8 +10,9 @@ import numpy as np
 
 from brokers.coinbase import wire
 from brokers.coinbase.client import CoinbaseEndpoints, NotFound, make_client, rejection, translate
-from brokers.live import LiveBroker, OrderRequest, RateLimiter, RetryPolicy
-from framework.broker import OrderState
+from brokers.live import LiveBroker, LiveOptions, OrderRequest, RateLimiter, RetryPolicy, VenueFill, fill_batch
+from framework.broker import OnUpdate, OrderState
+from framework.costs import VenueFees
 from framework.config import mask_secret
 from framework.errors import DataError, Problem
 from framework.symbols import split_pair
@@ -30,13 +31,15 @@ def floor_str(qty: float, increment: float) -> str:
 class CoinbaseBroker(LiveBroker):
     name = "coinbase"
 
-    def __init__(self, endpoints: CoinbaseEndpoints, *, requests_per_second: int = 30,
-                 retry: RetryPolicy = RetryPolicy(), sleep: Callable[[float], None] = time.sleep):
-        super().__init__(RateLimiter(requests_per_second, 1.0), retry, sleep)
+    def __init__(self, endpoints: CoinbaseEndpoints, *, requests_per_second: int = 30, fees: VenueFees | None = None,
+                 retry: RetryPolicy = RetryPolicy(), sleep: Callable[[float], None] = time.sleep,
+                 options: LiveOptions = LiveOptions()):
+        super().__init__(RateLimiter(requests_per_second, 1.0), retry, sleep, options)
         self.endpoints = endpoints
         self.client = make_client(endpoints, self.limiter)
         self._products: dict[str, dict] = {}
-        self.fees = None
+        self.fees = fees            # the venue's schedule: buys leave room for the fee
+        self._held: dict[str, float] = {}
 
     def describe(self) -> str:
         where = self.endpoints.base_url or "api.coinbase.com"
@@ -95,6 +98,16 @@ class CoinbaseBroker(LiveBroker):
                 return out
             cursor = resp["cursor"]
 
+    def account_id(self) -> str:
+        """The portfolio the key trades (each Coinbase API key is scoped to one portfolio)."""
+        try:
+            ports = wire.to_dict(self._do("portfolios", self.client.get_portfolios)).get("portfolios", [])
+        except DataError:
+            return "default"
+        uuids = [wire.to_dict(p).get("uuid") for p in ports]
+        default = next((wire.to_dict(p).get("uuid") for p in ports if wire.to_dict(p).get("type") == "DEFAULT"), None)
+        return str(default or (uuids[0] if len(uuids) == 1 else "default"))
+
     def _cost_basis(self) -> dict[str, float]:
         try:
             ports = wire.to_dict(self._do("portfolios", self.client.get_portfolios)).get("portfolios", [])
@@ -139,21 +152,24 @@ class CoinbaseBroker(LiveBroker):
     def market_open(self, universe: Universe) -> np.ndarray:
         return np.ones(len(universe), bool)
 
-    def open_orders(self) -> list[OrderState]:
+    def _list_open(self) -> list[OrderState]:
         resp = wire.to_dict(self._do("open orders", lambda: self.client.list_orders(order_status=["OPEN"], limit=250)))
         return [wire.order_state(wire.to_dict(o)) for o in resp.get("orders", [])]
 
     # ---- live-loop primitives ---------------------------------------------------------------------
-    def execute(self, batch: OrderBatch) -> ExecutionReport:
+    def execute(self, batch: OrderBatch, on_update: OnUpdate | None = None) -> ExecutionReport:
         self._held = {c: a + h for c, (a, h) in self.balances().items()} if len(batch) else {}
-        return super().execute(batch)
+        return super().execute(batch, on_update)
+
+    def _cancel_pending(self, state: OrderState) -> bool:
+        return state.venue_status == "CANCEL_QUEUED"
 
     def _sell_size(self, req: OrderRequest, inc: float, min_size: float, min_notional: float = 0.0,
                    price: float = 0.0) -> str:
         """Floor to the increment; sell everything when the rest could not be sold on its own
         (under the minimum base size or the minimum notional)."""
         base, _ = split_pair(req.symbol)
-        held = getattr(self, "_held", {}).get(base)
+        held = self._held.get(base)
         size = Decimal(floor_str(req.qty, inc))
         if held is not None:
             all_of_it = Decimal(floor_str(held, inc))
@@ -254,15 +270,6 @@ class CoinbaseBroker(LiveBroker):
             if not resp.get("cursor") or len(resp.get("fills", [])) < 250:
                 break
             cursor = resp["cursor"]
-        if not rows:
-            return FillBatch.empty()
-        pos = np.array([r[0] for r in rows], np.int64)
-        q, px = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
-        side = batch.side[pos]
-        ref = np.nan_to_num(batch.ref_price[pos])
-        slip = np.where(ref > 0, np.maximum((px - ref) * side, 0.0) * q, 0.0)
-        times = np.array([np.datetime64(str(r[5]).replace("Z", ""), "ns") if r[5] else np.datetime64(time.time_ns(), "ns")
-                          for r in rows])
-        return FillBatch(times, batch.symbol_idx[pos], side, q, px, np.array([r[3] for r in rows]), slip, pos,
-                         tuple(r[4] for r in rows))
-
+        now = np.datetime64(time.time_ns(), "ns")
+        return fill_batch(batch, [VenueFill(i, q, px, fee, tid, np.datetime64(str(t).replace("Z", ""), "ns") if t else now)
+                                  for i, q, px, fee, tid, t in rows])

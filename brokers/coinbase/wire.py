@@ -47,7 +47,8 @@ def order_state(o: dict) -> OrderState:
     otype = str(o.get("order_type", "MARKET")).lower()
     return OrderState(o.get("client_order_id", ""), o.get("order_id"), canonical(o["product_id"]),
                       1 if str(o.get("side", "")).upper() == "BUY" else -1, qty, filled,
-                      _f(o.get("average_filled_price")) if filled > 0 else None, int(status), otype, msg)
+                      _f(o.get("average_filled_price")) if filled > 0 else None, int(status), otype, msg,
+                      str(o.get("status", "")).upper())
 
 
 def instrument(p: dict) -> Instrument:

@@ -163,28 +163,10 @@ def _mode_options(f):
 @click.pass_context
 def status(ctx: click.Context, broker_name: str, live: bool, paper: bool, json_out: bool) -> None:
     """Portfolio summary: equity, cash, buying power, P&L, exposure and positions."""
-    from framework.cli.brokers import make_broker
-    from framework.cli.live import mode_of, print_status, status_json
-    from framework.cli.output import emit_json
-
-    from framework.ledger import Ledger
+    from framework.cli.live import run_status
 
     _exclusive(live, paper)
-    settings = _settings(ctx)
-    ledger = Ledger(settings.ledger)
-    try:
-        broker = make_broker(broker_name, settings, ctx.obj["config"], live=live, ledger=ledger)
-        from framework.cli.live import _wire_ledger, reconcile
-
-        _wire_ledger(broker, ledger)
-        reconcile(ledger, broker, mode_of(live), echo=lambda *a, **k: click.echo(*a, err=True))
-        acct = broker.account()
-        if json_out:
-            emit_json(status_json(broker, acct, mode_of(live)))
-        else:
-            print_status(broker, acct, mode_of(live))
-    finally:
-        ledger.close()
+    run_status(_settings(ctx), ctx.obj["config"], broker_name=broker_name, live=live, json_out=json_out)
 
 
 def _exclusive(live: bool, paper: bool) -> None:

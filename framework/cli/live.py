@@ -11,7 +11,6 @@ import numpy as np
 
 from framework.config import Settings, StrategyConfig
 from framework.errors import LiveSafetyError, RiskHalt, UsageError
-from framework.reconcile import _venues_of, reconcile  # noqa: F401  (reconcile: used by the CLI)
 
 LINE = "=" * 62
 RULE = "-" * 62
@@ -60,7 +59,7 @@ def status_json(broker, acct, mode: str) -> dict:
                            "pnl": p.unrealized_pnl} for p in pos]}
 
 
-def print_plan(cp, universe, *, header: str) -> None:
+def print_plan(cp, universe, *, header: str, foreign=()) -> None:
     """The full order plan of a dry run: prices, every risk decision with its reason, every order."""
     t = np.datetime_as_string(np.datetime64(cp.target.time, "s"), unit="s")
     print(LINE)
@@ -89,6 +88,11 @@ def print_plan(cp, universe, *, header: str) -> None:
             n += 1
             print(f"  {'BUY ' if side > 0 else 'SELL'} {q:>14.6f} {sym:<9} ~${q * px:>12,.2f} at {px:,.4f}  "
                   f"market  id {cid}")
+    if foreign:
+        print("Open orders not Parity's (never cancelled or counted by Parity):")
+        for o in foreign:
+            print(f"  {'BUY ' if o.side > 0 else 'SELL'} {o.qty:>14.6f} {o.symbol:<9} {o.order_type} "
+                  f"{o.venue_status or 'open'}  id {o.client_order_id or '(none)'}")
     print(RULE)
     print(f"{n} order(s) planned. DRY RUN: nothing was sent.")
 
@@ -104,47 +108,24 @@ def confirm_live(broker, yes: bool) -> None:
         raise LiveSafetyError("not confirmed: nothing was sent")
 
 
-def gate_note(broker) -> str:
-    return (f"NOTE: live gate skipped: {broker.name} base_url points to {broker.describe()}, "
-            "not the venue's production endpoint")
-
-
-def live_gate(ledger, strategy: StrategyConfig, broker, live: bool) -> str | None:
+def live_gate(ledger, strategy: StrategyConfig, settings: Settings, venue: str, live: bool) -> str | None:
     """Refuse live trading of a strategy not promoted to live with its current config hash.
 
-    The gate guards the venues' production endpoints; with ``base_url`` pointing elsewhere (a local
-    test server or a sandbox) live commands run without promotion and say so on every run."""
-    from framework.cli.brokers import production_endpoint
+    Fails closed (SPEC §13): checked before any request reaches a venue, for every venue whose
+    ``base_url`` is not a loopback address — the venue's own endpoint in any spelling, a sandbox
+    or a proxy alike. Only a local test server skips it, and every run says so."""
+    from framework.cli.registry import gate_note, production_venues
+    from framework.ops.promotion import require_live_promotion
 
     if not live:
         return None
-    if not production_endpoint(broker):
-        return gate_note(broker)
-    row = ledger.db.execute("SELECT action, stage, config_hash FROM promotions WHERE strategy=? ORDER BY rowid DESC "
-                            "LIMIT 1", (strategy.name,)).fetchone()
-    if row is None or row[0] != "promote" or row[1] != "live":
-        raise LiveSafetyError(f"strategy {strategy.name!r} is not promoted to live: run "
-                              f"`parity promote {strategy.name} --to live` (its gates are checked) first")
-    if row[2] != strategy.config_hash():
-        raise LiveSafetyError(f"strategy {strategy.name!r} changed since it was promoted (config hash "
-                              f"{strategy.config_hash()} vs promoted {row[2]}): promote it again")
+    if not production_venues(settings, venue):
+        return gate_note(settings, venue)
+    require_live_promotion(ledger, strategy)
     return None
 
 
-def booked_trade_ids(ledger):
-    """A lookup of trade ids the ledger already holds (for ``LiveBroker.known_trade_ids``)."""
-    def known(trade_ids: list[str]) -> set[str]:
-        out: set[str] = set()
-        ids = list(dict.fromkeys(trade_ids))
-        for k in range(0, len(ids), 500):
-            chunk = ids[k:k + 500]
-            q = ",".join("?" * len(chunk))
-            out.update(r[0] for r in ledger.db.execute(f"SELECT trade_id FROM fills WHERE trade_id IN ({q})", chunk))
-        return out
-    return known
-
-
-def latest_batch(signals, strategy: StrategyConfig, limits, force: bool):
+def latest_batch(signals, strategy: StrategyConfig, limits, force: bool, scope: str = ""):
     from framework.types import SignalBatches
 
     if len(signals) == 0:
@@ -157,21 +138,23 @@ def latest_batch(signals, strategy: StrategyConfig, limits, force: bool):
                               f"older than max_signal_age_minutes={limits.max_signal_age_minutes:g}: refusing "
                               "(use --force to trade it anyway)")
     return SignalBatches(signals.strategy, signals.symbols, signals.times[i:], signals.weights[i:],
-                         signals.confidence[i:], signals.sources).batch(0, strategy.signals.absent == "hold")
+                         signals.confidence[i:], signals.sources).batch(0, strategy.signals.absent == "hold",
+                                                                        scope=scope)
 
 
 def run_execute(settings: Settings, settings_path: str | None, *, signals_path: str, strategy_name: str | None,
                 broker_name: str | None, live: bool, dry_run: bool, yes: bool, force: bool, json_out: bool) -> int:
-    from framework.backtest import new_run_id
-    from framework.cli.brokers import make_broker
+    """One rebalance cycle on paper or live: parse, wire, and hand the run to a LiveSession."""
+    from framework.cli.registry import BrokerRequest, account_of, build_broker
     from framework.cli.wiring import execution_settings
     from framework.config import load_strategy
-    from framework.engine import Pipeline, plan_cycle, run_cycle
-    from framework.journal import WriteAheadJournal
+    from framework.engine import Pipeline, plan_cycle
     from framework.ledger import Ledger
     from framework.rebalance import Rebalancer
     from framework.risk import RiskManager
+    from framework.session import LiveSession, RunInfo
     from framework.signals import load_signals
+    from framework.types import RunStatus
 
     strategy = load_strategy(strategy_name or "default", settings_path)
     mode = mode_of(live)
@@ -179,65 +162,48 @@ def run_execute(settings: Settings, settings_path: str | None, *, signals_path: 
     ledger = Ledger(settings.ledger)
     echo = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if json_out else print
     try:
-        broker = make_broker(name, settings, settings_path, live=live, ledger=ledger, rebalance=strategy.rebalance,
-                             route=strategy.broker_for)
-        _wire_ledger(broker, ledger)
-
-        cache: dict[str, str | None] = {}
-
-        def check(symbols: list[str]) -> dict[str, str]:
-            from framework.errors import DataError
-
-            bad = {}
-            for s in symbols:
-                if s not in cache:
-                    try:
-                        broker.instruments([s])
-                        cache[s] = None
-                    except DataError as e:
-                        cache[s] = e.problems[0].message
-                if cache[s]:
-                    bad[s] = cache[s]
-            return bad
-
+        note = live_gate(ledger, strategy, settings, name, live)     # before any request reaches a venue
+        if note:
+            echo(note)
+        req = BrokerRequest(name, live, strategy.rebalance, strategy.broker_for)
+        broker = build_broker(req, settings, settings_path, ledger)
+        check = _tradability_check(broker)
         signals = load_signals(signals_path, strategy=strategy.name if strategy_name else None,
                                timezone=strategy.signals.timezone,
                                duplicates=strategy.signals.duplicates, symbol_check=check)
         limits = strategy.limits(settings.execution.limits())
-        target = latest_batch(signals, strategy, limits, force)
+        account = account_of(broker, req)
+        target = latest_batch(signals, strategy, limits, force, account.scope)
         universe = broker.instruments(list(signals.symbols))
-        note = live_gate(ledger, strategy, broker, live)
-        if note:
-            echo(note)
-        fee_rate = broker.fees.rate(universe.crypto) if getattr(broker, "fees", None) is not None else 0.0
-        rebalancer = Rebalancer(strategy.rebalance, fee_rate)
-        if hasattr(broker, "resize"):
-            broker.resize = rebalancer.resize_adds     # each venue's buys fit that venue's buying power
-        run_id = new_run_id(strategy.name, mode)
-        history = ledger.runs_of(broker.name, mode, strategy.name)
-        journal = WriteAheadJournal(ledger, run_id, history + [run_id])
-        pipeline = Pipeline(broker, RiskManager(limits), rebalancer, journal, universe, *execution_settings(strategy))
-        _wire_journal(broker, journal)
+        rebalancer = Rebalancer(strategy.rebalance, fees=getattr(broker, "fees", None))
+        info = RunInfo(strategy.name, strategy.config_hash(), mode, universe.symbols,
+                       {"limits": limits.model_dump(), "strategy": strategy.model_dump()}, str(signals_path))
         if dry_run:
+            from framework.journal import WriteAheadJournal
+
+            journal = WriteAheadJournal(ledger, "dry-run", account, ledger.runs_of(account.key, strategy.name))
+            pipeline = Pipeline(broker, RiskManager(limits), rebalancer, journal, universe, *execution_settings(strategy))
             cp = plan_cycle(pipeline, target)
             if json_out:
-                _plan_json(cp, universe)
+                _plan_json(cp, universe, broker)
             else:
-                print_plan(cp, universe, header=f"{broker.describe()}, {mode}, strategy {strategy.name}")
+                print_plan(cp, universe, header=f"{broker.describe()}, {mode}, strategy {strategy.name}",
+                           foreign=broker.foreign_orders())
             return 3 if cp.risk.halted else 0
         if live:
             confirm_live(broker, yes)
-        reconcile(ledger, broker, mode, echo, resume_batch=target.batch_id)
-        acct0 = broker.account()
-        ledger.start_run(run_id, strategy.name, strategy.config_hash(), mode, broker.name, acct0.equity,
-                         universe.symbols, {"limits": limits.model_dump(), "strategy": strategy.model_dump()},
-                         str(signals_path))
-        snapshot_equity(ledger, run_id, acct0)
-        res = run_cycle(pipeline, target)
-        acct = broker.account()
-        snapshot_equity(ledger, run_id, acct)
-        ledger.finish_run(run_id, "halted" if res.halted else "done", None, None, acct.equity)
-        _print_result(res, broker, mode, run_id, json_out, echo)
+        with LiveSession(ledger, broker, account, info, command="execute", echo=echo) as session:
+            session.reconcile(resume_batch=target.batch_id)
+            pipeline = Pipeline(broker, RiskManager(limits), rebalancer, session.journal, universe,
+                                *execution_settings(strategy))
+            acct0 = broker.account()
+            session.start(acct0.equity)
+            session.ledger.snapshot(session.run_id, acct0.time, acct0.equity, acct0.cash,
+                                    acct0.positions or broker.positions())
+            res = session.cycle(pipeline, target)
+            acct = session.snapshot()
+            session.finish(RunStatus.HALTED if res.halted else RunStatus.DONE, acct.equity)
+            _print_result(res, broker, mode, session.run_id, json_out, echo)
         if res.halted:
             raise RiskHalt("the risk manager blocked the whole cycle: " + "; ".join(d.reason for d in res.plan.risk.decisions))
         return 0
@@ -245,26 +211,25 @@ def run_execute(settings: Settings, settings_path: str | None, *, signals_path: 
         ledger.close()
 
 
-def snapshot_equity(ledger, run_id: str, acct) -> None:
-    ledger.snapshot(run_id, acct.time, acct.equity, acct.cash, acct.positions)
+def _tradability_check(broker):
+    """A symbol check for the archive: the venue's verdict per symbol, asked once per symbol."""
+    from framework.errors import DataError
 
+    cache: dict[str, str | None] = {}
 
-def _wire_journal(broker, journal) -> None:
-    """Commit every broker answer, with its fills, as it arrives (the write-ahead journal)."""
-    from brokers.live import LiveBroker
-
-    for venue in _venues_of(broker):
-        if isinstance(venue, LiveBroker):
-            venue.observer = lambda rep: journal.updates([rep])
-
-
-def _wire_ledger(broker, ledger) -> None:
-    """Let the live adapters ask the ledger which venue trade ids are already booked."""
-    from brokers.live import LiveBroker
-
-    for venue in _venues_of(broker):
-        if isinstance(venue, LiveBroker):
-            venue.known_trade_ids = booked_trade_ids(ledger)
+    def check(symbols: list[str]) -> dict[str, str]:
+        bad = {}
+        for s in symbols:
+            if s not in cache:
+                try:
+                    broker.instruments([s])
+                    cache[s] = None
+                except DataError as e:
+                    cache[s] = e.problems[0].message
+            if cache[s]:
+                bad[s] = cache[s]
+        return bad
+    return check
 
 
 def _route(strategy: StrategyConfig) -> str:
@@ -276,7 +241,7 @@ def _route(strategy: StrategyConfig) -> str:
     return names.pop() if names else "alpaca"
 
 
-def _plan_json(cp, universe) -> None:
+def _plan_json(cp, universe, broker) -> None:
     from framework.cli.output import emit_json
 
     def leg(b):
@@ -288,7 +253,13 @@ def _plan_json(cp, universe) -> None:
                "decisions": [{"symbol": d.symbol, "rule": d.rule, "action": d.action, "requested": d.requested,
                               "approved": d.approved, "reason": d.reason} for d in cp.risk.decisions],
                "halted": cp.risk.halted,
-               "orders": [] if cp.plan is None else leg(cp.plan.reduce) + leg(cp.plan.add)})
+               "orders": [] if cp.plan is None else leg(cp.plan.reduce) + leg(cp.plan.add),
+               "not_parity_orders": [_foreign_json(o) for o in broker.foreign_orders()]})
+
+
+def _foreign_json(o) -> dict:
+    return {"symbol": o.symbol, "side": "buy" if o.side > 0 else "sell", "qty": o.qty, "type": o.order_type,
+            "status": o.venue_status or "open", "client_order_id": o.client_order_id}
 
 
 def _print_result(res, broker, mode: str, run_id: str, json_out: bool, echo) -> None:
@@ -323,12 +294,13 @@ def _print_result(res, broker, mode: str, run_id: str, json_out: bool, echo) -> 
 
 def run_close(settings: Settings, settings_path: str | None, *, symbol: str, quantity: float | None,
               broker_name: str | None, live: bool, dry_run: bool, yes: bool) -> int:
-    from framework.cli.brokers import make_broker
+    """Close a position fully or partly with one market order, through a LiveSession."""
+    from framework.cli.registry import BrokerRequest, account_of, build_broker, gate_note, production_venues
     from framework.config import StrategyConfig
-    from framework.journal import WriteAheadJournal
     from framework.ledger import Ledger
+    from framework.session import LiveSession, RunInfo
     from framework.symbols import canonical
-    from framework.types import OrderBatch, batch_key
+    from framework.types import Leg, OrderBatch, OrderStatus, RunStatus, batch_key
 
     try:
         sym = canonical(symbol)
@@ -340,12 +312,10 @@ def run_close(settings: Settings, settings_path: str | None, *, symbol: str, qua
     name = broker_name or StrategyConfig(name="manual").broker_for(sym)
     ledger = Ledger(settings.ledger)
     try:
-        broker = make_broker(name, settings, settings_path, live=live, ledger=ledger)
-        _wire_ledger(broker, ledger)
-        from framework.cli.brokers import production_endpoint
-
-        if live and not production_endpoint(broker):
-            print(gate_note(broker))
+        if live and not production_venues(settings, name):
+            print(gate_note(settings, name))
+        req = BrokerRequest(name, live)
+        broker = build_broker(req, settings, settings_path, ledger)
         universe = broker.instruments([sym])
         held = broker.position_vector(universe)[0]
         if held == 0:
@@ -358,11 +328,12 @@ def run_close(settings: Settings, settings_path: str | None, *, symbol: str, qua
             qty = float(np.floor(qty / inc + 1e-9) * inc)
         px = broker.prices(universe)
         now = np.datetime64(time.time_ns(), "ns")
+        account = account_of(broker, req)
         # the id covers what was asked (symbol, quantity, minute): re-running the same command within
         # the minute is idempotent, a different request is a new order
-        batch = OrderBatch(universe, now, batch_key(f"close-{qty:.9g}", np.datetime64(now, "m")), "close",
-                           np.array([0]),
-                           np.array([-1 if held > 0 else 1], np.int8), np.array([qty]), px)
+        batch = OrderBatch(universe, now, batch_key(f"close-{qty:.9g}", np.datetime64(now, "m"), account.scope),
+                           Leg.CLOSE.value, np.array([0]), np.array([-1 if held > 0 else 1], np.int8), np.array([qty]),
+                           px)
         if dry_run:
             print(f"DRY RUN: would {'SELL' if held > 0 else 'BUY'} {qty:g} {sym} at market on {broker.describe()} "
                   f"(position {held:g}, last price {px[0]:,.4f}); client order id {batch.client_order_ids()[0]}. "
@@ -370,19 +341,12 @@ def run_close(settings: Settings, settings_path: str | None, *, symbol: str, qua
             return 0
         if live:
             confirm_live(broker, yes)
-        reconcile(ledger, broker, mode)
-        from framework.backtest import new_run_id
-
-        run_id = new_run_id("manual", mode)
-        ledger.start_run(run_id, "manual", "", mode, broker.name, None, universe.symbols, {}, f"close {sym}")
-        journal = WriteAheadJournal(ledger, run_id)
-        _wire_journal(broker, journal)
-        journal.intents(None, batch)   # a manual order belongs to no rebalance cycle
-        rep = broker.execute(batch)
-        journal.report(None, rep)
-        ledger.finish_run(run_id, "done", None, None, None)
-        from framework.types import OrderStatus
-
+        info = RunInfo("manual", "", mode, universe.symbols, {}, f"close {sym}")
+        with LiveSession(ledger, broker, account, info, command="close", history=False) as session:
+            session.reconcile()
+            session.start()
+            rep = session.send(batch)      # a manual order belongs to no rebalance cycle
+            session.finish(RunStatus.DONE)
         st = OrderStatus(int(rep.status[0])).label
         print(f"close {sym}: {st}, filled {rep.filled_qty[0]:g} of {qty:g}"
               + ("" if np.isnan(rep.avg_price[0]) else f" @ {rep.avg_price[0]:,.4f}")
@@ -390,3 +354,42 @@ def run_close(settings: Settings, settings_path: str | None, *, symbol: str, qua
         return 0 if st in ("filled", "partially_filled", "new") else 1
     finally:
         ledger.close()
+
+
+def run_status(settings: Settings, settings_path: str | None, *, broker_name: str, live: bool, json_out: bool) -> None:
+    """Reconcile the account, then print its summary (and the orders that are not Parity's)."""
+    from framework.cli.output import emit_json
+    from framework.cli.registry import BrokerRequest, account_of, build_broker
+    from framework.ledger import Ledger
+    from framework.session import LiveSession, RunInfo
+
+    ledger = Ledger(settings.ledger)
+    try:
+        req = BrokerRequest(broker_name, live)
+        broker = build_broker(req, settings, settings_path, ledger)
+        account = account_of(broker, req)
+        echo = (lambda *a, **k: print(*a, file=sys.stderr, **k))
+        with LiveSession(ledger, broker, account, RunInfo("status", "", mode_of(live)), command="status",
+                         echo=echo, history=False) as session:
+            session.reconcile()
+        acct = broker.account()
+        foreign = broker.foreign_orders()
+        if json_out:
+            out = status_json(broker, acct, mode_of(live))
+            out["not_parity_orders"] = [_foreign_json(o) for o in foreign]
+            emit_json(out)
+        else:
+            print_status(broker, acct, mode_of(live))
+            print_foreign(foreign)
+    finally:
+        ledger.close()
+
+
+def print_foreign(orders) -> None:
+    """Working orders at the venue that Parity did not place: listed, never touched (SPEC §17)."""
+    if not orders:
+        return
+    print(f"Open orders not Parity's ({len(orders)}; left alone):")
+    for o in orders:
+        print(f"  {'BUY ' if o.side > 0 else 'SELL'} {o.qty:>12.6g} {o.symbol:<9} {o.order_type:<6} "
+              f"{o.venue_status or 'open':<16} id {o.client_order_id or '(none)'}")

@@ -89,7 +89,7 @@ def replay_run(settings, settings_path: str | None, ledger, run_or_strategy: str
 
 def reconcile_run(settings, settings_path, ledger, run_or_strategy, **kw):
     """Replay and reconcile one window; return (result dict, per-order rows, plan, sim, strategy)."""
-    from framework.ops.reconcile import reconcile
+    from framework.ops.paper_vs_sim import reconcile
 
     plan, sim, strategy = replay_run(settings, settings_path, ledger, run_or_strategy, **kw)
     result, rows = reconcile(ledger, plan, sim, replay_hash=strategy.config_hash())
@@ -257,7 +257,7 @@ def _calibrate_one(settings, path, ledger, run_ids: list[str], *, model, write, 
 
     from framework.config import SlippageSettings, load_venue
     from framework.ops import calibrate as cal
-    from framework.ops.reconcile import shortfall_stats
+    from framework.ops.paper_vs_sim import shortfall_stats
     from framework.ops.track import track_frames
 
     strategy = strategy_of(ledger.run(run_ids[0]), path)
@@ -376,11 +376,9 @@ def demote(ctx: click.Context, name: str, to: str | None, reason: str) -> None:
 
 
 def _connect(target, settings, settings_path, ledger):
-    """The broker a nightly target syncs with, told which fills the ledger already holds."""
-    from framework.cli.brokers import make_broker
-    from framework.cli.live import _wire_ledger
+    """The broker a nightly target syncs with, and the account it trades."""
+    from framework.cli.registry import BrokerRequest, account_of, build_broker
 
-    broker = make_broker(target.broker, settings, settings_path, live=target.mode == "live", ledger=ledger,
-                         route=target.strategy.broker_for)
-    _wire_ledger(broker, ledger)
-    return broker
+    req = BrokerRequest(target.broker, target.mode == "live", target.strategy.rebalance, target.strategy.broker_for)
+    broker = build_broker(req, settings, settings_path, ledger)
+    return broker, account_of(broker, req)

@@ -45,7 +45,6 @@ def build_backtest(settings: Settings, settings_path: str | None, strategy: Stra
                    end: str | None = None, cash: float | None = None) -> BacktestSetup:
     """Load bars and signals, validate them against the venue, and wire a simulated pipeline."""
     from brokers.simulated import SimulatedBroker
-    from framework.backtest import new_run_id
     from framework.clock import SimClock
     from framework.costs import NoFees, VenueFees, slippage_model
     from framework.data import load_bars
@@ -53,6 +52,7 @@ def build_backtest(settings: Settings, settings_path: str | None, strategy: Stra
     from framework.journal import BufferedJournal
     from framework.rebalance import Rebalancer
     from framework.risk import RiskManager
+    from framework.session import new_run_id, sim_account
     from framework.signals import load_signals
     from framework.venue import universe_for, untradable
 
@@ -101,7 +101,7 @@ def build_backtest(settings: Settings, settings_path: str | None, strategy: Stra
     limits = strategy.limits(settings.execution.limits())
     fee_rate = fees.rate(universe.crypto) if isinstance(fees, VenueFees) else 0.0
     run_id = new_run_id(strategy.name, "backtest")
-    journal = BufferedJournal(run_id)
+    journal = BufferedJournal(run_id, sim_account(run_id))
     pipeline = Pipeline(market, RiskManager(limits), Rebalancer(strategy.rebalance, fee_rate), journal, universe,
                         *execution_settings(strategy))
     dump = {"strategy": strategy.model_dump(exclude={"source"}), "limits": limits.model_dump(),
@@ -115,18 +115,16 @@ def run_backtest(settings: Settings, settings_path: str | None, strategy: Strate
     import json
 
     from framework.artifacts import write_artifacts
-    from framework.backtest import persist, replay
     from framework.ledger import Ledger
+    from framework.session import RunInfo, simulate
 
     setup = build_backtest(settings, settings_path, strategy, **kw)
-    outcome = replay(setup.pipeline, setup.market, setup.signals,  # type: ignore[arg-type]
-                     absent_hold=strategy.signals.absent == "hold", progress=progress)
     ledger = Ledger(settings.ledger)
     try:
-        persist(ledger, setup.journal, outcome, setup.market,  # type: ignore[arg-type]
-                run_id=setup.run_id, strategy=strategy.name, config_hash=strategy.config_hash(),
-                universe=setup.pipeline.universe.symbols, initial_equity=setup.initial_cash,  # type: ignore[attr-defined]
-                settings=setup.settings_dump, signals=setup.signals_source)
+        info = RunInfo(strategy.name, strategy.config_hash(), "backtest", settings=setup.settings_dump,
+                       signals=setup.signals_source)
+        simulate(ledger, setup.pipeline, setup.market, setup.signals, setup.run_id, info,
+                 initial_equity=setup.initial_cash, absent_hold=strategy.signals.absent == "hold", progress=progress)
         out = write_artifacts(ledger, setup.run_id, out_dir or settings.reports_dir, report=report)
     finally:
         ledger.close()

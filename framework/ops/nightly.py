@@ -92,14 +92,14 @@ def next_day(date: str) -> str:
 
 
 def snapshot_once(ledger: Ledger, run_id: str, target: Target, broker_name: str, account,
-                  positions) -> float | None:
+                  positions, account_key: str | None = None) -> float | None:
     """Record the account's equity in the date's nightly run unless it holds one already; return it."""
-    if ledger.db.execute("SELECT 1 FROM equity WHERE run_id=? LIMIT 1", (run_id,)).fetchone() is not None:
+    if ledger.has_equity(run_id):
         return None
     s = target.strategy
     if ledger.run(run_id) is None:
         ledger.start_run(run_id, s.name, s.config_hash(), target.mode, broker_name, account.equity,
-                         [p.symbol for p in positions], {"nightly": True}, "nightly snapshot")
+                         [p.symbol for p in positions], {"nightly": True}, "nightly snapshot", account_key)
     ledger.snapshot(run_id, account.time, account.equity, account.cash, positions)
     ledger.finish_run(run_id, "snapshot", None, None, account.equity)
     return float(account.equity)
@@ -171,7 +171,9 @@ def run(ledger: Ledger, targets_: list[Target], day: str, out: Path, connect: Ca
     logged and noted in the index; the report is still written from what the ledger holds.
     """
     from framework.errors import ParityError
-    from framework.reconcile import position_differences, reconcile
+    from framework.journal import WriteAheadJournal
+    from framework.recovery import position_differences, reconcile
+    from framework.session import account_lease
 
     today = is_today(day)
     entries, failed = [], 0
@@ -179,18 +181,20 @@ def run(ledger: Ledger, targets_: list[Target], day: str, out: Path, connect: Ca
     for t in targets_:
         name, broker_name, notes = t.strategy.name, t.broker, []
         try:
-            broker = connect(t)
-            broker_name = broker.name  # type: ignore[attr-defined]
-            reconcile(ledger, broker, t.mode, echo=lambda n, name=name: log(f"{name}: sync {n}"),
-                      check_positions=False)
+            broker, account = connect(t)  # type: ignore[misc]
+            broker_name = broker.name
+            with account_lease(ledger, account, "report nightly"):
+                journal = WriteAheadJournal(ledger, run_id_for(day, name), account)
+                reconcile(ledger, broker, account, journal, echo=lambda n, name=name: log(f"{name}: sync {n}"),
+                          check_positions=False)
             acct = broker.account()  # type: ignore[attr-defined]
             positions = acct.positions or broker.positions()  # type: ignore[attr-defined]
             if hasattr(broker, "accounts"):   # routed: P&L per venue beside the combined report
                 for venue, a in broker.accounts().items():  # type: ignore[attr-defined]
                     notes.append(f"{venue}: equity ${a.equity:,.2f}, cash ${a.cash:,.2f}")
-            notes += position_differences(ledger, broker_name, t.mode, positions, rel=0.005)
+            notes += position_differences(ledger, account, broker_name, positions, rel=0.005)
             if today:
-                taken = snapshot_once(ledger, run_id_for(day, name), t, broker_name, acct, positions)
+                taken = snapshot_once(ledger, run_id_for(day, name), t, broker_name, acct, positions, account.key)
                 kept = "equity snapshot of this date kept"
                 log(f"{name} ({t.mode}, {broker_name}): "
                     + (kept if taken is None else f"equity ${taken:,.2f} recorded"))

@@ -9,13 +9,13 @@ are checked against evidence in the ledger for the strategy's CURRENT config has
 - to live: the same backtest gates (the live block's thresholds where it sets them, else the
   paper block's), and paper evidence for this config hash: at least one paper cycle, at least
   ``min_paper_days`` distinct UTC dates on which a paper run of it traded a cycle, a
-  paper-vs-simulation tracking error (``framework.ops.reconcile``) at most ``max_tracking_error``,
+  paper-vs-simulation tracking error (``framework.ops.paper_vs_sim``) at most ``max_tracking_error``,
   and — unless ``no_risk_halt: false`` — no cycle halted by the risk manager.
 
 A gate that is not set is not checked. Every promotion and demotion is recorded in the
 ``promotions`` table (strategy, action, stage, config_hash, who, time, evidence JSON, reason)
 before the strategy file's ``stage:`` line changes; live ``execute`` reads the newest row
-(``framework.cli.live.live_gate``): it must be a ``promote`` to ``live`` with the config hash the
+(``require_live_promotion``, called by ``framework.cli.live.live_gate``): it must be a ``promote`` to ``live`` with the config hash the
 strategy has now.
 """
 
@@ -28,6 +28,7 @@ from pathlib import Path
 
 from framework.config import StrategyConfig
 from framework.errors import LiveSafetyError, UsageError
+from framework.types import CycleStatus, RiskAction
 from framework.ledger import Ledger, now_iso
 from framework.ops.track import ledger_runs
 
@@ -80,8 +81,7 @@ def backtest_evidence(ledger: Ledger, strategy: str, config_hash: str) -> tuple[
         return None, {}, other
     rid = mine[-1]["run_id"]
     s = load_run(ledger, rid).summary
-    trades = ledger.db.execute("SELECT COUNT(*) FROM orders WHERE run_id=? AND filled_qty > 0",
-                               (rid,)).fetchone()[0]
+    trades = ledger.count_filled_orders(rid)
     return rid, {"sharpe": s.get("sharpe"), "max_drawdown": s.get("max_drawdown"), "trades": int(trades),
                  "total_return": s.get("total_return"), "start": s.get("start"), "end": s.get("end")}, other
 
@@ -94,16 +94,13 @@ def paper_evidence(ledger: Ledger, strategy: str,
             if not str(r["run_id"]).startswith("nightly-")]
     ids, days, halts = [], set(), 0
     for r in runs:
-        n = ledger.db.execute("SELECT COUNT(*) FROM cycles WHERE run_id=? AND status IN ('done', 'halted')",
-                              (r["run_id"],)).fetchone()[0]
+        n = ledger.count_cycles(r["run_id"], (CycleStatus.DONE, CycleStatus.HALTED))
         if not n:
             continue
         ids.append(r["run_id"])
         days.add(str(r["created_at"])[:10])
-        halted = ledger.db.execute(
-            "SELECT (SELECT COUNT(*) FROM cycles WHERE run_id=? AND status='halted') + "
-            "(SELECT COUNT(*) FROM decisions WHERE run_id=? AND action='halt')",
-            (r["run_id"], r["run_id"])).fetchone()[0]
+        halted = (ledger.count_cycles(r["run_id"], (CycleStatus.HALTED,))
+                  + ledger.count_decisions(r["run_id"], RiskAction.HALT))
         halts += int(halted > 0 or r["status"] == "halted")
     return tuple(ids), tuple(sorted(days)), halts
 
@@ -183,10 +180,20 @@ def refusal(name: str, target: str, gates: list[Gate]) -> PromotionRefused:
 
 
 def last_record(ledger: Ledger, strategy: str) -> dict | None:
-    cur = ledger.db.execute("SELECT rowid AS id, * FROM promotions WHERE strategy=? ORDER BY rowid DESC "
-                            "LIMIT 1", (strategy,))
-    row = cur.fetchone()
-    return None if row is None else dict(zip([c[0] for c in cur.description], row))
+    rec = ledger.last_promotion(strategy)
+    return None if rec is None else asdict(rec)
+
+
+def require_live_promotion(ledger: Ledger, strategy: StrategyConfig) -> None:
+    """Refuse live trading of a strategy whose newest promotion record is not a promotion to live
+    of the config hash it has now (SPEC §13)."""
+    rec = ledger.last_promotion(strategy.name)
+    if rec is None or rec.action != "promote" or rec.stage != "live":
+        raise LiveSafetyError(f"strategy {strategy.name!r} is not promoted to live: run "
+                              f"`parity promote {strategy.name} --to live` (its gates are checked) first")
+    if rec.config_hash != strategy.config_hash():
+        raise LiveSafetyError(f"strategy {strategy.name!r} changed since it was promoted (config hash "
+                              f"{strategy.config_hash()} vs promoted {rec.config_hash}): promote it again")
 
 
 def record(ledger: Ledger, *, strategy: str, action: str, stage: str, config_hash: str, who: str,
@@ -195,11 +202,7 @@ def record(ledger: Ledger, *, strategy: str, action: str, stage: str, config_has
     if action not in ("promote", "demote"):
         raise UsageError(f"unknown promotion action {action!r}")
     t = now_iso()
-    with ledger.tx():
-        ledger.db.execute("INSERT INTO promotions (strategy, action, stage, config_hash, who, time, "
-                          "evidence, reason) VALUES (?,?,?,?,?,?,?,?)",
-                          (strategy, action, stage, config_hash, who, t,
-                           json.dumps(evidence, sort_keys=True, default=str), reason))
+    ledger.record_promotion(strategy, action, stage, config_hash, who, t, evidence, reason)
     return t
 
 

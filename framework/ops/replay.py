@@ -36,7 +36,7 @@ from framework.data import BarArrays
 from framework.errors import UsageError
 from framework.ledger import Ledger, unpack_prices
 from framework.ops.track import ledger_runs
-from framework.types import SignalBatches
+from framework.types import SignalBatches, strategy_of_batch
 
 
 class MarketFactory(Protocol):
@@ -117,9 +117,7 @@ def _cycles(ledger: Ledger, runs: list[dict]) -> list[PaperCycle]:
     out: dict[str, PaperCycle] = {}
     for r in runs:
         universe = json.loads(r["universe"] or "[]")
-        for seq, bid, t, status, eq, blob in ledger.db.execute(
-                "SELECT seq, batch_id, time, status, equity, prices FROM cycles WHERE run_id=? ORDER BY seq",
-                (r["run_id"],)).fetchall():
+        for seq, bid, t, status, eq, blob in ledger.cycle_rows(r["run_id"]):
             if status == "mark" or bid in out:
                 continue
             px = unpack_prices(blob) if blob is not None else np.full(len(universe), np.nan)
@@ -141,14 +139,15 @@ def _archive_path(path: str, override: str | None) -> Path:
 def _batches(cycles: list[PaperCycle], strategy: StrategyConfig, signals_override: str | None,
              read: Callable[..., SignalBatches]) -> SignalBatches:
     """Read each cycle's batch back from its archive; keep the cycle's batch id."""
-    prefix = cycles[0].batch_id.split("@")[0]
+    prefix = cycles[0].batch_id.split("@")[0]      # strategy and the account's scope: kept in the replay's ids
+    name = strategy_of_batch(cycles[0].batch_id)
     cache: dict[str, SignalBatches] = {}
     symbols: list[str] = []
     rows: list[tuple[dict[str, float], dict[str, float]]] = []
     for c in cycles:
         path = str(_archive_path(c.signals, signals_override))
         if path not in cache:
-            cache[path] = read(path, strategy=prefix, timezone=strategy.signals.timezone,
+            cache[path] = read(path, strategy=name, timezone=strategy.signals.timezone,
                                duplicates=strategy.signals.duplicates)
         sb = cache[path]
         hit = np.flatnonzero(sb.times == c.time)
@@ -172,13 +171,8 @@ def _batches(cycles: list[PaperCycle], strategy: StrategyConfig, signals_overrid
 
 
 def _prior_positions(ledger: Ledger, first: dict, symbols: tuple[str, ...]) -> dict[str, float]:
-    rows = ledger.db.execute(
-        "SELECT f.symbol, SUM(CASE WHEN f.side='buy' THEN f.qty ELSE -f.qty END) FROM fills f JOIN runs r "
-        "ON r.run_id=f.run_id WHERE r.broker=? AND r.mode=? AND (r.created_at < ? OR (r.created_at = ? AND "
-        "r.rowid < (SELECT rowid FROM runs WHERE run_id=?))) GROUP BY f.symbol",
-        (first["broker"], first["mode"], first["created_at"], first["created_at"],
-         first["run_id"])).fetchall()
-    return {s: float(q) for s, q in rows if s in symbols and abs(q) > 1e-12}
+    held = ledger.positions_before(first["account"], first["run_id"]) if first.get("account") else {}
+    return {s: q for s, q in held.items() if s in symbols}
 
 
 def plan_replay(ledger: Ledger, run_or_strategy: str, strategy: StrategyConfig, *,
@@ -194,11 +188,8 @@ def plan_replay(ledger: Ledger, run_or_strategy: str, strategy: StrategyConfig, 
         raise UsageError(f"run {run['run_id']} and the runs before it with the same config have no cycles "
                          "to replay")
     batches = _batches(cycles, strategy, signals_override, read)  # type: ignore[arg-type]
-    last = ledger.db.execute(
-        f"SELECT equity FROM equity WHERE run_id IN ({','.join('?' * len(runs))}) ORDER BY time DESC LIMIT 1",
-        [r["run_id"] for r in runs]).fetchone()
+    final = ledger.last_equity([r["run_id"] for r in runs])
     held = _prior_positions(ledger, runs[0], batches.symbols)
-    final = None if last is None else float(last[0])
     return ReplayPlan(run, tuple(runs), tuple(cycles), batches, held, final)
 
 
@@ -255,12 +246,13 @@ def simulate(plan: ReplayPlan, strategy: StrategyConfig, limits, venue: VenueCon
              bars: BarArrays, *, bars_source: str, fill: str,
              slippage: SlippageSettings | None = None) -> SimReplay:
     """Replay the plan's batches through a simulated broker from ``factory`` (SPEC §12)."""
-    from framework.backtest import persist, replay
     from framework.costs import NoFees, VenueFees, slippage_model
     from framework.engine import Pipeline
     from framework.journal import BufferedJournal
     from framework.rebalance import Rebalancer
     from framework.risk import RiskManager
+    from framework.session import RunInfo, sim_account
+    from framework.session import simulate as run_simulated
     from framework.venue import universe_for
 
     sim = strategy.simulation
@@ -273,18 +265,18 @@ def simulate(plan: ReplayPlan, strategy: StrategyConfig, limits, venue: VenueCon
                      fill=fill, fees=fees, slippage=slippage_model(slip), volume_cap=sim.volume_cap,
                      lookback=slip.lookback)
     run_id = f"replay-{plan.target_run['run_id']}"
-    journal = BufferedJournal(run_id)
+    journal = BufferedJournal(run_id, sim_account(run_id))
     fee_rate = fees.rate(universe.crypto) if isinstance(fees, VenueFees) else 0.0
     r = strategy.rebalance
     pipeline = Pipeline(market, RiskManager(limits), Rebalancer(r, fee_rate), journal, universe, r.unfilled,
                         r.execution, r.smart_reprices, r.smart_offset_bps)
-    outcome = replay(pipeline, market, plan.batches, absent_hold=strategy.signals.absent == "hold")
     mem = Ledger(":memory:")
-    persist(mem, journal, outcome, market, run_id=run_id, strategy=strategy.name,
-            config_hash=strategy.config_hash(), universe=universe.symbols, initial_equity=first.equity,
-            settings={"replay_of": plan.run_ids, "bars": bars_source, "fill": fill,
-                      "slippage": slip.model_dump()}, signals="replay")
-    eq = outcome.equity
+    info = RunInfo(strategy.name, strategy.config_hash(), "backtest",
+                   settings={"replay_of": plan.run_ids, "bars": bars_source, "fill": fill, "slippage": slip.model_dump()},
+                   signals="replay")
+    outcome = run_simulated(mem, pipeline, market, plan.batches, run_id, info, initial_equity=first.equity,
+                            absent_hold=strategy.signals.absent == "hold").outcome
+    eq = outcome.equity  # type: ignore[attr-defined]
     final = float(eq["equity"].iloc[-1]) if eq is not None and len(eq) else first.equity
     return SimReplay(mem, run_id, bars, bars_source, fill, slip, mem.frame("orders", run_id),
                      mem.frame("fills", run_id), mem.frame("cycles", run_id, "seq"),

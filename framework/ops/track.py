@@ -28,19 +28,7 @@ NUMERIC = {"equity", "cash", "gross_exposure", "net_exposure", "qty", "price", "
 def ledger_runs(ledger: Ledger, *, strategy: str | None = None, modes: tuple[str, ...] | None = None,
                 broker: str | None = None, config_hash: str | None = None) -> list[dict]:
     """Return the runs matching every given filter, oldest first."""
-    where, args = [], []
-    for column, value in (("strategy", strategy), ("broker", broker), ("config_hash", config_hash)):
-        if value is not None:
-            where.append(f"{column}=?")
-            args.append(value)
-    if modes:
-        where.append(f"mode IN ({','.join('?' * len(modes))})")
-        args.extend(modes)
-    sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-    sql += " ORDER BY created_at, rowid"
-    cur = ledger.db.execute(sql, args)
-    names = [c[0] for c in cur.description]
-    return [dict(zip(names, row)) for row in cur.fetchall()]
+    return ledger.find_runs(strategy=strategy, modes=modes, broker=broker, config_hash=config_hash)
 
 
 def _utc(s: pd.Series) -> pd.Series:
@@ -48,10 +36,7 @@ def _utc(s: pd.Series) -> pd.Series:
 
 
 def _frame(ledger: Ledger, table: str, run_ids: list[str], until: str | None) -> pd.DataFrame:
-    q = ",".join("?" * len(run_ids))
-    sql = f"SELECT * FROM {table} WHERE run_id IN ({q})" + (" AND time < ?" if until else "")
-    sql += " ORDER BY time, rowid"
-    return pd.read_sql_query(sql, ledger.db, params=(*run_ids, *([until] if until else [])))
+    return ledger.frames_of(table, run_ids, until)
 
 
 def track_frames(ledger: Ledger, run_ids: list[str], until: str | None = None) -> dict[str, pd.DataFrame]:
@@ -74,8 +59,7 @@ def cycle_prices(ledger: Ledger, cycles: pd.DataFrame) -> pd.DataFrame:
     parts = []
     for run_id, group in cycles.groupby("run_id", sort=False):
         if run_id not in universes:
-            row = ledger.db.execute("SELECT universe FROM runs WHERE run_id=?", (run_id,)).fetchone()
-            universes[run_id] = json.loads((row[0] if row else None) or "[]")
+            universes[run_id] = ledger.universe_of(run_id)
         cols = universes[run_id]
         if not cols:
             continue

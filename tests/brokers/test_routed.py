@@ -12,13 +12,14 @@ from brokers.alpaca.broker import AlpacaBroker
 from brokers.alpaca.client import AlpacaEndpoints
 from brokers.coinbase.broker import CoinbaseBroker
 from brokers.coinbase.client import CoinbaseEndpoints
-from brokers.live import RetryPolicy
+from brokers.live import LiveOptions, RetryPolicy
 from brokers.routed import RoutedBroker
 from framework.config import RebalanceSettings, RiskLimits, StrategyConfig
 from framework.engine import Pipeline, run_cycle
+from framework.accounts import Account, Environment
 from framework.journal import WriteAheadJournal
 from framework.ledger import Ledger
-from framework.ledger_check import check_ledger
+from framework.ledger.check import check_ledger
 from framework.rebalance import Rebalancer
 from framework.risk import RiskManager
 from framework.types import TargetPortfolio
@@ -34,19 +35,19 @@ def test_one_target_split_across_alpaca_and_coinbase(tmp_path):
             CoinbaseServer(cash_usd=20_000.0, private_rate_limit=None, fee_rate=0.0) as c_srv:
         a_srv.set_price("AAPL", 200.0)
         c_srv.set_price("BTC-USD", 50_000.0)
-        alpaca = AlpacaBroker(AlpacaEndpoints("k", "s", True, a_srv.url, a_srv.url, 5.0), retry=FAST)
+        fast = LiveOptions(poll_interval_s=0.01)
+        alpaca = AlpacaBroker(AlpacaEndpoints("k", "s", True, a_srv.url, a_srv.url, 5.0), retry=FAST, options=fast)
         coinbase = CoinbaseBroker(CoinbaseEndpoints(c_srv.api_key_name, c_srv.private_key_pem, None, c_srv.base_url,
-                                                    c_srv.cert_path, 5.0), retry=FAST)
-        for b in (alpaca, coinbase):
-            b.poll_interval_s = 0.01
+                                                    c_srv.cert_path, 5.0), retry=FAST, options=fast)
         limits = RiskLimits(max_position_size_pct=0.30, max_exposure_pct=0.95, max_positions=10, min_confidence=0.5,
                             max_daily_loss_pct=0.5, min_account_balance=0.0, max_leverage=1.0)
-        rebalancer = Rebalancer(RebalanceSettings(drift_threshold=0.0, price_buffer_bps=0.0))
-        broker = RoutedBroker({"alpaca": alpaca, "coinbase": coinbase}, strategy.broker_for, rebalancer.resize_adds)
+        settings = RebalanceSettings(drift_threshold=0.0, price_buffer_bps=0.0)
+        rebalancer = Rebalancer(settings)
+        broker = RoutedBroker({"alpaca": alpaca, "coinbase": coinbase}, strategy.broker_for, settings)
         u = broker.instruments(["AAPL", "BTC/USD"])
         ledger = Ledger(tmp_path / "l.db")
         ledger.start_run("r", "mixed", strategy.config_hash(), "paper", broker.name, 120_000.0, u.symbols, {})
-        p = Pipeline(broker, RiskManager(limits), rebalancer, WriteAheadJournal(ledger, "r"), u)
+        p = Pipeline(broker, RiskManager(limits), rebalancer, WriteAheadJournal(ledger, "r", Account(broker.name, Environment.PAPER, "test")), u)
         t = np.datetime64("2026-11-21T15:00:00", "ns")
         # 40% in each: clipped to 30% of the COMBINED equity (120k) = 36k each
         res = run_cycle(p, TargetPortfolio(t, "mixed@20261121T150000Z", np.array([0.4, 0.4]), np.array([0.9, 0.9])))

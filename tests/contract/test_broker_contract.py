@@ -85,16 +85,15 @@ def sim_venue():
 def alpaca_venue():
     from brokers.alpaca.broker import AlpacaBroker
     from brokers.alpaca.client import AlpacaEndpoints
-    from brokers.live import OrderRequest, RetryPolicy
+    from brokers.live import LiveOptions, OrderRequest, RetryPolicy
     from tests.servers.alpaca_server import AlpacaServer
 
     # crypto_fee_bps=0: Alpaca takes crypto fees in the coin received, which would make a BTC
     # position differ from filled_qty by the fee; the fee path is tested in tests/brokers/alpaca.
     with AlpacaServer(key="test-key", secret="test-secret", cash=100_000.0, crypto_fee_bps=0.0) as srv:
         broker = AlpacaBroker(AlpacaEndpoints("test-key", "test-secret", True, srv.url, srv.url, timeout=5.0),
-                              retry=RetryPolicy(attempts=4, base=0.01, cap=0.05))
-        broker.poll_interval_s = 0.01
-        broker.order_timeout_s = 1.0
+                              retry=RetryPolicy(attempts=4, base=0.01, cap=0.05),
+                              options=LiveOptions(order_timeout_s=1.0, poll_interval_s=0.01))
 
         def rest(u: Universe, symbol: str, qty: float, limit: float, batch_id: str) -> None:
             from framework.types import client_order_id
@@ -114,16 +113,15 @@ def alpaca_venue():
 def coinbase_venue():
     from brokers.coinbase.broker import CoinbaseBroker
     from brokers.coinbase.client import CoinbaseEndpoints
-    from brokers.live import OrderRequest, RetryPolicy
+    from brokers.live import LiveOptions, OrderRequest, RetryPolicy
     from tests.servers.coinbase_server import CoinbaseServer
 
     # Coinbase trades crypto only: the contract's two instruments are ETH/USD and BTC/USD.
     with CoinbaseServer(cash_usd=100_000.0, private_rate_limit=None, fee_rate=0.0) as srv:
         broker = CoinbaseBroker(CoinbaseEndpoints(srv.api_key_name, srv.private_key_pem, None, srv.base_url,
                                                   srv.cert_path, timeout=5.0),
-                                retry=RetryPolicy(attempts=4, base=0.01, cap=0.05))
-        broker.poll_interval_s = 0.01
-        broker.order_timeout_s = 1.0
+                                retry=RetryPolicy(attempts=4, base=0.01, cap=0.05),
+                                options=LiveOptions(order_timeout_s=1.0, poll_interval_s=0.01))
 
         def rest(u: Universe, symbol: str, qty: float, limit: float, batch_id: str) -> None:
             from framework.types import client_order_id

@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from framework.ledger_check import check_ledger
+from framework.ledger.check import check_ledger
 
 
 @dataclass

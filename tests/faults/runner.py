@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PRELOAD = ["framework.cli", "framework.cli.live", "framework.cli.brokers", "framework.cli.coinbase_wiring",
+PRELOAD = ["framework.cli", "framework.cli.live", "framework.cli.registry", "framework.session", "framework.recovery",
            "framework.engine", "framework.journal", "framework.signals", "framework.config", "framework.risk",
            "framework.rebalance", "brokers.live", "brokers.alpaca.broker", "brokers.coinbase.broker",
            "alpaca.trading.client", "alpaca.trading.requests", "alpaca.data.historical", "alpaca.data.requests",

@@ -135,7 +135,7 @@ def _assert_cancel_recorded(v, partial: bool) -> None:
                           "AND message LIKE 'canceled: not filled within%'").fetchall()
     finally:
         db.close()
-    assert rows, "no order was recorded as cancelled after the timeout"
+    assert rows, "no order was recorded as cancelled after the timeout: " + repr(_all_orders(v))
     if partial:
         assert all(0 < f < q for _, f, q, _ in rows), rows
         assert all("partially filled" in m for *_, m in rows), rows
@@ -167,3 +167,13 @@ def test_rerun_of_a_finished_batch_books_no_fill_twice(tmp_path, venue):
         assert not out.problems, "\n".join(out.problems) + "\n" + case.transcript()
     finally:
         v.close()
+
+
+def _all_orders(v) -> list:
+    import sqlite3
+
+    db = sqlite3.connect(str(v.ledger))
+    try:
+        return db.execute("SELECT client_order_id, status, filled_qty, qty, message FROM orders").fetchall()
+    finally:
+        db.close()

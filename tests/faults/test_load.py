@@ -30,7 +30,9 @@ from itertools import product
 import numpy as np
 import pytest
 
-from framework.ledger_check import check_ledger
+from brokers.live import LiveOptions
+from framework.accounts import Account, Environment
+from framework.ledger.check import check_ledger
 
 pytestmark = pytest.mark.faults
 
@@ -61,25 +63,18 @@ def _pipeline(broker, ledger_path, symbols, weights, venue: str):
 
     universe = broker.instruments(symbols)
     ledger = Ledger(ledger_path)
-    _wire(broker, ledger)
     run_id = f"load-{venue}"
     ledger.start_run(run_id, "load", "", "paper" if venue == "alpaca" else "live", broker.name, None,
                      universe.symbols, {})
     limits = RiskLimits(max_position_size_pct=0.05, max_exposure_pct=0.99, max_positions=1000, min_confidence=0.0,
                         max_daily_loss_pct=1.0, min_account_balance=0.0, max_leverage=1.0)
-    journal = WriteAheadJournal(ledger, run_id)
+    journal = WriteAheadJournal(ledger, run_id, Account(broker.name, Environment.PAPER, "load"))
     p = Pipeline(broker, RiskManager(limits), Rebalancer(RebalanceSettings(drift_threshold=0.0, order_timeout_s=60)),
                  journal, universe)
     now = np.datetime64(time.time_ns(), "ns")
     w = np.array([weights[s] for s in universe.symbols])
     target = TargetPortfolio(now, batch_key("load", now), w, np.ones(len(w)))
     return p, target, ledger
-
-
-def _wire(broker, ledger) -> None:
-    from framework.cli.live import booked_trade_ids
-
-    broker.known_trade_ids = booked_trade_ids(ledger)
 
 
 def _check(broker, ledger, res, statuses, targets: dict[str, float], held: dict[str, float], inc) -> None:
@@ -114,8 +109,7 @@ def test_alpaca_200_orders_under_200_requests_per_minute(tmp_path):
         weights = {s: 0.0 for s in names[:N_SELL]}
         weights.update({s: 0.004 for s in names[N_SELL:]})
         broker = AlpacaBroker(AlpacaEndpoints("test-key", "test-secret", True, srv.url, srv.url, 10.0),
-                              requests_per_minute=200)
-        broker.poll_interval_s = 0.05
+                              requests_per_minute=200, options=LiveOptions(poll_interval_s=0.05))
         _compress(broker.limiter, scale)
         p, target, ledger = _pipeline(broker, tmp_path / "parity.db", names, weights, "alpaca")
         res = run_cycle(p, target)
@@ -149,8 +143,7 @@ def test_coinbase_200_orders_under_30_requests_per_second(tmp_path):
     try:
         key = srv.key()
         broker = CoinbaseBroker(CoinbaseEndpoints(key.name, key.private_pem, None, srv.base_url, srv.cert_path, 10.0),
-                                requests_per_second=30)
-        broker.poll_interval_s = 0.05
+                                requests_per_second=30, options=LiveOptions(poll_interval_s=0.05))
         _compress(broker.limiter, scale)
         weights = {s: 0.0 for s in names[:N_SELL]}
         weights.update({s: 0.004 for s in names[N_SELL:]})

@@ -10,7 +10,7 @@ import numpy as np
 
 from brokers.alpaca.broker import AlpacaBroker
 from brokers.alpaca.client import AlpacaEndpoints
-from brokers.live import RetryPolicy
+from brokers.live import LiveOptions, RetryPolicy
 from brokers.simulated import SimulatedBroker
 from framework.clock import SimClock
 from framework.config import RebalanceSettings, RiskLimits
@@ -19,7 +19,8 @@ from framework.data import BarArrays
 from framework.engine import Pipeline, marketable_limit, run_cycle
 from framework.journal import BufferedJournal, WriteAheadJournal
 from framework.ledger import Ledger
-from framework.ledger_check import check_ledger
+from framework.accounts import Account, Environment
+from framework.ledger.check import check_ledger
 from framework.rebalance import Rebalancer
 from framework.risk import RiskManager
 from framework.types import AssetClass, Instrument, TargetPortfolio, Universe
@@ -54,9 +55,9 @@ def _sim(next_open: float):
 def test_marketable_limits_sit_through_the_price_on_whole_cents():
     px = np.array([100.001, 100.0, 0.5])
     side = np.array([1, -1, 1], np.int8)
-    lim = marketable_limit(px, side, 10.0)
+    lim = marketable_limit(px, side, 10.0, np.array([0.01, 0.01, 0.0001]))
     assert lim[0] == 100.11 and lim[1] == 99.9       # buys above, sells below, cents away from the price
-    assert abs(lim[2] - 0.5005) < 1e-12              # under $1 no rounding to cents
+    assert lim[2] == 0.5005                          # under $1: four decimals, Alpaca's sub-penny rule
 
 
 def test_a_limit_the_open_gaps_through_is_re_priced_then_sent_at_market_in_the_simulator():
@@ -85,12 +86,13 @@ def test_a_limit_inside_the_bar_fills_at_the_first_step_in_the_simulator():
     assert abs(sim.book.pos[0] - 500.0) < 1e-6
 
 
-def _alpaca(srv):
-    b = AlpacaBroker(AlpacaEndpoints("k", "s", True, srv.url, srv.url, timeout=5.0),
-                     retry=RetryPolicy(attempts=3, base=0.01, cap=0.05))
-    b.poll_interval_s = 0.01
-    b.order_timeout_s = 0.15
-    return b
+PAPER = Account("alpaca", Environment.PAPER, "test")
+
+
+def _alpaca(srv, order_timeout_s: float = 0.15):
+    return AlpacaBroker(AlpacaEndpoints("k", "s", True, srv.url, srv.url, timeout=5.0),
+                        retry=RetryPolicy(attempts=3, base=0.01, cap=0.05),
+                        options=LiveOptions(order_timeout_s=order_timeout_s, poll_interval_s=0.01))
 
 
 def test_smart_steps_at_alpaca_are_journaled_orders_never_sent_twice(tmp_path):
@@ -101,7 +103,7 @@ def test_smart_steps_at_alpaca_are_journaled_orders_never_sent_twice(tmp_path):
         ledger = Ledger(tmp_path / "l.db")
         ledger.start_run("run1", "smart", "h", "paper", "alpaca", 100_000.0, u.symbols, {})
         p = Pipeline(broker, RiskManager(LIMITS), Rebalancer(RebalanceSettings(drift_threshold=0.0)),
-                     WriteAheadJournal(ledger, "run1"), u, "cancel", "smart", 2, 10.0)
+                     WriteAheadJournal(ledger, "run1", PAPER), u, "cancel", "smart", 2, 10.0)
         t = np.datetime64("2026-11-21T15:00:00", "ns")
         res = run_cycle(p, _target(u, t, [0.2], "smart@20261121T150000Z"))
         sent = srv.orders_submitted()
@@ -115,7 +117,7 @@ def test_smart_steps_at_alpaca_are_journaled_orders_never_sent_twice(tmp_path):
         # the same batch again sends nothing new
         ledger.start_run("run2", "smart", "h", "paper", "alpaca", 100_000.0, u.symbols, {})
         p2 = Pipeline(broker, RiskManager(LIMITS), Rebalancer(RebalanceSettings(drift_threshold=0.0)),
-                      WriteAheadJournal(ledger, "run2"), u, "cancel", "smart", 2, 10.0)
+                      WriteAheadJournal(ledger, "run2", PAPER), u, "cancel", "smart", 2, 10.0)
         run_cycle(p2, _target(u, t, [0.2], "smart@20261121T150000Z"))
         assert len(srv.orders_submitted()) == 4
         assert check_ledger(ledger) == []
@@ -125,13 +127,12 @@ def test_smart_steps_at_alpaca_are_journaled_orders_never_sent_twice(tmp_path):
 def test_a_marketable_limit_that_fills_ends_the_ladder_at_alpaca(tmp_path):
     with AlpacaServer(key="k", secret="s", rate_limit=None, data_rate_limit=None) as srv:
         srv.set_price("AAPL", 100.0)
-        broker = _alpaca(srv)
-        broker.order_timeout_s = 5.0
+        broker = _alpaca(srv, order_timeout_s=5.0)
         u = broker.instruments(["AAPL"])
         ledger = Ledger(tmp_path / "l.db")
         ledger.start_run("run1", "smart", "h", "paper", "alpaca", 100_000.0, u.symbols, {})
         p = Pipeline(broker, RiskManager(LIMITS), Rebalancer(RebalanceSettings(drift_threshold=0.0)),
-                     WriteAheadJournal(ledger, "run1"), u, "cancel", "smart", 2, 10.0)
+                     WriteAheadJournal(ledger, "run1", PAPER), u, "cancel", "smart", 2, 10.0)
         run_cycle(p, _target(u, np.datetime64("2026-11-21T15:00:00", "ns"), [0.2], "smart@20261121T150001Z"))
         sent = srv.orders_submitted()
         assert len(sent) == 1 and sent[0]["type"] == "limit"
@@ -140,25 +141,22 @@ def test_a_marketable_limit_that_fills_ends_the_ladder_at_alpaca(tmp_path):
 
 
 def test_each_broker_answer_is_committed_with_its_fills_as_it_arrives(tmp_path):
-    from framework.cli.live import _wire_journal
-
     with AlpacaServer(key="k", secret="s", rate_limit=None, data_rate_limit=None, partial_fill_fraction=0.5) as srv:
         srv.set_price("AAPL", 100.0)
-        broker = _alpaca(srv)
-        broker.order_timeout_s = 5.0
+        broker = _alpaca(srv, order_timeout_s=5.0)
         u = broker.instruments(["AAPL"])
         ledger = Ledger(tmp_path / "l.db")
         ledger.start_run("run1", "wal", "h", "paper", "alpaca", 100_000.0, u.symbols, {})
-        journal = WriteAheadJournal(ledger, "run1")
         seen: list[tuple] = []
 
-        def watch(rep):   # what the ledger holds at the moment each answer arrives
-            journal.updates([rep])
-            seen.append(ledger.db.execute("SELECT status, filled_qty, (SELECT COUNT(*) FROM fills) FROM orders").fetchone())
+        class Watched(WriteAheadJournal):
+            def update(self, report):   # what the ledger holds once each answer is booked
+                super().update(report)
+                seen.append(ledger.db.execute("SELECT status, filled_qty, (SELECT COUNT(*) FROM fills) "
+                                              "FROM orders").fetchone())
 
+        journal = Watched(ledger, "run1", PAPER)
         p = Pipeline(broker, RiskManager(LIMITS), Rebalancer(RebalanceSettings(drift_threshold=0.0)), journal, u)
-        _wire_journal(broker, journal)
-        broker.observer = watch
         run_cycle(p, _target(u, np.datetime64("2026-11-21T15:00:00", "ns"), [0.2], "wal@20261121T150000Z"))
         statuses = [s[0] for s in seen]
         assert statuses[0] == "new"                                  # the acknowledgement, before any fill

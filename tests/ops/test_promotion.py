@@ -7,7 +7,6 @@ import getpass
 import json
 import sqlite3
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -136,18 +135,14 @@ def test_promote_refuses_naming_the_gate_then_accepts_and_records(tmp_path, monk
 # ---------------------------------------------------------------- real evidence and the live gate
 
 
-def production_broker():
-    """What live_gate looks at: a broker whose endpoint is the venue's production one."""
-    return SimpleNamespace(name="alpaca", endpoints=SimpleNamespace(production=True),
-                           describe=lambda: "alpaca (live) at api.alpaca.markets")
-
-
 def live_gate(home: Home):
+    """The gate as live ``execute`` runs it with the settings' default (production) endpoint."""
     from framework.cli.live import live_gate as gate
+    from framework.config import Settings
 
     led = Ledger(home.ledger)
     try:
-        return gate(led, load_strategy(str(home.strategy_file)), production_broker(), True)
+        return gate(led, load_strategy(str(home.strategy_file)), Settings(), "alpaca", True)
     finally:
         led.close()
 

@@ -12,7 +12,7 @@ import pytest
 
 from brokers.alpaca.broker import AlpacaBroker
 from brokers.alpaca.client import AlpacaEndpoints, NotFound
-from brokers.live import OrderRequest, RateLimiter, RetryPolicy
+from brokers.live import LiveOptions, OrderRequest, RateLimiter, RetryPolicy
 from framework.broker import OrderState
 from framework.errors import (AuthenticationError, DataError, InsufficientFunds, OrderRejected,
                               TransientBrokerError)
@@ -29,12 +29,11 @@ def server():
         yield srv
 
 
-def make_broker(srv, *, timeout: float = 5.0, attempts: int = 4, secret: str = SECRET, **kw) -> AlpacaBroker:
-    b = AlpacaBroker(AlpacaEndpoints(KEY, secret, True, srv.url, srv.url, timeout=timeout),
-                     retry=RetryPolicy(attempts=attempts, base=0.01, cap=0.05), **kw)
-    b.poll_interval_s = 0.01
-    b.order_timeout_s = 1.0
-    return b
+def make_broker(srv, *, timeout: float = 5.0, attempts: int = 4, secret: str = SECRET, order_timeout_s: float = 1.0,
+                **kw) -> AlpacaBroker:
+    return AlpacaBroker(AlpacaEndpoints(KEY, secret, True, srv.url, srv.url, timeout=timeout),
+                        retry=RetryPolicy(attempts=attempts, base=0.01, cap=0.05),
+                        options=LiveOptions(order_timeout_s=order_timeout_s, poll_interval_s=0.01), **kw)
 
 
 @pytest.fixture
@@ -293,8 +292,7 @@ def test_rate_limiter_spaces_requests_at_the_published_rate():
 
 def test_equity_orders_wait_for_a_closed_market_with_a_clear_message(server):
     server.set_market_open(False)
-    b = make_broker(server)
-    b.order_timeout_s = 0.2
+    b = make_broker(server, order_timeout_s=0.2)
     u = b.instruments(["AAPL", "BTC/USD"])
     assert b.market_open(u).tolist() == [False, True]
     bt = batch(b, [("AAPL", 1, 2.0), ("BTC/USD", 1, 0.01)], "adapter@closed")

@@ -10,7 +10,7 @@ import pytest
 
 from brokers.alpaca.broker import AlpacaBroker
 from brokers.alpaca.client import AlpacaEndpoints
-from brokers.live import RetryPolicy
+from brokers.live import LiveOptions, RetryPolicy
 from framework.types import OrderBatch, OrderStatus
 from tests.servers.alpaca_server import AlpacaServer
 
@@ -27,9 +27,8 @@ def server():
 def make_broker(srv, *, timeout: float = 5.0, requests_per_minute: int = 200) -> AlpacaBroker:
     b = AlpacaBroker(AlpacaEndpoints(KEY, SECRET, True, srv.url, srv.url, timeout=timeout),
                      retry=RetryPolicy(attempts=4, base=0.01, cap=0.05),
-                     requests_per_minute=requests_per_minute)
-    b.poll_interval_s = 0.01
-    b.order_timeout_s = 2.0
+                     requests_per_minute=requests_per_minute,
+                     options=LiveOptions(order_timeout_s=2.0, poll_interval_s=0.01))
     return b
 
 

@@ -18,7 +18,8 @@ import pytest
 
 from brokers.coinbase.broker import CoinbaseBroker
 from brokers.coinbase.client import CoinbaseEndpoints
-from brokers.live import RetryPolicy
+from brokers.live import LiveOptions, RetryPolicy
+from framework.accounts import Account, Environment
 from framework.errors import AuthenticationError, DataError, TransientBrokerError
 from framework.types import OrderBatch, OrderStatus, OrderType
 from tests.conftest import utc
@@ -40,10 +41,8 @@ def make_broker(srv: CoinbaseServer, *, timeout: float = 5.0, retry: RetryPolicy
     ep = CoinbaseEndpoints(api_key=name, api_secret=pem, key_file=None, base_url=srv.base_url,
                            ca_bundle=srv.cert_path, timeout=timeout)
     kw = {} if sleep is None else {"sleep": sleep}
-    b = CoinbaseBroker(ep, requests_per_second=rps, retry=retry, **kw)
-    b.poll_interval_s = 0.01
-    b.order_timeout_s = order_timeout_s
-    return b
+    return CoinbaseBroker(ep, requests_per_second=rps, retry=retry,
+                          options=LiveOptions(order_timeout_s=order_timeout_s, poll_interval_s=0.01), **kw)
 
 
 def make_batch(broker: CoinbaseBroker, legs, *, leg: str = "add", order_type=OrderType.MARKET, limit=None,
@@ -198,10 +197,10 @@ def test_market_buy_fills_with_the_venues_trade_ids_and_the_ledger_books_them_on
     ledger = Ledger(tmp_path / "ledger.db")
     try:
         ledger.start_run("r1", "t", "", "live", "coinbase", 100_000.0, batch.universe.symbols, {})
-        j = WriteAheadJournal(ledger, "r1")
+        j = WriteAheadJournal(ledger, "r1", Account("coinbase", Environment.LIVE, "test"))
         j.intents(0, batch)
-        j.report(0, rep)
-        j.report(0, rep)                # the same fills again (a re-sync): booked once
+        j.update(rep)
+        j.update(rep)                   # the same fills again (a re-sync): booked once
         rows = ledger.db.execute("SELECT trade_id, qty, fee FROM fills WHERE run_id='r1'").fetchall()
     finally:
         ledger.close()
@@ -286,20 +285,25 @@ def test_unfilled_limit_is_cancelled_after_the_timeout_and_its_hold_released(ser
 
 
 def test_open_orders_lookup_and_cancel_by_client_order_id(server, broker):
+    """Only Parity's own orders (``p-`` ids) are listed as working and cancelled (SPEC §17); the user's
+    hand-placed order is listed apart and survives a cancel asked for by its id."""
     client = server.rest_client()
-    server.set_balance("ETH", "1")
+    server.set_balance("ETH", "2")
     r = client.limit_order_gtc_sell("manual-sell-2", "ETH-USD", base_size="0.5", limit_price="4000.00")
+    assert r["success"] is True
+    r = client.limit_order_gtc_sell("p-test-ETHUSD-add-0123456789", "ETH-USD", base_size="0.5", limit_price="4100.00")
     assert r["success"] is True
     working = broker.open_orders()
     assert [(o.client_order_id, o.symbol, o.side, o.qty, o.status) for o in working] == [
-        ("manual-sell-2", "ETH/USD", -1, 0.5, OrderStatus.NEW)]
-    found = broker.lookup(["manual-sell-2", "never-sent"])
-    assert set(found) == {"manual-sell-2"}
-    out = broker.cancel(["manual-sell-2"])
-    assert [(o.client_order_id, o.status) for o in out] == [("manual-sell-2", OrderStatus.CANCELED)]
-    assert server.orders(client_order_id="manual-sell-2")[0]["status"] == "CANCELLED"
+        ("p-test-ETHUSD-add-0123456789", "ETH/USD", -1, 0.5, OrderStatus.NEW)]
+    assert [o.client_order_id for o in broker.foreign_orders()] == ["manual-sell-2"]
+    found = broker.lookup(["manual-sell-2", "p-test-ETHUSD-add-0123456789", "never-sent"])
+    assert set(found) == {"manual-sell-2", "p-test-ETHUSD-add-0123456789"}
+    out = broker.cancel(["manual-sell-2", "p-test-ETHUSD-add-0123456789"])
+    assert [(o.client_order_id, o.status) for o in out] == [("p-test-ETHUSD-add-0123456789", OrderStatus.CANCELED)]
+    assert server.orders(client_order_id="p-test-ETHUSD-add-0123456789")[0]["status"] == "CANCELLED"
+    assert server.orders(client_order_id="manual-sell-2")[0]["status"] == "OPEN"      # the user's: untouched
     assert broker.open_orders() == []
-    assert server.balance("ETH") == (D(1), D(0))
 
 
 # ------------------------------------------------------------------------------------------ sizes

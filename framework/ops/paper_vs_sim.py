@@ -84,9 +84,7 @@ def order_table(orders: pd.DataFrame, fills: pd.DataFrame,
 
 
 def _submitted(ledger: Ledger, run_ids: list[str]) -> pd.Series:
-    q = ",".join("?" * len(run_ids))
-    ev = pd.read_sql_query(f"SELECT client_order_id, MIN(time) AS t FROM order_events WHERE run_id IN ({q}) "
-                           "GROUP BY client_order_id", ledger.db, params=run_ids)
+    ev = ledger.first_event_times(run_ids)
     if ev.empty:
         return pd.Series(dtype=object)
     return pd.Series(_utc(ev["t"]).to_numpy(), index=ev["client_order_id"])

@@ -4,7 +4,7 @@ Crash recovery is only as good as the ledger it starts from, so the fault tests 
 after an incident) run this over the whole file. What an order *is* needs a definition first:
 
 - In paper and live runs an order is a venue order, identified by its client order id within one
-  account, i.e. one (broker, mode): the venues refuse (Alpaca) or fold (Coinbase) a second order
+  account (the ``account`` column, SPEC §17): the venues refuse (Alpaca) or fold (Coinbase) a second order
   with the same id, and a re-run of the same batch — after a crash or on purpose — writes a new
   ledger row for the same venue order. Each row is what one run knew of that venue order; its fills
   are booked once, by whichever run saw them first. So the fills booked for a client order id over
@@ -36,7 +36,7 @@ TOLERANCE = 1e-9
 ORDER_STATUSES = frozenset({"planned", "new", "partially_filled", "filled", "canceled", "rejected", "expired"})
 # "mark": the final valuation row of a backtest
 CYCLE_STATUSES = frozenset({"running", "done", "halted", "interrupted", "failed", "mark"})
-RUN_STATUSES = frozenset({"running", "done", "halted", "interrupted", "failed"})
+RUN_STATUSES = frozenset({"running", "done", "halted", "interrupted", "failed", "snapshot"})
 
 
 def _connection(ledger) -> tuple[sqlite3.Connection, bool]:
@@ -70,15 +70,15 @@ def _check(db: sqlite3.Connection, only: set[str] | None) -> list[str]:
         return only is None or run_id in only
 
     runs = {}
-    for rowid, run_id, mode, broker, status, created in db.execute(
-            "SELECT rowid, run_id, mode, broker, status, created_at FROM runs"):
-        runs[run_id] = (mode, broker, status, (created or "", rowid))
+    for rowid, run_id, mode, broker, status, created, account in db.execute(
+            "SELECT rowid, run_id, mode, broker, status, created_at, account FROM runs"):
+        runs[run_id] = (mode, account or f"{broker}:{mode}", status, (created or "", rowid))
         if wanted(run_id) and status not in RUN_STATUSES:
             problems.append(f"run {run_id}: unknown status {status!r}")
 
     def scope(run_id: str) -> tuple:
-        mode, broker, _, _ = runs[run_id]
-        return ("run", run_id) if mode == "backtest" else ("account", broker, mode)
+        mode, account, _, _ = runs[run_id]
+        return ("run", run_id) if mode == "backtest" else ("account", account)
 
     # ---- cycles
     cycles = set()
