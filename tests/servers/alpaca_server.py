@@ -561,6 +561,7 @@ class _VenueBehaviours:
                 o["updated_at"] = now
 
     def _find(self, id_or_client_order_id: str) -> dict:
+        id_or_client_order_id = str(id_or_client_order_id)  # the SDK hands out uuid.UUID ids
         o = self._orders.get(id_or_client_order_id)
         if o is None and id_or_client_order_id in self._by_cid:
             o = self._orders[self._by_cid[id_or_client_order_id]]
