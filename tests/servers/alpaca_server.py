@@ -360,7 +360,7 @@ class _VenueBehaviours:
     # the account is not allowed to place orders", multiplier 1 = cash account: buying_power = cash)
 
     def set_account(self, **flags) -> dict:
-        """Set account flags (``trading_blocked=True``, ``multiplier="1"``, ``status="ACCOUNT_CLOSED"``, ...)."""
+        """Set account flags, e.g. ``trading_blocked=True``, ``multiplier="1"``, ``status="INACTIVE"``."""
         with self._lock:
             for k, v in flags.items():
                 if k not in ACCOUNT_FLAGS:
@@ -413,7 +413,8 @@ class _VenueBehaviours:
             # P: alpaca-trade-api-js#57: 403 {"code":40310000,"message":"account is not allowed to short"}
             return _err(403, 40310000, "account is not allowed to short")
         if qty is None or qty != qty.to_integral_value():
-            # P: alpaca-trade-api-python#405 quotes "fractional orders are not allowed to short" (status GUESS)
+            # P: alpaca-trade-api-python#405 quotes "fractional orders are not allowed to short" (status
+            # GUESS)
             return _err(403, 40310000, "fractional orders are not allowed to short")
         if not a.get("shortable"):
             return _err(403, 40310000, f"asset {a['symbol']} is not shortable")  # GUESS text
@@ -434,8 +435,8 @@ class _VenueBehaviours:
                 raise _err(403, 40310000, "potential wash trade detected. use complex orders")
 
     # ---- crypto buy floor (ccxt PR#30101, a paper-API probe matrix: USD-quoted crypto BUYS below $10 cost
-    # basis get 403 {"code":40310000,"message":"cost basis must be >= minimal amount of order 10"}; sells below
-    # it are accepted; BTC-quoted pairs have no $10 floor) -- P
+    # basis get 403 {"code":40310000,"message":"cost basis must be >= minimal amount of order 10"};
+    # sells below it are accepted; BTC-quoted pairs have no $10 floor) -- P
 
     def _crypto_buy_floor_applies(self, a: dict) -> bool:
         return a["symbol"].endswith("/USD")
@@ -457,7 +458,8 @@ class _VenueBehaviours:
             "order_id": o["id"]})
 
     def post_crypto_fees(self) -> int:
-        """End of day: post the day's crypto fees as CFEE activities (``new_day`` calls this). Returns how many."""
+        """End of day: post the day's crypto fees as CFEE activities (``new_day`` calls this).
+        Returns how many."""
         with self._lock:
             pending = self._account.pop("pending_cfee", [])
             day = _now().astimezone(_ET).date().isoformat()
@@ -468,7 +470,7 @@ class _VenueBehaviours:
                     "id": f"{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}::{uuid.uuid4()}",
                     "account_id": self._account["id"], "activity_type": "CFEE", "date": day,
                     "net_amount": _fmt(-f["qty"]) if usd else "0",
-                    "description": "Coin Pair Transaction Fee (USD)" if usd else "Coin Pair Transaction Fee (Non USD)",
+                    "description": "Coin Pair Transaction Fee (" + ("USD)" if usd else "Non USD)"),
                     "symbol": f["symbol"], "qty": "0" if usd else _fmt(-f["qty"]), "price": _fmt(f["price"]),
                     "status": "executed"})
             self._mark()
@@ -493,19 +495,26 @@ class _VenueBehaviours:
         buy = o["side"] == "buy"
         if o["type"] in ("stop", "stop_limit") and not o["_stop_triggered"]:
             return False
-        if o["type"] in ("limit", "stop_limit") and not (price <= o["limit_price"] if buy else price >= o["limit_price"]):
+        crossed = price <= o["limit_price"] if buy else price >= o["limit_price"]
+        if o["type"] in ("limit", "stop_limit") and not crossed:
             return False
         slip = D(str(self.fill_slippage_bps)) / D(10000)
         fp = price * (ONE + slip) if buy else price * (ONE - slip)
         if o["type"] in ("limit", "stop_limit"):
             fp = min(fp, o["limit_price"]) if buy else max(fp, o["limit_price"])
         fp = fp.quantize(Q9)
+        frac = self.pending_cancel_fill_fraction
+        part = frac is not None and 0 < float(frac) < 1   # only part fills, then the cancel goes through
+        fd = D(str(frac)) if part else ONE
         if o["notional"] is not None:
-            rem_n = o["notional"] - o["_filled_notional"]
+            rem_n = ((o["notional"] - o["_filled_notional"]) * fd).quantize(Q9, ROUND_DOWN)
             q = (rem_n / fp).quantize(Q9, ROUND_DOWN)
             o["_filled_notional"] += rem_n
         else:
-            q = o["qty"] - o["filled_qty"]
+            rem = o["qty"] - o["filled_qty"]
+            whole = rem == rem.to_integral_value()
+            step, rounding = (ONE, ROUND_FLOOR) if whole else (Q9, ROUND_DOWN)
+            q = (rem * fd).quantize(step, rounding) if part else rem
         if not buy and o["position_intent"] == "sell_to_close":
             pos = self._positions.get(self._poskey(a))
             q = min(q, max(ZERO, pos["qty"] if pos else ZERO))
@@ -514,8 +523,12 @@ class _VenueBehaviours:
         self._apply_fill(a, o, q, fp)
         now = _iso(self._ts())
         o["filled_avg_price"] = (o["_filled_cost"] / o["filled_qty"]).quantize(Q9)
-        o["status"], o["filled_at"], o["updated_at"] = "filled", now, now
-        self._fills[-1]["type"], self._fills[-1]["order_status"] = "fill", "filled"
+        if part:
+            o["status"], o["canceled_at"], o["updated_at"] = "canceled", now, now
+            self._fills[-1]["type"], self._fills[-1]["order_status"] = "partial_fill", "canceled"
+        else:
+            o["status"], o["filled_at"], o["updated_at"] = "filled", now, now
+            self._fills[-1]["type"], self._fills[-1]["order_status"] = "fill", "filled"
         self._mark()
         return True
 
@@ -531,7 +544,8 @@ class _VenueBehaviours:
 
     def venue_replace(self, id_or_client_order_id: str, **changes) -> dict:
         """The venue replaces an open order (a corporate action): the old one becomes ``replaced`` and a new
-        order (new client_order_id, ``replaces`` = old id) carries ``changes`` (qty, limit_price, stop_price)."""
+        order (new client_order_id, ``replaces`` = old id) carries ``changes`` (qty, limit_price,
+        stop_price)."""
         with self._lock:
             o = self._find(id_or_client_order_id)
             new = self._replace(o, dict(changes))
@@ -539,8 +553,8 @@ class _VenueBehaviours:
             return new
 
     def set_done_for_day(self, id_or_client_order_id: str) -> dict:
-        """The order is done for the day: no fills until ``new_day()``, which reopens a gtc order and expires a
-        day order."""
+        """The order is done for the day: no fills until ``new_day()``, which reopens a gtc order and
+        expires a day order."""
         with self._lock:
             o = self._find(id_or_client_order_id)
             if o["status"] not in OPEN_STATUSES:
@@ -584,7 +598,8 @@ class _VenueBehaviours:
 
     def _adjust_fill(self, activity_id: str, kind: str, qty, price) -> dict:
         with self._lock:
-            f = next((x for x in self._fills if x["id"] == activity_id and x["activity_type"] == "FILL"), None)
+            f = next((x for x in self._fills if x["id"] == activity_id and x["activity_type"] == "FILL"),
+                     None)
             if f is None:
                 raise ValueError(f"unknown fill activity {activity_id}")
             o = self._orders[f["order_id"]]
@@ -605,7 +620,8 @@ class _VenueBehaviours:
                 self._positions[key] = {"asset": a["symbol"], "qty": left, "avg_entry_price": avg}
             o["filled_qty"] += new_q - old_q
             o["_filled_cost"] += new_q * new_p - old_q * old_p
-            o["filled_avg_price"] = (o["_filled_cost"] / o["filled_qty"]).quantize(Q9) if o["filled_qty"] else None
+            o["filled_avg_price"] = ((o["_filled_cost"] / o["filled_qty"]).quantize(Q9) if o["filled_qty"]
+                                     else None)
             row = dict(f, id=f"{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}::{uuid.uuid4()}", type=kind,
                        transaction_time=_iso(self._ts()), qty=_fmt(new_q), price=_fmt(new_p),
                        corrects=activity_id)
@@ -675,6 +691,7 @@ class AlpacaServer(_VenueBehaviours):
         verbose: bool = False,
         wash_trade_check: bool = True,
         pending_cancel_fill_prob: float = 0.0,
+        pending_cancel_fill_fraction: float | None = None,
         race_seed: int = 0,
         crypto_fee_tier: int | None = None,
         extended_session: bool = False,
@@ -710,10 +727,13 @@ class AlpacaServer(_VenueBehaviours):
             (venue behaviours, issue 12 -- see ``_VenueBehaviours``)
             wash_trade_check: refuse an order opposite to an open order on the symbol (the venue does).
             pending_cancel_fill_prob: with ``async_cancel``, the chance that a pending_cancel order fills
-                its remainder on the next fill event instead of cancelling; ``race_seed`` seeds it.
+                its remainder on the next fill event instead of cancelling; ``race_seed`` seeds it;
+                ``pending_cancel_fill_fraction`` (0..1): only that part of the remainder fills, then it
+                cancels.
             crypto_fee_tier: 1..8 = the venue's volume tier (25 .. 8 bps); overrides ``crypto_fee_bps``.
             extended_session: while the market is closed, extended_hours orders can fill (pre/post market).
-            enforce_crypto_price_increment: crypto limit prices off the asset's price_increment -> 422 (GUESS).
+            enforce_crypto_price_increment: crypto limit prices off the asset's price_increment -> 422
+                (GUESS).
         """
         if fill_mode not in ("poll", "tick", "immediate", "manual"):
             raise ValueError(f"bad fill_mode {fill_mode!r}")
@@ -746,6 +766,7 @@ class AlpacaServer(_VenueBehaviours):
         self.quote_spread_bps = float(quote_spread_bps)
         self.wash_trade_check = bool(wash_trade_check)
         self.pending_cancel_fill_prob = float(pending_cancel_fill_prob)
+        self.pending_cancel_fill_fraction = pending_cancel_fill_fraction
         self.race_seed = int(race_seed)
         self._race_rng = random.Random(self.race_seed)
         self.crypto_fee_tier = crypto_fee_tier
@@ -951,8 +972,8 @@ class AlpacaServer(_VenueBehaviours):
             "partial_fill_fraction", "stall_after_partial", "crypto_fee_bps", "crypto_min_cost", "equity_min_notional",
             "bp_markup_bps", "allow_short", "async_cancel", "rate_limit", "data_rate_limit",
             "rate_limit_window", "bars_page_max", "quote_spread_bps", "key", "secret", "oauth_token",
-            "verbose", "wash_trade_check", "pending_cancel_fill_prob", "race_seed", "crypto_fee_tier",
-            "extended_session", "enforce_crypto_price_increment",
+            "verbose", "wash_trade_check", "pending_cancel_fill_prob", "pending_cancel_fill_fraction",
+            "race_seed", "crypto_fee_tier", "extended_session", "enforce_crypto_price_increment",
         }
         with self._lock:
             for k, v in kw.items():
@@ -1771,7 +1792,8 @@ class AlpacaServer(_VenueBehaviours):
             "cum_qty": _fmt(o["filled_qty"]), "order_status": "filled",
         })
         if crypto:  # venue behaviour: FILL activities carry no fee; it is posted later as a CFEE activity
-            self._note_crypto_fee(a, o, (q - delta) if buy else fee, a["symbol"].split("/")[0] if buy else "USD", fp)
+            coin = a["symbol"].split("/")[0]
+            self._note_crypto_fee(a, o, (q - delta) if buy else fee, coin if buy else "USD", fp)
 
     def _cancel(self, o: dict) -> None:
         now = _iso(self._ts())
@@ -2036,7 +2058,8 @@ class AlpacaServer(_VenueBehaviours):
             return 200, {"dtbp_check": "entry", "trade_confirm_email": "all",
                          "suspend_trade": bool(self._flag("trade_suspended_by_user", False)),
                          "no_shorting": not self._shorting_enabled(), "fractional_trading": True,
-                         "max_margin_multiplier": self._multiplier(), "max_options_trading_level": 0, "pdt_check": "entry",
+                         "max_margin_multiplier": self._multiplier(), "max_options_trading_level": 0,
+                         "pdt_check": "entry",
                          "ptp_no_exception_entry": False}, None
         if head == "account" and len(r) >= 2 and r[1] == "activities" and method == "GET":
             wanted = r[2] if len(r) > 2 else q.get("activity_types")

@@ -265,7 +265,7 @@ class _RateWindow:
         self._log.clear()
 
 
-# --------------------------------------------------------------------------------------------- venue behaviours
+# ------------------------------------------------------------------------------------------ venue behaviours
 # Issue 12: the real Advanced Trade's behaviours the first server did not model. Each cites the source it
 # was confirmed from; "P" marks a third-party-only report, "GUESS" an unconfirmed detail. Switches are
 # constructor/``configure`` knobs or control methods (also under /_admin for a standalone server).
@@ -277,8 +277,8 @@ STABLE_AT_PAR = {"USDC"}
 
 # Product modes (coinbase-advanced-py GetProductResponse: trading_disabled, cancel_only, limit_only,
 # post_only, view_only, is_disabled, status). The failure enums are documented (ORDER_ENTRY_DISABLED,
-# UNSUPPORTED_ORDER_CONFIGURATION, INVALID_LIMIT_PRICE_POST_ONLY, UNTRADABLE_PRODUCT, PREVIEW_UNTRADABLE_PRODUCT);
-# which one each mode answers is GUESS.
+# UNSUPPORTED_ORDER_CONFIGURATION, INVALID_LIMIT_PRICE_POST_ONLY, UNTRADABLE_PRODUCT,
+# PREVIEW_UNTRADABLE_PRODUCT); which one each mode answers is GUESS.
 _MODES_NO_ENTRY = ("trading_disabled", "is_disabled", "cancel_only", "view_only")
 
 
@@ -287,9 +287,9 @@ class _VenueBehaviours:
     reversals/corrections, CANCEL_QUEUED, a configurable fee tier, throttling answered as 401 and orders the
     user placed by hand."""
 
-    # ---- vault accounts (Advanced Trade "List Accounts" `type`: ACCOUNT_TYPE_UNSPECIFIED, ACCOUNT_TYPE_CRYPTO,
-    # ACCOUNT_TYPE_FIAT, ACCOUNT_TYPE_VAULT, ACCOUNT_TYPE_PERP_FUTURES, as mirrored in several client SDKs'
-    # Account types; a vault is cold storage, not spendable)
+    # ---- vault accounts (Advanced Trade "List Accounts" `type`: ACCOUNT_TYPE_UNSPECIFIED,
+    # ACCOUNT_TYPE_CRYPTO, ACCOUNT_TYPE_FIAT, ACCOUNT_TYPE_VAULT, ACCOUNT_TYPE_PERP_FUTURES, as mirrored in
+    # several client SDKs' Account types; a vault is cold storage, not spendable)
 
     def add_vault(self, currency: str, amount: Any) -> None:
         """A vault account of ``currency`` holding ``amount`` (listed by GET /accounts, never spendable)."""
@@ -359,7 +359,8 @@ class _VenueBehaviours:
                 return None
             px = D(self._st["prices"][body["product_id"]])
             if (side == "BUY" and limit >= px) or (side == "SELL" and limit <= px):
-                return self._reject(body, "INVALID_LIMIT_PRICE_POST_ONLY", "PREVIEW_INVALID_LIMIT_PRICE_POST_ONLY",
+                return self._reject(body, "INVALID_LIMIT_PRICE_POST_ONLY",
+                                    "PREVIEW_INVALID_LIMIT_PRICE_POST_ONLY",
                                     "Limit price would take liquidity on a post-only product",
                                     "INVALID_LIMIT_PRICE_POST_ONLY")
         return None
@@ -380,8 +381,8 @@ class _VenueBehaviours:
 
     def _adjust_fill(self, trade_id: str, size: Any, price: Any, *, correct: bool) -> list[dict]:
         with self._lock:
-            orig = next((f for f in self._st["fills"] if f["trade_id"] == trade_id and f["trade_type"] == "FILL"),
-                        None)
+            orig = next((f for f in self._st["fills"]
+                         if f["trade_id"] == trade_id and f["trade_type"] == "FILL"), None)
             if orig is None:
                 raise KeyError(f"no FILL with trade_id {trade_id}")
             out = [self._post_adjustment(orig, "REVERSAL", D(orig["size"]), D(orig["price"]), -1)]
@@ -452,8 +453,8 @@ class _VenueBehaviours:
     def add_user_order(self, product_id: str, side: str, base_size: Any, limit_price: Any,
                        client_order_id: str | None = None) -> dict:
         """A resting GTC limit order placed by hand (venue rules apply). Returns the create-order answer."""
-        body = {"client_order_id": client_order_id or str(uuid.uuid4()), "product_id": product_id, "side": side,
-                "order_configuration": {"limit_limit_gtc": {"base_size": fmt(D(base_size)),
+        body = {"client_order_id": client_order_id or str(uuid.uuid4()), "product_id": product_id,
+                "side": side, "order_configuration": {"limit_limit_gtc": {"base_size": fmt(D(base_size)),
                                                             "limit_price": fmt(D(limit_price)),
                                                             "post_only": False}}}
         with self._lock:
@@ -554,7 +555,7 @@ class CoinbaseServer(_VenueBehaviours):
         self.state_path = state_path
         # venue behaviours (issue 12, see _VenueBehaviours)
         self.usdc_aliases = usdc_aliases            # X-USDC products aliasing X-USD
-        self.cancel_queued = cancel_queued          # cancels answer CANCEL_QUEUED, final on the next market event
+        self.cancel_queued = cancel_queued          # cancels answer CANCEL_QUEUED until the next market event
         self.throttle_as_401 = throttle_as_401      # rate limiting answered 401 "Unauthorized" (P)
         self.pricing_tier = pricing_tier
         self.fee_tier_usd_from = fee_tier_usd_from

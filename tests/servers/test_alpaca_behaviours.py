@@ -179,7 +179,8 @@ def test_quantity_held_by_open_sells_cannot_be_sold(server, tc):
 def test_limit_prices_must_sit_on_the_venue_increments(server, tc):
     e = refused(tc.submit_order, limit("AAPL", 1, 190.123))
     assert e.status_code == 422 and e.code == 42210000
-    assert e.message == "invalid limit_price 190.123. sub-penny increment does not fulfill minimum pricing criteria"
+    assert e.message == ("invalid limit_price 190.123. sub-penny increment does not fulfill minimum pricing "
+                         "criteria")
     server.set_asset("PENY", price=0.5)
     e = refused(tc.submit_order, limit("PENY", 100, 0.12345))
     assert e.status_code == 422 and "sub-penny increment" in e.message
@@ -210,6 +211,17 @@ def test_pending_cancel_can_still_fill(server, tc):
     tc.cancel_order_by_id(o2.id)
     server.process_orders()
     assert tc.get_order_by_id(o2.id).status == OrderStatus.CANCELED
+
+
+def test_pending_cancel_can_fill_in_part_then_cancel(server, tc):
+    server.configure(async_cancel=True, fill_mode="manual", pending_cancel_fill_prob=1.0,
+                     pending_cancel_fill_fraction=0.5)
+    o = tc.submit_order(limit("AAPL", 9, 200.0))
+    tc.cancel_order_by_id(o.id)
+    server.process_orders()
+    got = tc.get_order_by_id(o.id)
+    assert got.status == OrderStatus.CANCELED and got.filled_qty == "4"
+    assert tc.get_open_position("AAPL").qty == "4"
 
 
 def test_cancel_races_are_random_but_seeded(server, tc):
@@ -339,11 +351,13 @@ def test_switches_work_on_a_standalone_server(tmp_path):
         tc = TradingClient(KEY, SECRET, paper=True, url_override=proc.url)
         tc._retry = 0
         ctl.set_account(trade_suspended_by_user=True)
-        assert refused(tc.submit_order, market("AAPL", 1)).message == "new orders are rejected by user request"
+        e = refused(tc.submit_order, market("AAPL", 1))
+        assert e.message == "new orders are rejected by user request"
         ctl.set_account(trade_suspended_by_user=False)
         ctl.set_position("AAPL", 10, 150.0)
         ctl.add_user_order("AAPL", "sell", qty=4, type="limit", limit_price=300.0)
         assert tc.get_open_position("AAPL").qty_available == "6"
         ctl.configure(crypto_fee_tier=8)
-        tc.submit_order(StopOrderRequest(symbol="AAPL", qty=2, side="sell", time_in_force="gtc", stop_price=100))
+        tc.submit_order(StopOrderRequest(symbol="AAPL", qty=2, side="sell", time_in_force="gtc",
+                                         stop_price=100))
         assert len(tc.get_orders()) == 2

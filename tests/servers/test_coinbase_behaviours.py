@@ -209,8 +209,8 @@ def test_switches_work_on_a_standalone_server():
             srv.admin("POST", "vault", {"currency": "ETH", "amount": "2"})
             srv.admin("POST", "config", {"cancel_queued": True})
             srv.admin("POST", "product", {"product_id": "SOL-USD", "view_only": True})
-            placed = srv.admin("POST", "user_order", {"product_id": "BTC-USD", "side": "BUY", "base_size": "0.01",
-                                                      "limit_price": "40000"})
+            placed = srv.admin("POST", "user_order", {"product_id": "BTC-USD", "side": "BUY",
+                                                      "base_size": "0.01", "limit_price": "40000"})
             key = certs.load_key_file(key_file)
             from coinbase.rest import RESTClient
 
