@@ -5,7 +5,8 @@
     stream.stop()
 
 Every venue event becomes one ``framework.broker.StreamUpdate`` handed to ``on_update`` (called on
-the stream's thread: keep it short, or queue it). Fills (``fill``, ``partial_fill``) carry the
+the stream's thread, as is ``on_gap``: keep both short, e.g. queue the work; a REST fetch
+inside them holds up the stream). Fills (``fill``, ``partial_fill``) carry the
 venue's ``execution_id`` as ``trade_id`` and the execution's own ``qty``/``price``; the order state
 is converted by ``brokers.alpaca.wire.order_state``, the same code as the REST path.
 

@@ -7,7 +7,8 @@
 
 The channel reports each order with cumulative figures (``cumulative_quantity``, ``filled_value``,
 ``total_fees``, ``avg_price``) and no trade ids. Every order message becomes one
-``framework.broker.StreamUpdate`` for ``on_update`` (called on the stream's thread): the state
+``framework.broker.StreamUpdate`` for ``on_update`` (called on the stream's thread, as is ``on_gap``:
+keep both short, e.g. queue the work): the state
 through ``brokers.coinbase.wire.order_state`` (the REST path's conversion) and, when the cumulative
 quantity grew since this stream last reported the order, a fill of that growth (``fill_qty``), at
 the growth of ``filled_value`` over it (``fill_price``), with the growth of ``total_fees``

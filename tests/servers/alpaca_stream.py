@@ -166,7 +166,9 @@ class AlpacaStreamServer(StreamServer):
             await ws.close(1008, "authentication timeout")   # GUESS: code and reason
             return
         data = first.get("data") or {}
-        ok = (first.get("action") in ("authenticate", "auth")
+        # the trading stream's action is "authenticate" with data.key_id/secret_key (alpaca-py _auth);
+        # {"action": "auth", "key", "secret"} is the market-data streams' shape, not accepted here
+        ok = (first.get("action") == "authenticate"
               and data.get("key_id") == self.app.key and data.get("secret_key") == self.app.secret)
         if not ok:
             # Reply shape from ccxt's alpaca.ts handleAuthenticate (a comment quoting the venue):

@@ -105,6 +105,15 @@ class CoinbaseStreamServer(StreamServer):
         """Muted: connections stay open but receive nothing (no updates, no heartbeats)."""
         self.muted = bool(muted)
 
+    def skip_sequence(self) -> None:
+        """Test control: the next message of every connection skips one ``sequence_num`` (a lost message)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._skip)
+
+    def _skip(self) -> None:
+        for c in list(self._conns):
+            c.sequence += 1
+
     # ------------------------------------------------------------------ server state -> events
 
     @staticmethod

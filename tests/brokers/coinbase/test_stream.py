@@ -187,3 +187,10 @@ def test_stop_leaves_no_thread_and_no_connection(server, rec):
     while server.stream.connections and time.time() < deadline:
         time.sleep(0.01)
     assert server.stream.connections == 0
+
+
+def test_a_skipped_sequence_number_signals_a_gap(server, stream, rec):
+    server.stream.skip_sequence()                         # one message lost on the wire
+    server.rest_client().market_order_buy("p-cb-seq-1", "BTC-USD", base_size="0.01")
+    assert rec.wait(lambda r: r.gaps == ["connect", "sequence"])
+    assert rec.fills("p-cb-seq-1") and stream.connected   # the stream itself carries on
