@@ -61,6 +61,8 @@ class AlpacaOrderStream:
         self._sdk = None
         self._thread: threading.Thread | None = None
         self._connected = False
+        self._stopping = False
+        self._quiet = _QuietWhileStopping(self)
         self._cum: dict[str, float] = {}      # order id -> cumulative filled qty last reported
         self.gaps = 0                         # times on_gap was signalled
         self.last_gap: float | None = None    # time.time() of the last gap signal
@@ -80,6 +82,8 @@ class AlpacaOrderStream:
     def start(self) -> AlpacaOrderStream:
         if self.running:
             return self
+        self._stopping = False
+        logging.getLogger("alpaca.trading.stream").addFilter(self._quiet)
         self._sdk = _make_sdk_stream(self)
         self._sdk.subscribe_trade_updates(self._handle)
         self._thread = threading.Thread(target=self._sdk.run, name="parity-alpaca-stream", daemon=True)
@@ -97,6 +101,7 @@ class AlpacaOrderStream:
         sdk, thread = self._sdk, self._thread
         if sdk is None or thread is None:
             return
+        self._stopping = True
         end = time.monotonic() + timeout
         while sdk._loop is None and thread.is_alive() and time.monotonic() < end:
             time.sleep(0.01)           # the SDK sets its loop as the thread starts
@@ -112,6 +117,7 @@ class AlpacaOrderStream:
         self._connected = False
         if not thread.is_alive():
             self._thread = None
+            logging.getLogger("alpaca.trading.stream").removeFilter(self._quiet)
 
     # ------------------------------------------------------------------ SDK callbacks (stream thread)
 
@@ -159,6 +165,17 @@ class AlpacaOrderStream:
         return StreamUpdate(state, event, parse_time(data.get("timestamp")),
                             trade_id=str(trade_id) if trade_id else None, fill_qty=qty,
                             fill_price=price if price is not None else state.avg_price)
+
+
+class _QuietWhileStopping(logging.Filter):
+    """Drops the SDK's "websocket error, restarting connection" warning caused by our own stop()."""
+
+    def __init__(self, owner: AlpacaOrderStream):
+        super().__init__()
+        self.owner = owner
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.owner._stopping
 
 
 def _num(x) -> float | None:

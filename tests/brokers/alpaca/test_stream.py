@@ -159,14 +159,16 @@ def test_a_plain_drop_reconnects_by_itself(server, stream, rec):
     assert server.stream.handshakes == 2
 
 
-def test_stop_leaves_no_thread_and_no_connection(server, rec):
+def test_stop_leaves_no_thread_and_no_connection(server, rec, caplog):
     url = server.stream_url                                    # starts the server's stream thread
     before = {t.ident for t in threading.enumerate()}
     s = AlpacaOrderStream(KEY, SECRET, url=url, on_update=rec.on_update).start()
     assert s.wait_connected(10)
+    caplog.clear()
     t0 = time.time()
     s.stop()
     assert time.time() - t0 < 2.0                              # not the SDK's 5 s read timeout
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []   # no "websocket error" noise
     assert not s.running and not s.connected
     leftover = [t for t in threading.enumerate() if t.ident not in before and t.is_alive()]
     assert leftover == []
