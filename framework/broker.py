@@ -115,7 +115,8 @@ class StreamUpdate:
 
     ``state`` is the order as the venue reports it after this event; ``state.filled_qty`` is
     cumulative. For an execution, ``fill_qty`` and ``fill_price`` are that execution's own size and
-    price (``fill_qty`` is 0.0 for a state change without a fill). ``trade_id`` is the venue's
+    price (``fill_qty`` is 0.0 for a state change without a fill, negative when the venue took fills
+    back: event "correction"). ``trade_id`` is the venue's
     execution id where the stream carries one (Alpaca ``execution_id``); Coinbase's user channel
     carries cumulative figures only, so there it is None and the fill is the growth of the order's
     cumulative quantity since the stream last reported it (book it against ``state.filled_qty``).

@@ -19,11 +19,12 @@ jitter. This class adds what the SDK does not say:
 * ``on_gap(reason)`` is called each time the stream starts listening ("connect" the first time,
   "reconnect" after a loss): events the venue sent while nobody listened are gone (Alpaca does not
   replay them), so the consumer fetches over REST what changed since it last knew;
-* ``last_error`` names a refused authentication (the SDK only logs it and retries);
+* ``last_error`` names a refused authentication or an unreachable endpoint (the SDK only logs
+  them and retries);
 * ``stop()`` returns once the thread has ended.
 
 SDK internals relied on (alpaca-py 0.44.0, pinned in pyproject.toml): the overridden coroutines
-``_auth``, ``_dispatch`` and ``close``; the attributes ``_loop`` (the stream's event loop) and
+``_connect``, ``_auth``, ``_dispatch`` and ``close``; the attributes ``_endpoint``, ``_loop`` (the stream's event loop) and
 ``_reconnect_min_backoff``/``_reconnect_max_backoff`` (the backoff bounds).
 """
 
@@ -189,6 +190,13 @@ def _make_sdk_stream(owner: AlpacaOrderStream):
     from alpaca.trading.stream import TradingStream
 
     class _Stream(TradingStream):
+        async def _connect(self):
+            try:
+                await super()._connect()
+            except Exception as e:
+                owner.last_error = f"Alpaca stream: cannot connect to {self._endpoint}: {type(e).__name__}: {e}"
+                raise
+
         async def _auth(self):
             try:
                 await super()._auth()

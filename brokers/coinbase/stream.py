@@ -12,7 +12,8 @@ keep both short, e.g. queue the work): the state
 through ``brokers.coinbase.wire.order_state`` (the REST path's conversion) and, when the cumulative
 quantity grew since this stream last reported the order, a fill of that growth (``fill_qty``), at
 the growth of ``filled_value`` over it (``fill_price``), with the growth of ``total_fees``
-(``fee``), ``trade_id`` None. The first report of an order this process has not seen counts from
+(``fee``), ``trade_id`` None. A cumulative quantity that falls (fills taken back) is an update
+with event "correction" and a negative ``fill_qty``, never dropped. The first report of an order this process has not seen counts from
 zero: book Coinbase stream fills against the order's cumulative ``state.filled_qty``, never add them
 blindly to what REST already booked.
 
@@ -281,4 +282,9 @@ class CoinbaseOrderStream:
             final = state.status == OrderStatus.FILLED
             return StreamUpdate(state, "fill" if final else "partial_fill", parse_time(stamp), None,
                                 float(dq), float(price), float(fees - f0), snapshot)
+        if qty < q0:                    # the venue took fills back (REVERSAL/CORRECTION): never drop that
+            self._seen[oid] = (qty, value, fees)
+            log.warning("Coinbase stream: order %s cumulative quantity fell from %s to %s", oid, q0, qty)
+            return StreamUpdate(state, "correction", parse_time(stamp), None, float(qty - q0),
+                                None, float(fees - f0), snapshot)
         return StreamUpdate(state, str(o.get("status", "")).lower(), parse_time(stamp), snapshot=snapshot)

@@ -193,3 +193,17 @@ def test_a_consumer_exception_does_not_stop_the_stream(server, stream, rec):
         time.sleep(0.01)
     assert [u.event for u in calls] == ["pending_new", "fill"]   # both delivered despite the raise
     assert stream.connected
+
+
+def test_an_unreachable_endpoint_is_named_and_stop_still_works(rec):
+    import socket
+
+    with socket.socket() as sock:                              # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    s = AlpacaOrderStream(KEY, SECRET, url=f"ws://127.0.0.1:{port}/stream", on_update=rec.on_update,
+                          min_backoff=0.05, max_backoff=0.1).start()
+    time.sleep(0.5)
+    assert not s.connected and f"cannot connect to ws://127.0.0.1:{port}/stream" in (s.last_error or "")
+    s.stop()
+    assert not s.running

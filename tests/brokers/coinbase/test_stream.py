@@ -194,3 +194,40 @@ def test_a_skipped_sequence_number_signals_a_gap(server, stream, rec):
     server.rest_client().market_order_buy("p-cb-seq-1", "BTC-USD", base_size="0.01")
     assert rec.wait(lambda r: r.gaps == ["connect", "sequence"])
     assert rec.fills("p-cb-seq-1") and stream.connected   # the stream itself carries on
+
+
+def test_an_unreachable_endpoint_is_named_and_stop_still_works(server, rec):
+    import socket
+
+    with socket.socket() as sock:                              # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    s = CoinbaseOrderStream(api_key=server.api_key_name, api_secret=server.private_key_pem,
+                            url=f"wss://127.0.0.1:{port}", on_update=rec.on_update, min_backoff=0.05,
+                            max_backoff=0.1).start()
+    time.sleep(0.5)
+    assert not s.connected and f"cannot connect to wss://127.0.0.1:{port}" in (s.last_error or "")
+    s.stop()
+    assert not s.running
+
+
+def test_fills_taken_back_are_reported_as_a_correction_never_dropped(rec):
+    import json
+
+    s = CoinbaseOrderStream(on_update=rec.on_update)           # not started: messages fed directly
+
+    def order(cum, value, fees, status="OPEN"):
+        return json.dumps({"channel": "user", "timestamp": "2026-12-07T10:00:00.123456789Z", "sequence_num": 1,
+                           "events": [{"type": "update", "orders": [{
+                               "order_id": "o-1", "client_order_id": "p-x", "product_id": "BTC-USD",
+                               "order_side": "SELL", "status": status, "cumulative_quantity": cum,
+                               "leaves_quantity": "0", "avg_price": "50000", "filled_value": value,
+                               "total_fees": fees, "order_type": "LIMIT"}]}]})
+
+    s._on_message(order("0.4", "20000", "8"))
+    s._on_message(order("0.3", "15000", "6"))
+    first, back = [u for _, u in rec.updates]
+    assert first.event == "partial_fill" and first.fill_qty == pytest.approx(0.4) and first.state.side == -1
+    assert back.event == "correction" and back.fill_qty == pytest.approx(-0.1) and back.fee == pytest.approx(-2)
+    assert back.state.filled_qty == pytest.approx(0.3)
+    assert back.time.microsecond == 123456 and back.time.tzinfo is not None
