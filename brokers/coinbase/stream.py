@@ -51,6 +51,7 @@ from decimal import Decimal, InvalidOperation
 from brokers.coinbase import wire
 from brokers.stream_support import deliver, parse_time
 from framework.broker import StreamUpdate
+from framework.errors import AuthenticationError
 from framework.types import OrderStatus
 
 log = logging.getLogger("parity.coinbase.stream")
@@ -119,6 +120,17 @@ class CoinbaseOrderStream:
     def start(self) -> CoinbaseOrderStream:
         if self.running:
             return self
+        from coinbase.websocket import WSUserClient
+
+        try:   # the SDK checks the credentials' shape here: say so now, not from the thread
+            self._client = WSUserClient(**self._creds, base_url=self._url, timeout=self._open_timeout,
+                                        on_message=self._on_message, retry=False)
+        except Exception as e:  # noqa: BLE001 - the SDK raises bare Exception for bad key input
+            raise AuthenticationError(f"Coinbase stream: {e}; check COINBASE_API_KEY/COINBASE_API_SECRET (a CDP "
+                                      "key name and its PEM) or the key file") from None
+        if not self._client.is_authenticated:     # the user channel is private
+            raise AuthenticationError("Coinbase stream: no credentials; set COINBASE_API_KEY/COINBASE_API_SECRET "
+                                      "(a CDP key name and its PEM) or the key file")
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(ready,), name="parity-coinbase-stream",
                                         daemon=True)
@@ -152,12 +164,8 @@ class CoinbaseOrderStream:
         asyncio.run(self._main(ready))
 
     async def _main(self, ready: threading.Event) -> None:
-        from coinbase.websocket import WSUserClient
-
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
         ready.set()
-        self._client = WSUserClient(**self._creds, base_url=self._url, timeout=self._open_timeout,
-                                    on_message=self._on_message, retry=False)
         failures = 0
         while not self._stop.is_set():
             if await self._session():
@@ -176,7 +184,7 @@ class CoinbaseOrderStream:
             await c.subscribe_async([], ["heartbeats"])
             await c.subscribe_async(self._products, ["user"])
         except Exception as e:   # noqa: BLE001 - WSClientException, OSError, the SDK's AuthenticationError
-            self.last_error = f"Coinbase stream: cannot connect to {self._url}: {e}"
+            self.last_error = f"Coinbase stream: cannot connect/subscribe to {self._url}: {type(e).__name__}: {e}"
             await self._close()
             return False
         stop = asyncio.ensure_future(self._stop.wait())

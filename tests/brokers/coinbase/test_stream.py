@@ -206,7 +206,7 @@ def test_an_unreachable_endpoint_is_named_and_stop_still_works(server, rec):
                             url=f"wss://127.0.0.1:{port}", on_update=rec.on_update, min_backoff=0.05,
                             max_backoff=0.1).start()
     time.sleep(0.5)
-    assert not s.connected and f"cannot connect to wss://127.0.0.1:{port}" in (s.last_error or "")
+    assert not s.connected and f"cannot connect/subscribe to wss://127.0.0.1:{port}" in (s.last_error or "")
     s.stop()
     assert not s.running
 
@@ -231,3 +231,14 @@ def test_fills_taken_back_are_reported_as_a_correction_never_dropped(rec):
     assert back.event == "correction" and back.fill_qty == pytest.approx(-0.1) and back.fee == pytest.approx(-2)
     assert back.state.filled_qty == pytest.approx(0.3)
     assert back.time.microsecond == 123456 and back.time.tzinfo is not None
+
+
+def test_incomplete_credentials_are_refused_at_start_without_a_thread(rec):
+    from framework.errors import AuthenticationError
+
+    s = CoinbaseOrderStream(api_key="organizations/o/apiKeys/k", on_update=rec.on_update)
+    with pytest.raises(AuthenticationError, match="COINBASE_API_SECRET"):
+        s.start()
+    assert not s.running
+    with pytest.raises(AuthenticationError, match="no credentials"):
+        CoinbaseOrderStream(on_update=rec.on_update).start()
