@@ -39,6 +39,7 @@ from collections.abc import Callable
 from brokers.alpaca import wire
 from brokers.stream_support import deliver, parse_time
 from framework.broker import StreamUpdate
+from framework.errors import AuthenticationError
 
 log = logging.getLogger("parity.alpaca.stream")
 
@@ -83,6 +84,9 @@ class AlpacaOrderStream:
     def start(self) -> AlpacaOrderStream:
         if self.running:
             return self
+        if not self._key or not self._secret:
+            raise AuthenticationError("Alpaca stream: no credentials; set ALPACA_PAPER_KEY/ALPACA_PAPER_SECRET "
+                                      "or ALPACA_API_KEY/ALPACA_API_SECRET")
         self._stopping = False
         logging.getLogger("alpaca.trading.stream").addFilter(self._quiet)
         self._sdk = _make_sdk_stream(self)

@@ -207,3 +207,12 @@ def test_an_unreachable_endpoint_is_named_and_stop_still_works(rec):
     assert not s.connected and f"cannot connect to ws://127.0.0.1:{port}/stream" in (s.last_error or "")
     s.stop()
     assert not s.running
+
+
+def test_missing_credentials_are_refused_at_start_without_a_thread(rec):
+    from framework.errors import AuthenticationError
+
+    s = AlpacaOrderStream(KEY, "", url="ws://127.0.0.1:9/stream", on_update=rec.on_update)
+    with pytest.raises(AuthenticationError, match="ALPACA_PAPER_SECRET"):
+        s.start()
+    assert not s.running
