@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -115,7 +116,10 @@ class AlpacaStreamServer(StreamServer):
                 "order": order,
                 "timestamp": f["transaction_time"],
                 "position_qty": _fmt(self._position_after(batch, i)),
-                "price": f["price"],                # per-execution price and qty (TradeUpdate.price/qty)
+                # this execution's own price and qty, not the order's average (Alpaca-API#103: "the
+                # (partial) fill trade update message now includes a qty field ... filled in that
+                # update along with price"); sample payload in alpaca-trade-api-go PR #140
+                "price": f["price"],
                 "qty": f["qty"],
             })
             self._seen[o["id"]] = ("filled" if done else "partially_filled", cum)
@@ -127,7 +131,12 @@ class AlpacaStreamServer(StreamServer):
             self._seen[oid] = (status, o["filled_qty"])
             if status in _FILL_STATUSES and oid in explained:
                 continue                            # the fill event above already said it
-            out.append({"event": status, "order": app._order_json(o), "timestamp": o["updated_at"]})
+            # Real status events carry the same keys, with price/qty/position_qty null; "new" and
+            # later ones have an execution_id of their own, pending_new has none (payloads logged in
+            # QuantConnect/Lean.Brokerages.Alpaca#41). It is not a trade id.
+            out.append({"event": status, "order": app._order_json(o), "timestamp": o["updated_at"],
+                        "execution_id": None if status == "pending_new" else str(uuid.uuid4()),
+                        "price": None, "qty": None, "position_qty": None})
         return out
 
     def _position_after(self, batch: list[dict], i: int) -> Decimal:

@@ -216,3 +216,20 @@ def test_missing_credentials_are_refused_at_start_without_a_thread(rec):
     with pytest.raises(AuthenticationError, match="ALPACA_PAPER_SECRET"):
         s.start()
     assert not s.running
+
+
+def test_state_changes_arrive_without_a_trade_id(server, stream, rec):
+    from alpaca.trading.client import TradingClient
+    from alpaca.trading.requests import LimitOrderRequest
+
+    tc = TradingClient(KEY, SECRET, paper=True, url_override=server.url)
+    o = tc.submit_order(LimitOrderRequest(symbol="AAPL", qty=3, side="buy", time_in_force="day",
+                                          limit_price=100.0, client_order_id="p-cancel-1"))
+    server.process_orders()                                   # not crossed: it rests as "new"
+    tc.cancel_order_by_id(o.id)
+    assert rec.wait(lambda r: [u.event for u in r.events("p-cancel-1")] == ["pending_new", "new", "canceled"])
+    canceled = rec.events("p-cancel-1")[-1]
+    raw = [m for _, m in server.stream.messages if b'"canceled"' in m][-1]
+    assert b'"execution_id": null' not in raw                 # the venue sends one on status events too
+    assert canceled.trade_id is None and canceled.fill_qty == 0.0 and canceled.fill_price is None
+    assert canceled.state.status == OrderStatus.CANCELED and canceled.state.filled_qty == 0.0
