@@ -24,8 +24,9 @@ jitter. This class adds what the SDK does not say:
 * ``stop()`` returns once the thread has ended.
 
 SDK internals relied on (alpaca-py 0.44.0, pinned in pyproject.toml): the overridden coroutines
-``_connect``, ``_auth``, ``_dispatch`` and ``close``; the attributes ``_endpoint``, ``_loop`` (the stream's event loop) and
-``_reconnect_min_backoff``/``_reconnect_max_backoff`` (the backoff bounds).
+``_connect``, ``_auth``, ``_dispatch`` and ``close``; the coroutine ``stop_ws``; the attributes
+``_endpoint``, ``_loop`` (the stream's event loop) and ``_reconnect_min_backoff``/
+``_reconnect_max_backoff`` (the backoff bounds, added in 0.44.0).
 """
 
 from __future__ import annotations
@@ -55,11 +56,13 @@ class AlpacaOrderStream:
                  ping_timeout: float = 20.0):
         """``url``: the stream endpoint (None = the venue's, paper or live by ``paper``); a local test
         server gives ``AlpacaServer.stream_url``. ``ping_*``: the SDK's default waits 180 s for a pong,
-        so a silently dead connection would go unnoticed for three minutes; 20 s here."""
+        so a silently dead connection would go unnoticed for three minutes; 20 s here. websockets'
+        ``close_timeout`` is 1 s (not 10) so that ``stop()`` during a hanging handshake is prompt."""
         self._key, self._secret, self._paper, self._url = key, secret, paper, url
         self._on_update, self._on_gap = on_update, on_gap
         self._backoff = (float(min_backoff), float(max_backoff))
-        self._ws_params = {"ping_interval": ping_interval, "ping_timeout": ping_timeout, "max_queue": 1024}
+        self._ws_params = {"ping_interval": ping_interval, "ping_timeout": ping_timeout, "max_queue": 1024,
+                           "open_timeout": 10, "close_timeout": 1}
         self._sdk = None
         self._thread: threading.Thread | None = None
         self._connected = False
@@ -91,9 +94,15 @@ class AlpacaOrderStream:
         logging.getLogger("alpaca.trading.stream").addFilter(self._quiet)
         self._sdk = _make_sdk_stream(self)
         self._sdk.subscribe_trade_updates(self._handle)
-        self._thread = threading.Thread(target=self._sdk.run, name="parity-alpaca-stream", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="parity-alpaca-stream", daemon=True)
         self._thread.start()
         return self
+
+    def _run(self) -> None:
+        try:
+            self._sdk.run()
+        except asyncio.CancelledError:   # stop() cancelled a hanging handshake: the end we asked for
+            pass
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
         end = time.monotonic() + timeout
@@ -113,12 +122,22 @@ class AlpacaOrderStream:
         loop = sdk._loop
         if loop is not None and thread.is_alive():
             try:
-                sdk.stop()             # the SDK's own stop: no more reconnects
+                # the SDK's own stop (TradingStream.stop without its unbounded wait): no more reconnects
+                asyncio.run_coroutine_threadsafe(sdk.stop_ws(), loop).result(max(0.1, end - time.monotonic()))
                 # and close now: the SDK's read loop only looks at its stop queue every 5 s
                 asyncio.run_coroutine_threadsafe(sdk.close(), loop).result(max(0.1, end - time.monotonic()))
             except (RuntimeError, TimeoutError, OSError):
                 pass                   # the loop ended meanwhile
-        thread.join(max(0.1, end - time.monotonic()))
+        thread.join(min(0.5, max(0.1, end - time.monotonic())))
+        if thread.is_alive() and loop is not None:
+            # still inside a connect or authentication (websockets waits up to open_timeout for a
+            # handshake): cancel the SDK's tasks; the CancelledError ends its run() and the thread
+            # (after websockets' close_timeout, 1 s here)
+            try:
+                loop.call_soon_threadsafe(_cancel_all, loop)
+            except RuntimeError:
+                pass
+            thread.join(max(0.1, end - time.monotonic()))
         self._connected = False
         if not thread.is_alive():
             self._thread = None
@@ -181,6 +200,11 @@ class _QuietWhileStopping(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not self.owner._stopping
+
+
+def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+    for task in asyncio.all_tasks(loop):
+        task.cancel()
 
 
 def _num(x) -> float | None:

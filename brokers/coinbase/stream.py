@@ -179,15 +179,21 @@ class CoinbaseOrderStream:
         c = self._client
         reached = self.connects
         self._seq, self._last_msg, self._why = None, time.monotonic(), None
+        stop = asyncio.ensure_future(self._stop.wait())
+        opening = asyncio.ensure_future(self._open(c))
+        await asyncio.wait({opening, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if not opening.done():                    # stopped while connecting (up to open_timeout)
+            opening.cancel()
+            await asyncio.wait({opening})
         try:
-            await c.open_async()
-            await c.subscribe_async([], ["heartbeats"])
-            await c.subscribe_async(self._products, ["user"])
-        except Exception as e:   # noqa: BLE001 - WSClientException, OSError, the SDK's AuthenticationError
-            self.last_error = f"Coinbase stream: cannot connect/subscribe to {self._url}: {type(e).__name__}: {e}"
+            opening.result()
+        except (Exception, asyncio.CancelledError) as e:  # noqa: BLE001 - WSClientException, OSError, ...
+            if not isinstance(e, asyncio.CancelledError):
+                self.last_error = (f"Coinbase stream: cannot connect/subscribe to {self._url}: "
+                                   f"{type(e).__name__}: {e}")
+            stop.cancel()
             await self._close()
             return False
-        stop = asyncio.ensure_future(self._stop.wait())
         try:
             while not self._stop.is_set():
                 done, _ = await asyncio.wait({c._task, stop}, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
@@ -206,6 +212,11 @@ class CoinbaseOrderStream:
         if self._why:                             # we ended it, and say why
             self.last_error = self._why
         return self.connects > reached
+
+    async def _open(self, c) -> None:
+        await c.open_async()
+        await c.subscribe_async([], ["heartbeats"])
+        await c.subscribe_async(self._products, ["user"])
 
     async def _pause(self, failures: int) -> None:
         """Exponential backoff with equal jitter; returns early on stop."""

@@ -233,3 +233,17 @@ def test_state_changes_arrive_without_a_trade_id(server, stream, rec):
     assert b'"execution_id": null' not in raw                 # the venue sends one on status events too
     assert canceled.trade_id is None and canceled.fill_qty == 0.0 and canceled.fill_price is None
     assert canceled.state.status == OrderStatus.CANCELED and canceled.state.filled_qty == 0.0
+
+
+def test_stop_is_prompt_while_a_handshake_hangs(rec):
+    import socket
+
+    with socket.socket() as sock:                              # accepts TCP, never answers the handshake
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        s = AlpacaOrderStream(KEY, SECRET, url=f"ws://127.0.0.1:{port}/stream", on_update=rec.on_update).start()
+        time.sleep(0.3)
+        t0 = time.time()
+        s.stop()
+        assert time.time() - t0 < 3.0 and not s.running

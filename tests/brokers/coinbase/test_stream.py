@@ -242,3 +242,18 @@ def test_incomplete_credentials_are_refused_at_start_without_a_thread(rec):
     assert not s.running
     with pytest.raises(AuthenticationError, match="no credentials"):
         CoinbaseOrderStream(on_update=rec.on_update).start()
+
+
+def test_stop_is_prompt_while_a_handshake_hangs(server, rec):
+    import socket
+
+    with socket.socket() as sock:                              # accepts TCP, never answers the handshake
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        s = CoinbaseOrderStream(api_key=server.api_key_name, api_secret=server.private_key_pem,
+                                url=f"wss://127.0.0.1:{port}", on_update=rec.on_update, open_timeout=30).start()
+        time.sleep(0.3)
+        t0 = time.time()
+        s.stop()
+        assert time.time() - t0 < 2.0 and not s.running
