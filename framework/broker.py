@@ -127,3 +127,34 @@ class Broker(ABC):
 
     def close(self) -> None:
         """Release connections; the default has none."""
+
+
+# ---- streaming (issue 16): what a venue's order stream hands to its consumer -----------------------
+
+from datetime import datetime  # kept in this block: the lead edits the top of the file
+
+
+@dataclass(frozen=True, slots=True)
+class StreamUpdate:
+    """One order update from a venue's stream (``brokers/*/stream.py``), in canonical symbols.
+
+    ``state`` is the order as the venue reports it after this event; ``state.filled_qty`` is
+    cumulative. For an execution, ``fill_qty`` and ``fill_price`` are that execution's own size and
+    price (``fill_qty`` is 0.0 for a state change without a fill, negative when the venue took fills
+    back: event "correction"). ``trade_id`` is the venue's
+    execution id where the stream carries one (Alpaca ``execution_id``); Coinbase's user channel
+    carries cumulative figures only, so there it is None and the fill is the growth of the order's
+    cumulative quantity since the stream last reported it (book it against ``state.filled_qty``).
+    ``fee`` is this execution's fee in the quote currency when the stream says it (Coinbase:
+    growth of ``total_fees``), None when it does not (Alpaca's stream carries no fee).
+    ``snapshot`` marks updates from a (re)subscription snapshot rather than a live event.
+    """
+
+    state: OrderState
+    event: str                      # the venue's event name: "fill", "partial_fill", "canceled", "update", ...
+    time: datetime                  # the venue's timestamp (UTC)
+    trade_id: str | None = None
+    fill_qty: float = 0.0
+    fill_price: float | None = None
+    fee: float | None = None
+    snapshot: bool = False

@@ -655,6 +655,8 @@ class _VenueBehaviours:
 class AlpacaServer(_VenueBehaviours):
     """Local Alpaca trading + market-data API (see module docstring)."""
 
+    _stream = None   # streaming: the trade_updates server (tests/servers/alpaca_stream.py), started on use
+
     def __init__(
         self,
         port: int = 0,
@@ -842,6 +844,8 @@ class AlpacaServer(_VenueBehaviours):
     def _flush(self) -> None:
         if self._dirty and self.state_file:
             self._save_state_file(self.state_file)
+        if self._dirty and self._stream is not None:   # streaming: publish what changed
+            self._stream.on_change()
         self._dirty = False
 
     def export_state(self) -> dict:
@@ -920,6 +924,9 @@ class AlpacaServer(_VenueBehaviours):
         return self
 
     def stop(self) -> None:
+        if self._stream is not None:   # streaming
+            self._stream.stop()
+            self._stream = None
         self._stop_evt.set()
         if self._httpd is not None:
             self._httpd.shutdown()
@@ -946,6 +953,22 @@ class AlpacaServer(_VenueBehaviours):
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    # ---- streaming (tests/servers/alpaca_stream.py): the trade_updates WebSocket beside the HTTP API
+
+    @property
+    def stream(self):
+        """The ``/stream`` WebSocket server of this venue (started on first use, stopped by ``stop``)."""
+        if self._stream is None:
+            from tests.servers.alpaca_stream import AlpacaStreamServer
+
+            self._stream = AlpacaStreamServer(self).start()
+        return self._stream
+
+    @property
+    def stream_url(self) -> str:
+        """``ws://127.0.0.1:PORT/stream`` for ``TradingStream(url_override=...)``."""
+        return self.stream.url
 
     def _conn_opened(self, c) -> None:
         with self._lock:

@@ -470,6 +470,8 @@ class CoinbaseServer(_VenueBehaviours):
     portfolio breakdown ``spot_positions`` numbers, which are JSON numbers as in production.
     """
 
+    _stream = None   # streaming: the user/heartbeats WebSocket (tests/servers/coinbase_stream.py), on use
+
     # attributes settable at runtime (also through POST /_admin/config)
     CONFIG_KEYS = (
         "fee_rate", "maker_fee_rate", "fill_slippage_bps", "partial_fill_fraction",
@@ -591,6 +593,9 @@ class CoinbaseServer(_VenueBehaviours):
         return self
 
     def stop(self) -> None:
+        if self._stream is not None:   # streaming
+            self._stream.stop()
+            self._stream = None
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
@@ -606,6 +611,22 @@ class CoinbaseServer(_VenueBehaviours):
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    # ---- streaming (tests/servers/coinbase_stream.py): the user-order WebSocket beside the REST API
+
+    @property
+    def stream(self):
+        """The ``wss://`` user/heartbeats WebSocket of this venue (started on first use, stopped by ``stop``)."""
+        if self._stream is None:
+            from tests.servers.coinbase_stream import CoinbaseStreamServer
+
+            self._stream = CoinbaseStreamServer(self).start()
+        return self._stream
+
+    @property
+    def stream_url(self) -> str:
+        """``wss://127.0.0.1:PORT``: the ``base_url`` of the SDK's ``WSUserClient``/``WSClient``."""
+        return self.stream.url
 
     @property
     def port(self) -> int:
@@ -718,6 +739,8 @@ class CoinbaseServer(_VenueBehaviours):
 
     def _save(self) -> None:
         """Persist atomically (tmp file + os.replace) when a state_path is configured."""
+        if self._stream is not None:   # streaming: publish what changed
+            self._stream.on_change()
         if not self.state_path:
             return
         d = os.path.dirname(os.path.abspath(self.state_path)) or "."
