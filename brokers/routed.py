@@ -11,8 +11,16 @@ import numpy as np
 from framework.broker import Broker, OnUpdate, OrderState
 from framework.config import RebalanceSettings
 from framework.rebalance import Rebalancer
-from framework.types import (AccountSnapshot, ExecutionReport, FillBatch, Leg, OrderBatch, Position, Universe,
-                             base_leg)
+from framework.types import (
+    AccountSnapshot,
+    ExecutionReport,
+    FillBatch,
+    Leg,
+    OrderBatch,
+    Position,
+    Universe,
+    base_leg,
+)
 
 
 def _sub_universe(u: Universe, idx: np.ndarray) -> Universe:

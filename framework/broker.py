@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Callable
 
 import numpy as np
@@ -130,8 +131,6 @@ class Broker(ABC):
 
 
 # ---- streaming (issue 16): what a venue's order stream hands to its consumer -----------------------
-
-from datetime import datetime  # kept in this block: the lead edits the top of the file
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,18 @@ import numpy as np
 from framework.broker import Broker
 from framework.rebalance import RebalancePlan, Rebalancer
 from framework.risk import RiskManager, RiskResult
-from framework.types import (AccountSnapshot, CycleStatus, ExecutionReport, OrderBatch, OrderStatus, OrderType,
-                             RiskDecision, TargetPortfolio, Universe, smart_leg)
+from framework.types import (
+    AccountSnapshot,
+    CycleStatus,
+    ExecutionReport,
+    OrderBatch,
+    OrderStatus,
+    OrderType,
+    RiskDecision,
+    TargetPortfolio,
+    Universe,
+    smart_leg,
+)
 
 _OPEN = (int(OrderStatus.PLANNED), int(OrderStatus.NEW), int(OrderStatus.PARTIAL))
 

@@ -21,7 +21,14 @@ import numpy as np
 
 from framework.accounts import Account, Environment
 from framework.ledger import Ledger, fill_rows, iso, now_iso, order_rows, pack_prices
-from framework.types import CycleStatus, ExecutionReport, OrderBatch, OrderStatus, RiskDecision, TargetPortfolio
+from framework.types import (
+    CycleStatus,
+    ExecutionReport,
+    OrderBatch,
+    OrderStatus,
+    RiskDecision,
+    TargetPortfolio,
+)
 
 _REJECTED = int(OrderStatus.REJECTED)
 

@@ -6,7 +6,6 @@ venue refuses; live adapters fill the same ``Universe`` from the venue's own ass
 
 from __future__ import annotations
 
-
 from framework.config import VenueConfig
 from framework.types import AssetClass, Instrument, Universe
 

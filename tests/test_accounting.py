@@ -82,8 +82,8 @@ REAL = {
 @pytest.fixture(scope="module", params=sorted(REAL))
 def real(request, shared_data, tmp_path_factory) -> Recorded:
     """A backtest of the demo momentum strategy on a slice of real data, through the CLI's wiring."""
-    from framework.config import Settings, load_strategy
     from framework.cli.wiring import run_backtest
+    from framework.config import Settings, load_strategy
     from strategies.momentum import momentum_signals
 
     name = request.param

@@ -134,3 +134,116 @@ def test_the_pipeline_has_no_mode_branch():
                 found.append((name, f"line {getattr(node, 'lineno', '?')}: string {node.value!r}"))
         assert "brokers" not in top(imports_of(path)), name
     assert found == []
+
+
+SQL = re.compile(r"\b(SELECT\s.+\sFROM|INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+"
+                 r"(TABLE|INDEX|UNIQUE)|DROP\s+(TABLE|INDEX)|ALTER\s+TABLE)\b", re.IGNORECASE | re.DOTALL)
+
+
+def sql_outside_the_ledger(paths: list[Path]) -> list[str]:
+    """String constants that hold SQL, or calls of a connection's execute, outside framework/ledger/."""
+    found = []
+    for p in paths:
+        if rel(p).startswith("framework/ledger/"):
+            continue
+        tree = ast.parse(p.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL.search(node.value):
+                found.append(f"{rel(p)}:{node.lineno}: SQL text {node.value[:40]!r}")
+            if isinstance(node, ast.JoinedStr):
+                text = "".join(v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str))
+                if SQL.search(text):
+                    found.append(f"{rel(p)}:{node.lineno}: SQL f-string")
+            if isinstance(node, ast.Attribute) and node.attr == "db" and isinstance(node.ctx, ast.Load):
+                found.append(f"{rel(p)}:{node.lineno}: reaches into the ledger's connection (.db)")
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in ("read_sql_query", "read_sql"):
+                found.append(f"{rel(p)}:{node.lineno}: pandas SQL read")
+    return found
+
+
+def test_the_sql_detector_sees_sql_in_every_form(tmp_path):
+    src = ('q = "SELECT a FROM t"\nled.db.execute("x")\nf"UPDATE orders SET x={1}"\n'
+           'pd.read_sql_query(q, c)\nok = "select the best option"\n')
+    p = REPO / "framework" / "ops" / "_probe_.py"
+    p.write_text(src)
+    try:
+        found = sql_outside_the_ledger([p])
+    finally:
+        p.unlink()
+    assert {f.split(":")[1] for f in found} == {"1", "2", "3", "4"}, found
+
+
+def test_no_sql_outside_the_ledger_module():
+    """All SQL lives in framework/ledger/ behind named queries (issue 11): no SQL text, no reaching
+    into the connection, no pandas SQL reads anywhere else in the product."""
+    assert sql_outside_the_ledger(python_files(*PRODUCT)) == []
+
+
+def broker_attributes(paths: list[Path]) -> set[str]:
+    """Names of the attributes Broker classes hold: class-level names and ``self.x`` set in any of
+    their methods (classes whose bases lead to ``Broker``)."""
+    classes: dict[str, tuple[list[str], set[str]]] = {}
+    for p in paths:
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                names: set[str] = set()
+                for sub in ast.walk(node):
+                    if isinstance(sub, ast.Attribute) and isinstance(sub.ctx, ast.Store) \
+                            and isinstance(sub.value, ast.Name) and sub.value.id == "self":
+                        names.add(sub.attr)
+                for stmt in node.body:
+                    if isinstance(stmt, ast.Assign):
+                        names.update(t.id for t in stmt.targets if isinstance(t, ast.Name))
+                    elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                        names.add(stmt.target.id)
+                bases = [b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases]
+                classes[node.name] = (bases, names)
+
+    def is_broker(name: str, seen=()) -> bool:
+        if name == "Broker":
+            return True
+        return name in classes and name not in seen and any(is_broker(b, (*seen, name)) for b in classes[name][0])
+
+    return {a for n, (_, attrs) in classes.items() if is_broker(n) for a in attrs}
+
+
+def attribute_assignments_from_outside(paths: list[Path], names: set[str]) -> list[str]:
+    """Assignments ``obj.x = ...`` (obj not ``self``) to an attribute named in ``names``, and
+    ``setattr`` calls: brokers are built complete by their constructor (STYLE 15), never finished
+    from outside."""
+    found = []
+    for p in paths:
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setattr":
+                found.append(f"{rel(p)}:{node.lineno}: setattr")
+            targets = []
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+                targets = [node.target]
+            for t in targets:
+                for sub in ast.walk(t):
+                    if isinstance(sub, ast.Attribute) and isinstance(sub.ctx, ast.Store) and sub.attr in names:
+                        base = sub.value
+                        if isinstance(base, ast.Name) and base.id not in ("self", "cls"):
+                            found.append(f"{rel(p)}:{node.lineno}: {ast.unparse(sub)} assigned from outside")
+    return found
+
+
+def test_the_assignment_detector_sees_attributes_set_from_outside():
+    src = "broker.order_timeout_s = f\nself.order_timeout_s = 1\nb.observer = 2\nx = 3\nres.seconds = 1\n"
+    p = REPO / "framework" / "ops" / "_probe2_.py"
+    p.write_text(src)
+    try:
+        found = attribute_assignments_from_outside([p], {"order_timeout_s", "observer"})
+    finally:
+        p.unlink()
+    assert [f.split(":")[1] for f in found] == ["1", "3"], found
+
+
+def test_no_broker_attribute_is_assigned_from_outside_its_constructor():
+    """Brokers are built complete by the registry from typed options: nothing sets a broker's
+    attribute afterwards (the first release set timeouts, observers and ledger lookups on them)."""
+    names = broker_attributes(python_files("framework", "brokers"))
+    assert {"fees", "options", "limiter", "brokers"} <= names
+    assert attribute_assignments_from_outside(python_files("framework", "brokers"), names) == []

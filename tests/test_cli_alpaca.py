@@ -358,7 +358,8 @@ def test_backtest_and_execute_make_the_same_decisions_and_orders(parity_home):
 
     What may differ and is not compared: fill prices and fees (the simulator charges the venue
     file's fees in cash; the server takes none here), and the run ids. The batch is from 2024, so
-    execute needs --force; both stamp it the same way, so even the client order ids agree."""
+    execute needs --force. The client order ids differ on purpose: paper's carry the account's
+    environment, so they can never meet a backtest's (SPEC §17)."""
     h = parity_home
     decisions, orders = _backtest(h)
     assert h.posts() == 0

@@ -7,9 +7,17 @@ from typing import Callable
 
 import numpy as np
 
-from brokers.alpaca.client import (AlpacaEndpoints, DuplicateClientOrderId, NotFound, make_clients, translate)
 from brokers.alpaca import wire
-from brokers.live import LiveBroker, LiveOptions, OrderRequest, RateLimiter, RetryPolicy, VenueFill, fill_batch
+from brokers.alpaca.client import AlpacaEndpoints, DuplicateClientOrderId, NotFound, make_clients, translate
+from brokers.live import (
+    LiveBroker,
+    LiveOptions,
+    OrderRequest,
+    RateLimiter,
+    RetryPolicy,
+    VenueFill,
+    fill_batch,
+)
 from framework.broker import OrderState
 from framework.config import mask_secret
 from framework.costs import CostInputs, VenueFees

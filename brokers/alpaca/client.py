@@ -10,9 +10,14 @@ from dataclasses import dataclass
 
 import requests
 
-from framework.errors import (AuthenticationError, BrokerError, InsufficientFunds, OrderRejected,
-                              TransientBrokerError)
 from brokers.live import RateLimiter
+from framework.errors import (
+    AuthenticationError,
+    BrokerError,
+    InsufficientFunds,
+    OrderRejected,
+    TransientBrokerError,
+)
 
 PAPER_URL = "https://paper-api.alpaca.markets"
 LIVE_URL = "https://api.alpaca.markets"

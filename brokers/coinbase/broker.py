@@ -10,10 +10,18 @@ import numpy as np
 
 from brokers.coinbase import wire
 from brokers.coinbase.client import CoinbaseEndpoints, NotFound, make_client, rejection, translate
-from brokers.live import LiveBroker, LiveOptions, OrderRequest, RateLimiter, RetryPolicy, VenueFill, fill_batch
+from brokers.live import (
+    LiveBroker,
+    LiveOptions,
+    OrderRequest,
+    RateLimiter,
+    RetryPolicy,
+    VenueFill,
+    fill_batch,
+)
 from framework.broker import OnUpdate, OrderState
-from framework.costs import VenueFees
 from framework.config import mask_secret
+from framework.costs import VenueFees
 from framework.errors import DataError, Problem
 from framework.symbols import split_pair
 from framework.types import AccountSnapshot, ExecutionReport, FillBatch, OrderBatch, Position, Universe

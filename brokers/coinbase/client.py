@@ -10,7 +10,13 @@ from dataclasses import dataclass
 import requests
 
 from brokers.live import RateLimiter
-from framework.errors import AuthenticationError, BrokerError, InsufficientFunds, OrderRejected, TransientBrokerError
+from framework.errors import (
+    AuthenticationError,
+    BrokerError,
+    InsufficientFunds,
+    OrderRejected,
+    TransientBrokerError,
+)
 
 PRODUCTION_HOST = "api.coinbase.com"
 

@@ -368,9 +368,8 @@ def run_status(settings: Settings, settings_path: str | None, *, broker_name: st
         req = BrokerRequest(broker_name, live)
         broker = build_broker(req, settings, settings_path, ledger)
         account = account_of(broker, req)
-        echo = (lambda *a, **k: print(*a, file=sys.stderr, **k))
         with LiveSession(ledger, broker, account, RunInfo("status", "", mode_of(live)), command="status",
-                         echo=echo, history=False) as session:
+                         echo=_to_stderr, history=False) as session:
             session.reconcile()
         acct = broker.account()
         foreign = broker.foreign_orders()
@@ -383,6 +382,10 @@ def run_status(settings: Settings, settings_path: str | None, *, broker_name: st
             print_foreign(foreign)
     finally:
         ledger.close()
+
+
+def _to_stderr(*a, **k) -> None:
+    print(*a, file=sys.stderr, **k)
 
 
 def print_foreign(orders) -> None:

@@ -21,16 +21,15 @@ strategy has now.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from framework.config import StrategyConfig
 from framework.errors import LiveSafetyError, UsageError
-from framework.types import CycleStatus, RiskAction
 from framework.ledger import Ledger, now_iso
 from framework.ops.track import ledger_runs
+from framework.types import CycleStatus, RiskAction
 
 STAGES = ("research", "paper", "live")
 

@@ -9,8 +9,6 @@ state; fills are unique already (the live loop books a fill once per client orde
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 

@@ -14,9 +14,9 @@ from brokers.coinbase.broker import CoinbaseBroker
 from brokers.coinbase.client import CoinbaseEndpoints
 from brokers.live import LiveOptions, RetryPolicy
 from brokers.routed import RoutedBroker
+from framework.accounts import Account, Environment
 from framework.config import RebalanceSettings, RiskLimits, StrategyConfig
 from framework.engine import Pipeline, run_cycle
-from framework.accounts import Account, Environment
 from framework.journal import WriteAheadJournal
 from framework.ledger import Ledger
 from framework.ledger.check import check_ledger
@@ -108,3 +108,39 @@ def test_paper_cycle_then_nightly_report_of_a_routed_strategy(tmp_path):
         assert "mixed" in text and "alpaca+coinbase" in text
         assert "alpaca: equity" in text and "coinbase: equity" in text   # per venue beside the combined report
         assert (tmp_path / "reports" / "nightly" / day / "mixed" / "report.html").is_file()
+
+
+def test_smart_execution_across_venues_starts_every_leg_with_a_limit_order(tmp_path):
+    """Issue 11: RoutedBroker rebuilt each venue's batch without its order type and limit prices, so
+    the first step of every smart buy went out as a MARKET order. Each venue now gets the batch as
+    the engine made it: a marketable limit first, on the venue's price increment."""
+    strategy = StrategyConfig(name="mixed", routing={"equity": "alpaca", "crypto": "coinbase"})
+    with AlpacaServer(key="k", secret="s", cash=100_000.0, rate_limit=None, data_rate_limit=None,
+                      fill_after_polls=10_000) as a_srv, \
+            CoinbaseServer(cash_usd=100_000.0, private_rate_limit=None, fee_rate=0.0) as c_srv:
+        a_srv.set_price("AAPL", 200.0)
+        c_srv.set_price("BTC-USD", 50_000.0)
+        fast = LiveOptions(order_timeout_s=0.3, poll_interval_s=0.01)
+        alpaca = AlpacaBroker(AlpacaEndpoints("k", "s", True, a_srv.url, a_srv.url, 5.0), retry=FAST, options=fast)
+        coinbase = CoinbaseBroker(CoinbaseEndpoints(c_srv.api_key_name, c_srv.private_key_pem, None, c_srv.base_url,
+                                                    c_srv.cert_path, 5.0), retry=FAST, options=fast)
+        limits = RiskLimits(max_position_size_pct=0.30, max_exposure_pct=0.95, max_positions=10, min_confidence=0.5,
+                            max_daily_loss_pct=0.5, min_account_balance=0.0, max_leverage=1.0)
+        settings = RebalanceSettings(drift_threshold=0.0, price_buffer_bps=0.0, execution="smart", smart_reprices=1)
+        broker = RoutedBroker({"alpaca": alpaca, "coinbase": coinbase}, strategy.broker_for, settings)
+        u = broker.instruments(["AAPL", "BTC/USD"])
+        ledger = Ledger(tmp_path / "l.db")
+        ledger.start_run("r", "mixed", "", "paper", broker.name, 200_000.0, u.symbols, {})
+        p = Pipeline(broker, RiskManager(limits), Rebalancer(settings),
+                     WriteAheadJournal(ledger, "r", Account(broker.name, Environment.PAPER, "test")), u,
+                     "cancel", "smart", 1, 10.0)
+        t = np.datetime64("2026-11-21T15:00:00", "ns")
+        run_cycle(p, TargetPortfolio(t, "mixed@20261121T150000Z", np.array([0.2, 0.2]), np.array([0.9, 0.9])))
+        a_sent = a_srv.orders_submitted()
+        c_sent = [o for o in c_srv.orders() if o.get("client_order_id", "").startswith("p-")]
+        assert a_sent and c_sent
+        assert a_sent[0]["type"] == "limit" and float(a_sent[0]["limit_price"]) == 200.2
+        assert "limit_limit_gtc" in c_sent[0]["order_configuration"]     # oldest first
+        assert [o["type"] for o in a_sent][-1] == "market"       # the ladder still ends at market
+        assert check_ledger(ledger) == []
+        ledger.close()

@@ -11,8 +11,18 @@ import pytest
 
 from framework.data import BarStore
 from framework.errors import TransientBrokerError, UsageError
-from framework.fetch import (ChunkDone, FetchInterrupted, FetchLog, Span, chunk, fetch_to_store, missing_spans,
-                             parse_symbols, parse_time, parse_timeframe)
+from framework.fetch import (
+    ChunkDone,
+    FetchInterrupted,
+    FetchLog,
+    Span,
+    chunk,
+    fetch_to_store,
+    missing_spans,
+    parse_symbols,
+    parse_time,
+    parse_timeframe,
+)
 
 H = pd.Timedelta(hours=1)
 NOW = pd.Timestamp("2025-06-01T12:34:00Z")

@@ -7,8 +7,15 @@ import warnings
 
 import pytest
 
-from framework.config import (RiskLimits, Settings, StrategyConfig, load_settings, load_strategy, load_venue,
-                              mask_secret)
+from framework.config import (
+    RiskLimits,
+    Settings,
+    StrategyConfig,
+    load_settings,
+    load_strategy,
+    load_venue,
+    mask_secret,
+)
 from framework.errors import ConfigError
 from tests.conftest import REPO
 

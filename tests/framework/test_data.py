@@ -7,8 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from framework.data import (BarStore, bars_from_frame, infer_timeframe, load_bars, read_factor_table,
-                            read_long_csv, split_ratios)
+from framework.data import (
+    BarStore,
+    bars_from_frame,
+    infer_timeframe,
+    load_bars,
+    read_factor_table,
+    read_long_csv,
+    split_ratios,
+)
 from framework.errors import DataError
 from tests.conftest import run_parity, utc, write_settings
 

@@ -344,7 +344,7 @@ def test_many_bad_rows_are_capped_with_a_summary(tmp_path):
 
 def test_symbol_forms_resolve_to_one_canonical_symbol(tmp_path):
     path = csv_file(tmp_path, f"X:BTCUSD,{T1},,1,0.1,0.5,", f"BTC-USD,{T2},,1,0.2,0.5,",
-                    f"btcusd,2024-01-04T00:00Z,,1,0.3,0.5,", f"BTC/USD,2024-01-05T00:00Z,,1,0.4,0.5,")
+                    "btcusd,2024-01-04T00:00Z,,1,0.3,0.5,", "BTC/USD,2024-01-05T00:00Z,,1,0.4,0.5,")
 
     b = load_signals(path)
 
@@ -355,7 +355,7 @@ def test_symbol_forms_resolve_to_one_canonical_symbol(tmp_path):
 def test_symbol_check_is_called_once_and_reports_each_symbol(tmp_path):
     rows = [f"AAPL,2024-01-{d:02d}T00:00Z,,1,0.1,0.5," for d in range(1, 9)]
     rows += [f"ZZZZ,2024-01-{d:02d}T00:00Z,,1,0.1,0.5," for d in range(1, 3)]
-    rows += [f"MSFT,2024-01-01T00:00Z,,1,0.1,0.5,"]
+    rows += ["MSFT,2024-01-01T00:00Z,,1,0.1,0.5,"]
     path = csv_file(tmp_path, *rows)
     calls = []
 

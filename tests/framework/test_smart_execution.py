@@ -12,6 +12,7 @@ from brokers.alpaca.broker import AlpacaBroker
 from brokers.alpaca.client import AlpacaEndpoints
 from brokers.live import LiveOptions, RetryPolicy
 from brokers.simulated import SimulatedBroker
+from framework.accounts import Account, Environment
 from framework.clock import SimClock
 from framework.config import RebalanceSettings, RiskLimits
 from framework.costs import FixedBps
@@ -19,7 +20,6 @@ from framework.data import BarArrays
 from framework.engine import Pipeline, marketable_limit, run_cycle
 from framework.journal import BufferedJournal, WriteAheadJournal
 from framework.ledger import Ledger
-from framework.accounts import Account, Environment
 from framework.ledger.check import check_ledger
 from framework.rebalance import Rebalancer
 from framework.risk import RiskManager

@@ -48,6 +48,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import namedtuple
 from datetime import date, datetime, timedelta, timezone
@@ -55,8 +57,6 @@ from decimal import ROUND_DOWN, ROUND_FLOOR, Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import parse_qsl, unquote, urlsplit
-import urllib.error
-import urllib.request
 
 try:  # New York time for the clock and daily bar stamps
     from zoneinfo import ZoneInfo

@@ -10,7 +10,6 @@ from datetime import datetime
 
 import pytest
 import requests
-
 from alpaca.common.exceptions import APIError
 from alpaca.data.historical import CryptoHistoricalDataClient, StockHistoricalDataClient
 from alpaca.data.requests import (

@@ -14,8 +14,13 @@ from brokers.alpaca.broker import AlpacaBroker
 from brokers.alpaca.client import AlpacaEndpoints, NotFound
 from brokers.live import LiveOptions, OrderRequest, RateLimiter, RetryPolicy
 from framework.broker import OrderState
-from framework.errors import (AuthenticationError, DataError, InsufficientFunds, OrderRejected,
-                              TransientBrokerError)
+from framework.errors import (
+    AuthenticationError,
+    DataError,
+    InsufficientFunds,
+    OrderRejected,
+    TransientBrokerError,
+)
 from framework.types import OrderBatch, OrderStatus
 from tests.servers.alpaca_server import AlpacaServer
 
