@@ -23,12 +23,12 @@ import threading
 import time
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
 from framework.broker import Broker, OnUpdate, OrderState
-from framework.errors import OrderRejected, TransientBrokerError
+from framework.errors import BrokerError, OrderRejected, TransientBrokerError
 from framework.types import ExecutionReport, FillBatch, OrderBatch, OrderStatus, owned
 
 _S = OrderStatus
@@ -136,6 +136,18 @@ class LiveOptions:
 
     order_timeout_s: float = 60.0
     poll_interval_s: float = 0.2
+    # while the venue's order stream is connected, REST polling only backs it up: every answer the
+    # stream announces wakes the loop at once (SPEC §20)
+    stream_poll_interval_s: float = 30.0
+
+
+class OrderStream(Protocol):
+    """A venue's order stream (``brokers/*/stream.py``) as the live loop uses it."""
+
+    @property
+    def connected(self) -> bool: ...
+    def start(self) -> object: ...
+    def stop(self, timeout: float = 10.0) -> None: ...
 
 
 class LiveBroker(Broker):
@@ -148,6 +160,60 @@ class LiveBroker(Broker):
         self.sleep = sleep
         self.options = options
         self._working: dict[str, tuple[OrderBatch, int, OrderState]] = {}
+        self._wake = threading.Event()          # set by the order stream on every update and gap
+        self._stream: OrderStream | None = None
+        self._stream_tried = False
+        self.stream_updates = 0
+
+    # ---- streaming (SPEC §20) -------------------------------------------------------------------
+    def _make_stream(self, on_update: Callable[[object], None], on_gap: Callable[[str], None]) -> OrderStream | None:
+        """The venue's order stream for these keys, or None (adapters override)."""
+        return None
+
+    def _streaming(self) -> bool:
+        """Start the venue's order stream once (lazily, on the first leg); True while it is connected.
+
+        The stream is a wake-up call, not a second book: an update makes the loop refresh the
+        orders it waits for over REST at once, and their fills are booked from the venue's REST
+        fills with the same trade ids as ever, so an execution seen on both paths is booked once.
+        A gap (a reconnect) wakes it too; while the stream is down the loop polls as without one."""
+        if not self._stream_tried:
+            self._stream_tried = True
+            try:
+                self._stream = self._make_stream(self._on_stream_update, self._on_stream_gap)
+                if self._stream is not None:
+                    self._stream.start()
+            except BrokerError:
+                self._stream = None          # no stream (e.g. refused keys): REST polling as before
+        return self._stream is not None and self._stream.connected
+
+    def _on_stream_update(self, update: object) -> None:
+        self.stream_updates += 1
+        self._wake.set()
+
+    def _on_stream_gap(self, reason: str) -> None:
+        self._wake.set()
+
+    def _pause(self, delay: float) -> None:
+        """Wait ``delay`` seconds, or until the order stream announces something, or until a stream
+        that was connected drops (then the loop falls back to polling at once)."""
+        if self._stream is None:
+            self.sleep(delay)
+            return
+        end = time.monotonic() + delay
+        was_connected = self._stream.connected
+        while True:
+            left = end - time.monotonic()
+            if left <= 0 or self._wake.wait(min(left, 0.25)):
+                break
+            if was_connected and not self._stream.connected:
+                break
+        self._wake.clear()
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.stop()
+            self._stream = None
 
     @property
     def order_timeout_s(self) -> float:
@@ -187,6 +253,7 @@ class LiveBroker(Broker):
         n = len(batch)
         if n == 0:
             return ExecutionReport(batch, np.zeros(0, np.int8), np.zeros(0), np.zeros(0), FillBatch.empty())
+        self._streaming()          # listening before the first order goes out
         cids = batch.client_order_ids()
         messages: dict[int, str] = {}
         since = batch.time - np.timedelta64(2, "D")
@@ -242,8 +309,10 @@ class LiveBroker(Broker):
         deadline = time.monotonic() + (self.order_timeout_s if timeout_s is None else timeout_s)
         delay = self.poll_interval_s
         while any(s is not None and s.status in OPEN for s in states) and time.monotonic() < deadline:
-            self.sleep(delay)
-            delay = min(delay * 1.5, 2.0)
+            streaming = self._streaming()
+            self._pause(min(self.options.stream_poll_interval_s if streaming else delay,
+                            max(deadline - time.monotonic(), 0.0)))
+            delay = min(delay * 1.5, max(2.0, self.poll_interval_s))
             open_idx = [i for i, s in enumerate(states) if s is not None and s.status in OPEN]
             try:
                 fresh = self.call(lambda: self._get_many([states[i] for i in open_idx]))  # type: ignore[misc]

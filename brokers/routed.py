@@ -42,6 +42,10 @@ class RoutedBroker(Broker):
         self._resizers = {n: Rebalancer(rebalance, fees=getattr(b, "fees", None)) for n, b in brokers.items()} \
             if rebalance is not None else {}
 
+    def close(self) -> None:
+        for b in self.brokers.values():
+            b.close()
+
     def account_id(self) -> str:
         return "+".join(f"{n}={b.account_id()}" for n, b in sorted(self.brokers.items()))
 

@@ -42,6 +42,9 @@ class ShadowBroker(Broker):
         self.slippage_bps = slippage_bps
         self._sim: SimulatedBroker | None = None
 
+    def close(self) -> None:
+        self.venue.close()
+
     def describe(self) -> str:
         return (f"coinbase SHADOW (paper): simulated fills at Coinbase's live prices from "
                 f"{self.venue.describe()}; no order reaches Coinbase")

@@ -40,6 +40,9 @@ class AlpacaSettings(Model):
     paper_api_secret: str | None = None
     base_url: str | None = None      # trading endpoint override, e.g. a local test server
     data_url: str | None = None      # market-data endpoint override
+    stream_url: str | None = None    # trade_updates WebSocket override (streaming is on with the venue's
+                                     # own endpoints, or wherever stream_url points)
+    streaming: bool = True           # follow orders on the stream (REST polling stays the fallback)
     timeout_s: float = 10.0
     requests_per_minute: int = 200
 
@@ -51,6 +54,8 @@ class CoinbaseSettings(Model):
     key_file: str | None = None      # CDP key JSON {"name": ..., "privateKey": ...}
     base_url: str | None = None      # host[:port] override, e.g. a local test server
     ca_bundle: str | None = None     # trust a test server's self-signed certificate
+    stream_url: str | None = None    # user-channel WebSocket override (as for Alpaca)
+    streaming: bool = True
     timeout_s: float = 10.0
     requests_per_second: int = 30
 

@@ -112,6 +112,15 @@ class AlpacaBroker(LiveBroker):
             return np.ones(len(universe), bool)
         return universe.crypto | self.is_open()
 
+    def _make_stream(self, on_update, on_gap):
+        where = self.endpoints.stream_endpoint
+        if where is False:
+            return None
+        from brokers.alpaca.stream import AlpacaOrderStream
+
+        return AlpacaOrderStream(self.endpoints.key, self.endpoints.secret, on_update=on_update, on_gap=on_gap,
+                                 paper=self.endpoints.paper, url=where or None)
+
     def account_id(self) -> str:
         return str(self._do("account", self.trading.get_account).id)  # type: ignore[union-attr]
 

@@ -19,9 +19,6 @@ from framework.errors import (
     TransientBrokerError,
 )
 
-PAPER_URL = "https://paper-api.alpaca.markets"
-LIVE_URL = "https://api.alpaca.markets"
-
 
 class DuplicateClientOrderId(BrokerError):
     """The venue already has an order with this client order id: look it up, do not resend."""
@@ -64,11 +61,18 @@ class AlpacaEndpoints:
     trading_url: str | None   # None = the venue's own endpoint
     data_url: str | None
     timeout: float = 10.0
+    stream_url: str | None = None   # trade_updates WebSocket; None = the venue's (used only with its own
+                                    # trading endpoint: a test server without a stream is polled)
+    streaming: bool = True
 
     @property
-    def production(self) -> bool:
-        """True when orders would reach Alpaca's real endpoints (paper or live)."""
-        return self.trading_url is None or self.trading_url.rstrip("/") in (PAPER_URL, LIVE_URL)
+    def stream_endpoint(self) -> str | None | bool:
+        """Where to stream from: a URL, None for the venue's own, or False for no stream."""
+        if not self.streaming:
+            return False
+        if self.stream_url:
+            return self.stream_url
+        return None if self.trading_url is None else False
 
 
 def make_clients(ep: AlpacaEndpoints, limiter: RateLimiter):

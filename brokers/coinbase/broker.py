@@ -106,6 +106,16 @@ class CoinbaseBroker(LiveBroker):
                 return out
             cursor = resp["cursor"]
 
+    def _make_stream(self, on_update, on_gap):
+        where = self.endpoints.stream_endpoint
+        if where is False:
+            return None
+        from brokers.coinbase.stream import CoinbaseOrderStream
+
+        ep = self.endpoints
+        return CoinbaseOrderStream(on_update=on_update, on_gap=on_gap, api_key=ep.api_key, api_secret=ep.api_secret,
+                                   key_file=ep.key_file, url=where or None)
+
     def account_id(self) -> str:
         """The portfolio the key trades (each Coinbase API key is scoped to one portfolio)."""
         try:

@@ -18,8 +18,6 @@ from framework.errors import (
     TransientBrokerError,
 )
 
-PRODUCTION_HOST = "api.coinbase.com"
-
 
 class NotFound(BrokerError):
     """404 from the venue."""
@@ -33,10 +31,17 @@ class CoinbaseEndpoints:
     base_url: str | None          # host[:port]; None = api.coinbase.com
     ca_bundle: str | None = None  # trust a local server's self-signed certificate
     timeout: float = 10.0
+    stream_url: str | None = None  # user-channel WebSocket; None = the venue's (only with its own REST host)
+    streaming: bool = True
 
     @property
-    def production(self) -> bool:
-        return self.base_url is None or self.base_url.split(":")[0] == PRODUCTION_HOST
+    def stream_endpoint(self) -> str | None | bool:
+        """Where to stream from: a URL, None for the venue's own, or False for no stream."""
+        if not self.streaming:
+            return False
+        if self.stream_url:
+            return self.stream_url
+        return None if self.base_url is None else False
 
 
 def make_client(ep: CoinbaseEndpoints, limiter: RateLimiter):

@@ -161,6 +161,7 @@ def run_execute(settings: Settings, settings_path: str | None, *, signals_path: 
     name = broker_name or _route(strategy)
     ledger = Ledger(settings.ledger)
     echo = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if json_out else print
+    broker = None
     try:
         note = live_gate(ledger, strategy, settings, name, live)     # before any request reaches a venue
         if note:
@@ -208,6 +209,8 @@ def run_execute(settings: Settings, settings_path: str | None, *, signals_path: 
             raise RiskHalt("the risk manager blocked the whole cycle: " + "; ".join(d.reason for d in res.plan.risk.decisions))
         return 0
     finally:
+        if broker is not None:
+            broker.close()          # ends the order stream's thread
         ledger.close()
 
 
@@ -311,6 +314,7 @@ def run_close(settings: Settings, settings_path: str | None, *, symbol: str, qua
     mode = mode_of(live)
     name = broker_name or StrategyConfig(name="manual").broker_for(sym)
     ledger = Ledger(settings.ledger)
+    broker = None
     try:
         if live and not production_venues(settings, name):
             print(gate_note(settings, name))
@@ -353,6 +357,8 @@ def run_close(settings: Settings, settings_path: str | None, *, symbol: str, qua
               + (f" ({rep.messages[0]})" if 0 in rep.messages else ""))
         return 0 if st in ("filled", "partially_filled", "new") else 1
     finally:
+        if broker is not None:
+            broker.close()          # ends the order stream's thread
         ledger.close()
 
 
@@ -364,6 +370,7 @@ def run_status(settings: Settings, settings_path: str | None, *, broker_name: st
     from framework.session import LiveSession, RunInfo
 
     ledger = Ledger(settings.ledger)
+    broker = None
     try:
         req = BrokerRequest(broker_name, live)
         broker = build_broker(req, settings, settings_path, ledger)
@@ -381,6 +388,8 @@ def run_status(settings: Settings, settings_path: str | None, *, broker_name: st
             print_status(broker, acct, mode_of(live))
             print_foreign(foreign)
     finally:
+        if broker is not None:
+            broker.close()          # ends the order stream's thread
         ledger.close()
 
 

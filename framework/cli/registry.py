@@ -71,7 +71,8 @@ def alpaca_broker(settings: Settings, settings_path: str | None, req: BrokerRequ
     venue = load_venue("alpaca", settings_path)
     eq = venue.asset_classes.get("equity")  # type: ignore[call-overload]
     cr = venue.asset_classes.get("crypto")  # type: ignore[call-overload]
-    return AlpacaBroker(AlpacaEndpoints(key, secret, not req.live, a.base_url, a.data_url, a.timeout_s),
+    return AlpacaBroker(AlpacaEndpoints(key, secret, not req.live, a.base_url, a.data_url, a.timeout_s, a.stream_url,
+                                        a.streaming),
                         fees=VenueFees.from_venue(venue), min_notional_equity=eq.min_notional if eq else 1.0,
                         min_notional_crypto=cr.min_notional if cr else 1.0,
                         requests_per_minute=a.requests_per_minute, options=live_options(req.rebalance))
@@ -86,7 +87,8 @@ def coinbase_venue(settings: Settings, settings_path: str | None, req: BrokerReq
     if not c.key_file and not (c.api_key and c.api_secret):
         raise UsageError("COINBASE_API_KEY and COINBASE_API_SECRET are not set (a CDP key name and its PEM), and no "
                          "execution.coinbase.key_file is configured: put them in the environment or .env")
-    endpoints = CoinbaseEndpoints(c.api_key, c.api_secret, c.key_file, c.base_url, c.ca_bundle, c.timeout_s)
+    endpoints = CoinbaseEndpoints(c.api_key, c.api_secret, c.key_file, c.base_url, c.ca_bundle, c.timeout_s,
+                                  c.stream_url, c.streaming)
     return CoinbaseBroker(endpoints, requests_per_second=c.requests_per_second,
                           fees=VenueFees.from_venue(load_venue("coinbase", settings_path)),
                           options=live_options(req.rebalance))
