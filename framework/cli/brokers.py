@@ -20,11 +20,13 @@ def alpaca_broker(settings: Settings, settings_path: str | None, *, live: bool, 
     from framework.costs import VenueFees
 
     a = settings.execution.alpaca
-    if live:
-        key, secret = _need(a.api_key, "ALPACA_API_KEY"), _need(a.api_secret, "ALPACA_API_SECRET")
-    else:
-        key = _need(a.paper_api_key, "ALPACA_PAPER_KEY")
-        secret = _need(a.paper_api_secret, "ALPACA_PAPER_SECRET")
+    key, secret, fallback = a.keys(live)
+    key = _need(key, "ALPACA_API_KEY" if live else "ALPACA_PAPER_KEY")
+    secret = _need(secret, "ALPACA_API_SECRET" if live else "ALPACA_PAPER_SECRET")
+    if fallback:
+        from framework.config import note
+
+        note(fallback)
     venue = load_venue("alpaca", settings_path)
     eq = venue.asset_classes.get("equity")  # type: ignore[call-overload]
     cr = venue.asset_classes.get("crypto")  # type: ignore[call-overload]
@@ -54,8 +56,18 @@ def production_endpoint(broker) -> bool:
     return bool(getattr(ep, "production", True))
 
 
+def _enabled(name: str, settings: Settings, settings_path: str | None) -> None:
+    """Refuse a broker that settings.yaml disables (``execution.NAME.enabled: false``)."""
+    if not getattr(settings.execution, name).enabled:
+        where = settings_path or settings.source
+        raise UsageError(f"{name} is disabled: execution.{name}.enabled is false in {where}; set it to true "
+                         f"there to use {name}")
+
+
 def make_broker(name: str, settings: Settings, settings_path: str | None, *, live: bool, ledger=None,
                 rebalance=None, route=None):
+    if name in ("alpaca", "coinbase"):
+        _enabled(name, settings, settings_path)
     if name == "routed":
         from brokers.routed import RoutedBroker
 

@@ -404,7 +404,7 @@ def test_duplicates_are_an_error_naming_both_lines(tmp_path):
 
 def test_duplicates_across_files_name_the_other_file(tmp_path):
     csv_file(tmp_path, f"AAPL,{T1},,1,0.2,0.9,", name="a.csv")
-    csv_file(tmp_path, f"AAPL,{T1},,1,0.2,0.9,", name="b.csv")
+    csv_file(tmp_path, f"AAPL,{T1},,1,0.3,0.9,", name="b.csv")   # conflicting (identical rows collapse)
 
     [p] = problems_of(tmp_path)
 
