@@ -242,7 +242,9 @@ def _select_strategy(df: pd.DataFrame, strategy: str | None, root: str, problems
         return None, strategy
     if strategy not in found:
         raise DataError([*problems, Problem(root, None, "strategy",
-                                            f"no rows for strategy {strategy} (found: {listed})")])
+                                            f"no rows for strategy {strategy} (found: {listed}); to read the "
+                                            f"column as a label of one portfolio, set signals.strategies: label "
+                                            f"in {home}")])
     keep = (tags.eq(strategy) | tags.eq("")).to_numpy(bool)
     return (None if keep.all() else keep), strategy
 

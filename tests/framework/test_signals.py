@@ -471,7 +471,8 @@ def test_unknown_strategy_lists_the_ones_found(tmp_path):
     [p] = problems_of(strategies_file(tmp_path), strategy="delta")
 
     assert p.field == "strategy"
-    assert p.message == "no rows for strategy delta (found: alpha, beta, gamma)"
+    assert p.message.startswith("no rows for strategy delta (found: alpha, beta, gamma); ")
+    assert "signals.strategies: label" in p.message
 
 
 def test_several_strategies_need_a_name(tmp_path):
