@@ -135,7 +135,8 @@ def load_signals(
     files, problems = _read_files(Path(path), options=_read_options(src, home))
     usable = [f for f in files if f.usable]
     if not usable:
-        raise DataError(problems or [Problem(root, None, None, "the archive has no rows")])
+        raise DataError(_ordered(problems, [f.path for f in files]) or [Problem(root, None, None,
+                                                                                "the archive has no rows")])
     df, rows = _combine(usable)
     keep, name = _select_strategy(df, strategy, root, problems, src.strategies, home)
     if keep is not None:
