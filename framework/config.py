@@ -174,6 +174,9 @@ class SignalSource(Model):
         return 5 * 60 * 10**9 if self.format == "alchemiser-alerts" else None
 
 
+_SIGNAL_KEYS_SINCE_21 = ("format", "columns", "batch_window", "gross_tolerance", "strategies")
+
+
 def parse_duration(text: str | float, what: str) -> int:
     """Return a duration such as ``5m``, ``90s``, ``1h`` or ``1d`` in nanoseconds (ValueError if not one)."""
     import pandas as pd
@@ -271,6 +274,11 @@ class StrategyConfig(Model):
         """Content hash of everything that changes trading behaviour: not the stage, the file name, the
         description or the promotion gates (tightening a gate must not discard the evidence)."""
         data = self.model_dump(exclude={"stage", "source", "description", "promotion"})
+        # signals settings added for SPEC §21 count only when set, so that the hash of a strategy
+        # promoted before they existed does not change
+        for key, field in SignalSource.model_fields.items():
+            if key in _SIGNAL_KEYS_SINCE_21 and data["signals"].get(key) == field.default:
+                del data["signals"][key]
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -87,3 +87,11 @@ def test_signal_settings_are_validated_in_the_strategy_file(tmp_path):
                       ("signals: {format: tradingview}\n", "signals.format")]:
         p = write(tmp_path / "strategies" / "bad.yaml", text)
         assert f"{p} [{key}]" in config_error(load_strategy, str(p)), text
+
+
+def test_the_new_signal_settings_leave_existing_config_hashes_alone():
+    from framework.config import SignalSource, StrategyConfig
+
+    # the hash StrategyConfig(name="x") had before SPEC §21 (promotions record it)
+    assert StrategyConfig(name="x").config_hash() == "c6bf6733f5438a2f"
+    assert StrategyConfig(name="x", signals=SignalSource(batch_window="5m")).config_hash() != "c6bf6733f5438a2f"
