@@ -1,11 +1,15 @@
 """Read a signal archive, validate every row and return one strategy's batches as dense matrices.
 
-An archive is one CSV, JSON or Parquet file, or a directory of them at any depth (sorted paths,
-hidden entries and other extensions skipped), read as one table with the columns
-``symbol,time,regime,side,weight,confidence,strategy`` (``regime`` and ``strategy`` optional,
-extra columns kept and ignored, names case-insensitive). Validation is vectorised and collects
-every problem before raising one ``DataError``; each ``Problem`` names file, line and field. For
-CSV the line is the physical line (header = line 1); for JSON and Parquet it is the 1-based row.
+An archive is one CSV, JSON (array or JSON Lines), JSON Lines or Parquet file, or a directory of
+them at any depth (sorted paths, hidden entries and other extensions skipped), read as one table
+with the columns ``symbol,time,regime,side,weight,confidence,strategy`` (``regime`` and
+``strategy`` optional, extra columns kept and ignored, names case-insensitive; reading itself is
+framework.signal_files). Validation is vectorised and collects every problem before raising one
+``DataError``; each ``Problem`` names file, line and field. For CSV and JSON Lines the line is the
+physical line (CSV header = line 1); for a JSON array and Parquet it is the 1-based row. A
+strategy's ``signals:`` settings (SPEC §21: ``columns``, ``format``, ``batch_window``,
+``gross_tolerance``, ``strategies``, ``timezone``, ``duplicates``) arrive as ``source``; every
+message about a fixable input names the setting and the file it goes in.
 
 Decisions where the spec is silent:
 
@@ -25,11 +29,19 @@ Decisions where the spec is silent:
 - Messages are capped: 100 rows per rule, 5 rows per unknown symbol (200 symbols, the rest named
   in one summary), 10 lines per over-weight batch; each cap adds a summary problem with the count.
 - A bad ``universe`` entry is a UsageError (configuration), not a DataError.
+- Rows of several tiers (the regime framework's LT/MT/ST) sharing time and symbol are duplicates:
+  the user's ``duplicates`` rule decides (``max_confidence`` suggested); without one the message
+  names the tiers. Rows identical to a row of an earlier file are counted once (a run directory
+  and its ``latest/`` copy; framework.signal_batches says more, with batching and tolerance).
+- ``strategies: label`` keeps every row as one portfolio whatever the strategy column says;
+  ``sleeves`` is refused until portfolios of sleeves exist.
+- Symbols are read strictly: a bare ``...USD`` whose base no venue file lists is an error.
+- Percentages (``31.2%``) are accepted for weight and confidence, only when a value is not a
+  plain number, so the all-numeric fast path is unchanged.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,6 +70,7 @@ from framework.signal_files import (
     _Rows,
     _show,
 )
+from framework.signal_times import check_times as _check_times
 from framework.symbols import canonical
 from framework.types import SignalBatches
 
@@ -70,9 +83,6 @@ MAX_ROWS_PER_SYMBOL = 5      # rows listed per unknown symbol
 MAX_SYMBOLS = 200            # unknown symbols reported with their rows; the rest are named in one problem
 MAX_LINES_PER_BATCH = 10     # lines listed in a gross-weight problem
 
-_NAT = np.iinfo(np.int64).min
-_ZONE = re.compile(r"\d[Tt ]\d{2}.*?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$")
-_T_OK, _T_EMPTY, _T_BAD, _T_NAIVE, _T_LOCAL = range(5)
 
 
 def note(message: str) -> None:
@@ -304,78 +314,6 @@ def _runs(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return the start and end positions of the runs of equal values in a sorted array."""
     change = np.flatnonzero(sorted_values[1:] != sorted_values[:-1]) + 1
     return np.r_[0, change], np.r_[change, len(sorted_values)]
-
-
-def _check_times(col: pd.Series, rows: _Rows, timezone: str | None,
-                 problems: list[Problem], home: str = "the strategy file") -> tuple[np.ndarray, np.ndarray]:
-    """Parse times to UTC nanoseconds (int64 per row) and report the ones that cannot be used."""
-    codes, uniq = pd.factorize(col)
-    u_ns, u_state = _parse_times(uniq, timezone)
-    ok_code = codes >= 0
-    safe = np.maximum(codes, 0)
-    ns = np.where(ok_code, u_ns[safe] if len(uniq) else _NAT, _NAT)
-    state = np.where(ok_code, u_state[safe] if len(uniq) else _T_EMPTY, _T_EMPTY)
-
-    def say(i: int) -> str:
-        s = int(state[i])
-        shown = _show(col.iloc[i])
-        if s == _T_EMPTY or _is_blank(col.iloc[i]):
-            return "time is empty"
-        if s == _T_NAIVE:
-            return (f"time {shown} has no zone; add one (e.g. Z or +00:00) or set signals.timezone "
-                    f"(e.g. America/New_York) in {home}")
-        if s == _T_LOCAL:
-            return f"time {shown} does not exist or is ambiguous in {timezone}"
-        return f"unparseable time {shown} (use ISO 8601 with a zone, e.g. 2024-01-02T15:30:00Z)"
-
-    rows.report(np.flatnonzero(state != _T_OK), "time", say, "a bad time", problems)
-    return ns, state == _T_OK
-
-
-def _parse_times(uniq: pd.Index, timezone: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """Parse distinct time values; return UTC nanoseconds and a state per value."""
-    n = len(uniq)
-    ns = np.full(n, _NAT, dtype=np.int64)
-    state = np.full(n, _T_BAD, dtype=np.int8)
-    if pd.api.types.is_datetime64_any_dtype(uniq.dtype):
-        idx = pd.DatetimeIndex(uniq)
-        if idx.tz is not None:
-            ns[:], state[:] = _utc_ns(idx.tz_convert("UTC"))
-        elif timezone is None:
-            state[:] = _T_NAIVE
-        else:
-            ns[:], state[:] = _utc_ns(idx.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT"), _T_LOCAL)
-        return ns, state
-    text = _as_text(uniq).str.strip()
-    zoned = text.str.contains(_ZONE, na=False).to_numpy(bool)
-    if zoned.any():
-        parsed = pd.DatetimeIndex(pd.to_datetime(text[zoned], format="ISO8601", utc=True, errors="coerce"))
-        ns[zoned], state[zoned] = _utc_ns(parsed)
-    naive = np.flatnonzero(~zoned)
-    if len(naive):
-        try:
-            parsed = pd.DatetimeIndex(pd.to_datetime(text.iloc[naive], format="ISO8601", errors="coerce"))
-        except (ValueError, TypeError):  # a zone form the pattern missed, mixed with naive ones
-            return ns, state
-        if parsed.tz is not None:
-            return ns, state
-        readable = ~parsed.isna()
-        if timezone is None:
-            state[naive[readable]] = _T_NAIVE
-        else:
-            local = parsed.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
-            got_ns, got_state = _utc_ns(local, _T_LOCAL)
-            got_state[~readable] = _T_BAD
-            ns[naive], state[naive] = got_ns, got_state
-    return ns, state
-
-
-def _utc_ns(idx: pd.DatetimeIndex, missing: int = _T_BAD) -> tuple[np.ndarray, np.ndarray]:
-    """Return int64 UTC nanoseconds and states; NaT or out of the nanosecond range gives ``missing``."""
-    values = (idx.tz_convert("UTC").tz_localize(None) if idx.tz is not None else idx).to_numpy()
-    ok = ~np.isnat(values) & (values >= np.datetime64("1678-01-01")) & (values < np.datetime64("2262-01-01"))
-    ns = np.where(ok, values, np.datetime64(0, "s")).astype("datetime64[ns]").view(np.int64)
-    return np.where(ok, ns, _NAT), np.where(ok, _T_OK, missing).astype(np.int8)
 
 
 def _check_side(col: pd.Series, rows: _Rows, problems: list[Problem]) -> tuple[np.ndarray, np.ndarray]:
