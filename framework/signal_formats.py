@@ -12,6 +12,7 @@ Decisions (the log itself says no more):
 - ``BUY`` and ``HOLD`` with a percentage target that weight; ``SELL`` targets 0 (the holding is
   sold). ``HOLD`` without a percentage keeps the position as it is: it becomes a row with
   confidence 0, which the risk manager leaves alone (below ``min_confidence``) and records why.
+  This relies on ``min_confidence`` above 0 (the default is 0.50); with 0 such a row targets 0.
   ``BUY`` without a percentage is an error: the size it meant is unknown.
 - A row whose symbol is a portfolio pseudo-symbol (it holds ``_``, e.g. ``NUCLEAR_PORTFOLIO``,
   which no exchange ticker does) is replaced by one row per holding its reason lists
