@@ -40,7 +40,7 @@ def window_batches(t_ns: np.ndarray, window_ns: int | None) -> tuple[np.ndarray,
     if not window_ns or len(uniq) == 0:
         return uniq, inverse.astype(np.int64)
     batch_of = np.empty(len(uniq), np.int64)
-    stamps = []
+    stamps: list[int] = []
     i = 0
     while i < len(uniq):       # one step per batch, not per row
         j = int(np.searchsorted(uniq, uniq[i] + window_ns, side="right"))
@@ -140,8 +140,8 @@ def check_spans(signals, bar_times: np.ndarray, signals_name: str, bars_name: st
     if b0 <= s0 <= b1:
         return
 
-    def day(t) -> str:
-        return np.datetime_as_string(np.datetime64(t, "s"), unit="s") + "Z"
+    def day(t: np.datetime64) -> str:
+        return str(np.datetime_as_string(np.asarray(t).astype("datetime64[s]"), unit="s")) + "Z"
 
     where = "starts before the first bar" if s0 < b0 else "starts after the last bar"
     raise UsageError(f"the signal archive {where}: signals {day(s0)} .. {day(s1)} ({len(signals.times)} batches, "
