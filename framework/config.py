@@ -4,6 +4,12 @@ Models are frozen and reject unknown keys; a wrong key or type becomes a ConfigE
 file and the key. ``${VAR}`` is read from the environment or a ``.env`` file in the working
 directory. A secret written literally in YAML works but triggers a warning. Relative paths in the
 files (ledger, data_dir, reports_dir, signal and bar sources) are relative to the working directory.
+
+Coming from the earlier framework (SPEC §21): settings.yaml may hold that framework's other
+top-level sections (its analysis pipeline's ``symbols``, ``telegram``, ``risk``, ...); they are
+ignored with one note naming them, except a name one letter or two from a Parity key (``ledgr``),
+which is an error. Inside ``execution:`` unknown keys stay errors. A limit written as a
+percentage (``max_position_size_pct: 20``) is refused with the fraction meant (0.20).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from framework.errors import ConfigError
 
@@ -29,6 +35,13 @@ PACKAGE_CONFIG = Path(__file__).resolve().parent.parent / "config"
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def note(message: str) -> None:
+    """Tell the user something they should know but need not act on (stderr, never stdout)."""
+    import sys
+
+    print(f"note: {message}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- settings.yaml
@@ -45,6 +58,21 @@ class AlpacaSettings(Model):
     streaming: bool = True           # follow orders on the stream (REST polling stays the fallback)
     timeout_s: float = 10.0
     requests_per_minute: int = 200
+
+    def keys(self, live: bool) -> tuple[str | None, str | None, str | None]:
+        """Return (key, secret, note) for live or paper.
+
+        Paper uses ``paper_api_key``/``paper_api_secret``; when neither is set, the earlier
+        framework's habit of keeping paper keys under ``api_key``/``api_secret`` is followed, with
+        a note saying so (a paper endpoint refuses live keys, so nothing can trade live by this).
+        """
+        if live:
+            return self.api_key, self.api_secret, None
+        if not self.paper_api_key and not self.paper_api_secret and self.api_key and self.api_secret:
+            return self.api_key, self.api_secret, (
+                "no paper keys (execution.alpaca.paper_api_key/paper_api_secret, ALPACA_PAPER_KEY/"
+                "ALPACA_PAPER_SECRET): using api_key/api_secret for the paper account")
+        return self.paper_api_key, self.paper_api_secret, None
 
 
 class CoinbaseSettings(Model):
@@ -66,11 +94,37 @@ class RiskLimits(Model):
     max_position_size_pct: float = Field(0.20, ge=0)
     max_exposure_pct: float = Field(0.95, ge=0)
     max_positions: int = Field(10, ge=0)
-    min_confidence: float = Field(0.50, ge=0, le=1)
+    min_confidence: float = Field(0.50, ge=0)      # above 1 refused as a percentage below
     max_daily_loss_pct: float = Field(0.05, ge=0)
     min_account_balance: float = Field(1000.0, ge=0)
     max_leverage: float = Field(1.0, ge=0)
     max_signal_age_minutes: float = Field(15.0, gt=0)
+
+    @field_validator("max_position_size_pct", "max_daily_loss_pct", "min_confidence")
+    @classmethod
+    def _fraction_not_percent(cls, v: float) -> float:
+        if v > 1:
+            raise ValueError(percent_message(v))
+        return v
+
+    @model_validator(mode="after")
+    def _exposure_not_percent(self) -> RiskLimits:
+        # Exposure may exceed 1 with leverage, and a value above max_leverage merely never binds (tests
+        # write 5 to switch the rule off); 10 or more above the leverage can only be a percentage.
+        v = self.max_exposure_pct
+        if v > max(1.0, self.max_leverage) and v >= 10:
+            raise ValueError(f"max_exposure_pct: {percent_message(v)} (it may exceed 1 only up to max_leverage "
+                             f"{self.max_leverage:g})")
+        return self
+
+
+def percent_message(v: float) -> str:
+    """Say that a limit above 1 reads as a percentage, and the fraction that was probably meant."""
+    frac = f"{v / 100:.2f}"
+    if abs(float(frac) - v / 100) > 1e-12:
+        frac = f"{v / 100:.6g}"
+    return (f"{v:g} looks like a percentage: limits are fractions of equity, so {v:g}% is written {frac} "
+            f"(write {frac})")
 
 
 class ExecutionSettings(RiskLimits):
@@ -91,10 +145,56 @@ class Settings(Model):
 
 # ---------------------------------------------------------------- strategies/NAME.yaml
 class SignalSource(Model):
+    """Where a strategy's signals come from and how to read them (SPEC §4, §21)."""
+
     path: str | None = None
-    timezone: str | None = None
+    timezone: str | None = None          # zone of times written without one
     duplicates: Literal["last", "max_confidence", "mean"] | None = None
     absent: Literal["close", "hold"] = "close"
+    format: Literal["parity", "alchemiser-alerts"] = "parity"
+    columns: dict[str, str] = {}         # Parity column name -> the file's column name
+    batch_window: str | None = None      # e.g. 5m: rows within it of a batch's first row are one batch
+    gross_tolerance: float = Field(0.005, ge=0, le=0.1)
+    strategies: Literal["label", "sleeves"] | None = None
+
+    @field_validator("columns")
+    @classmethod
+    def _known_columns(cls, v: dict[str, str]) -> dict[str, str]:
+        known = ("symbol", "time", "regime", "side", "weight", "confidence", "strategy")
+        unknown = sorted(set(v) - set(known))
+        if unknown:
+            raise ValueError(f"unknown column(s) {unknown}: the keys are Parity's names ({', '.join(known)}), "
+                             "the values the file's")
+        return {k: str(c).strip().lower() for k, c in v.items()}
+
+    @field_validator("batch_window")
+    @classmethod
+    def _duration(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v, "batch_window")
+        return v
+
+    def window_ns(self) -> int | None:
+        """The batch window in nanoseconds: the setting, else 5 minutes for the alert-log format."""
+        if self.batch_window is not None:
+            return parse_duration(self.batch_window, "batch_window")
+        return 5 * 60 * 10**9 if self.format == "alchemiser-alerts" else None
+
+
+_SIGNAL_KEYS_SINCE_21 = ("format", "columns", "batch_window", "gross_tolerance", "strategies")
+
+
+def parse_duration(text: str | float, what: str) -> int:
+    """Return a duration such as ``5m``, ``90s``, ``1h`` or ``1d`` in nanoseconds (ValueError if not one)."""
+    import pandas as pd
+
+    try:
+        td = pd.Timedelta(str(text).strip())
+    except (ValueError, TypeError):
+        raise ValueError(f"{what}: not a duration: {text!r} (write e.g. 5m, 90s, 1h)") from None
+    if td.value < 0:
+        raise ValueError(f"{what}: must not be negative")
+    return int(td.value)
 
 
 class BarSource(Model):
@@ -169,6 +269,9 @@ class StrategyConfig(Model):
         unknown = set(v) - set(RiskLimits.model_fields)
         if unknown:
             raise ValueError(f"unknown risk limit(s) {sorted(unknown)}; known: {sorted(RiskLimits.model_fields)}")
+        for k in ("max_position_size_pct", "max_daily_loss_pct", "min_confidence"):
+            if k in v and v[k] > 1:
+                raise ValueError(f"{k}: {percent_message(v[k])}")
         return v
 
     def limits(self, base: RiskLimits) -> RiskLimits:
@@ -178,6 +281,11 @@ class StrategyConfig(Model):
         """Content hash of everything that changes trading behaviour: not the stage, the file name, the
         description or the promotion gates (tightening a gate must not discard the evidence)."""
         data = self.model_dump(exclude={"stage", "source", "description", "promotion"})
+        # signals settings added for SPEC §21 count only when set, so that the hash of a strategy
+        # promoted before they existed does not change
+        for key, field in SignalSource.model_fields.items():
+            if key in _SIGNAL_KEYS_SINCE_21 and data["signals"].get(key) == field.default:
+                del data["signals"][key]
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -230,6 +338,7 @@ class VenueConfig(Model):
     venue: str
     asset_classes: dict[Literal["equity", "crypto"], AssetClassRules]
     instruments: dict[str, InstrumentRules] = {}
+    crypto_assets: list[str] = []    # crypto bases the venue lists, to read bare pairs such as POLUSD
     source: str = "<embedded>"
 
     def rules(self, asset_class: str) -> AssetClassRules:
@@ -294,12 +403,16 @@ def _validate(model: type[Model], data: dict, path: Path) -> Any:
         lines = []
         for err in e.errors():
             key = ".".join(str(x) for x in err["loc"]) or "(top level)"
-            lines.append(f"{path} [{key}]: {err['msg']}")
+            lines.append(f"{path} [{key}]: {err['msg'].removeprefix('Value error, ')}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
 
 
 def load_settings(path: str | Path | None) -> Settings:
-    """Load settings.yaml; without a file (the demo on a bare checkout) use the defaults."""
+    """Load settings.yaml; without a file (the demo on a bare checkout) use the defaults.
+
+    Top-level sections Parity does not read are dropped with one note naming them (the earlier
+    framework's file holds its analysis pipeline's settings beside ``execution:``).
+    """
     load_dotenv_once()
     if path is None:
         candidate = Path("config/settings.yaml")
@@ -307,7 +420,24 @@ def load_settings(path: str | Path | None) -> Settings:
             return Settings()
         path = candidate
     p = Path(path)
-    return _validate(Settings, _interpolate(read_yaml(p), str(p)), p)
+    data = _known_sections(read_yaml(p), p)
+    return _validate(Settings, _interpolate(data, str(p)), p)
+
+
+def _known_sections(data: dict, path: Path) -> dict:
+    """Keep the top-level keys Parity reads; note the others, refuse near-misses of Parity's keys."""
+    import difflib
+
+    known = [k for k in Settings.model_fields if k != "source"]
+    other = [str(k) for k in data if k not in known]
+    typos = {k: m[0] for k in other if (m := difflib.get_close_matches(k, known, n=1, cutoff=0.8))}
+    if typos:
+        lines = [f"{path} [{k}]: unknown key; did you mean {m!r}?" for k, m in typos.items()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    if other:
+        note(f"{path}: ignoring top-level section(s) Parity does not use: {', '.join(other)} "
+             f"(Parity reads {', '.join(known)})")
+    return {k: v for k, v in data.items() if k in known}
 
 
 def config_dirs(settings_path: str | Path | None) -> list[Path]:

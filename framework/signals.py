@@ -1,11 +1,15 @@
 """Read a signal archive, validate every row and return one strategy's batches as dense matrices.
 
-An archive is one CSV, JSON or Parquet file, or a directory of them at any depth (sorted paths,
-hidden entries and other extensions skipped), read as one table with the columns
-``symbol,time,regime,side,weight,confidence,strategy`` (``regime`` and ``strategy`` optional,
-extra columns kept and ignored, names case-insensitive). Validation is vectorised and collects
-every problem before raising one ``DataError``; each ``Problem`` names file, line and field. For
-CSV the line is the physical line (header = line 1); for JSON and Parquet it is the 1-based row.
+An archive is one CSV, JSON (array or JSON Lines), JSON Lines or Parquet file, or a directory of
+them at any depth (sorted paths, hidden entries and other extensions skipped), read as one table
+with the columns ``symbol,time,regime,side,weight,confidence,strategy`` (``regime`` and
+``strategy`` optional, extra columns kept and ignored, names case-insensitive; reading itself is
+framework.signal_files). Validation is vectorised and collects every problem before raising one
+``DataError``; each ``Problem`` names file, line and field. For CSV and JSON Lines the line is the
+physical line (CSV header = line 1); for a JSON array and Parquet it is the 1-based row. A
+strategy's ``signals:`` settings (SPEC §21: ``columns``, ``format``, ``batch_window``,
+``gross_tolerance``, ``strategies``, ``timezone``, ``duplicates``) arrive as ``source``; every
+message about a fixable input names the setting and the file it goes in.
 
 Decisions where the spec is silent:
 
@@ -25,37 +29,73 @@ Decisions where the spec is silent:
 - Messages are capped: 100 rows per rule, 5 rows per unknown symbol (200 symbols, the rest named
   in one summary), 10 lines per over-weight batch; each cap adds a summary problem with the count.
 - A bad ``universe`` entry is a UsageError (configuration), not a DataError.
+- Rows of several tiers (the regime framework's LT/MT/ST) sharing time and symbol are duplicates:
+  the user's ``duplicates`` rule decides (``max_confidence`` suggested); without one the message
+  names the tiers. Rows identical to a row of an earlier file are counted once (a run directory
+  and its ``latest/`` copy; framework.signal_batches says more, with batching and tolerance).
+- ``strategies: label`` keeps every row as one portfolio whatever the strategy column says;
+  ``sleeves`` is refused until portfolios of sleeves exist.
+- Symbols are read strictly: a bare ``...USD`` whose base no venue file lists is an error.
+- Percentages (``31.2%``) are accepted for weight and confidence, only when a value is not a
+  plain number, so the all-numeric fast path is unchanged.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from framework.errors import DataError, Problem, UsageError
+from framework.signal_batches import (
+    repeated_in_earlier_file,
+    rescale_small_excess,
+    warn_if_split,
+    window_batches,
+)
+from framework.signal_files import (
+    MAX_ROWS_PER_RULE,
+    ReadOptions,
+    _as_text,
+    _combine,
+    _is_blank,
+    _numbers,
+    _ordered,
+    _read_files,
+    _Rows,
+    _show,
+)
+from framework.signal_times import check_times as _check_times
 from framework.symbols import canonical
 from framework.types import SignalBatches
 
-REQUIRED = ("symbol", "time", "side", "weight", "confidence")
+if TYPE_CHECKING:
+    from framework.config import SignalSource
+
 DUPLICATE_RULES = ("last", "max_confidence", "mean")
-FORMATS = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
 GROSS_TOLERANCE = 1e-9
-MAX_ROWS_PER_RULE = 100      # rows listed per rule; the rest are counted in one summary problem
 MAX_ROWS_PER_SYMBOL = 5      # rows listed per unknown symbol
 MAX_SYMBOLS = 200            # unknown symbols reported with their rows; the rest are named in one problem
 MAX_LINES_PER_BATCH = 10     # lines listed in a gross-weight problem
 
-_NAT = np.iinfo(np.int64).min
-_ZONE = re.compile(r"\d[Tt ]\d{2}.*?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$")
-_T_OK, _T_EMPTY, _T_BAD, _T_NAIVE, _T_LOCAL = range(5)
+
+
+def note(message: str) -> None:
+    """Tell the user something they should know but need not act on (stderr, never stdout)."""
+    print(f"note: {message}", file=sys.stderr)
+
+
+def settings_home(config_file: str | None) -> str:
+    """Name the file where ``signals.*`` settings go, for messages."""
+    if config_file and not config_file.startswith("<"):
+        return config_file
+    return ("the strategy's file (config/strategies/NAME.yaml; `execute` without --strategy reads "
+            "config/strategies/default.yaml)")
 
 
 def load_signals(
@@ -66,6 +106,9 @@ def load_signals(
     duplicates: str | None = None,
     symbol_check: Callable[[list[str]], dict[str, str]] | None = None,
     universe: Sequence[str] | None = None,
+    source: SignalSource | None = None,
+    config_file: str | None = None,
+    crypto_bases: frozenset[str] = frozenset(),
 ) -> SignalBatches:
     """Read and validate the archive at ``path`` and return the batches of one strategy.
 
@@ -73,9 +116,21 @@ def load_signals(
     repeated (time, symbol) rows (``last``, ``max_confidence`` or ``mean``; None makes them an
     error); ``symbol_check`` gets the distinct canonical symbols once and returns
     ``{symbol: reason}`` for those that are unknown or not tradable; ``universe`` fixes the column
-    order and the symbols allowed. Raise DataError listing every problem found.
+    order and the symbols allowed. ``source`` (a strategy's ``signals:`` settings) adds the
+    reading settings of SPEC §21 and supplies ``timezone``/``duplicates`` when they are None;
+    ``config_file`` is the file those settings live in (named in messages); ``crypto_bases`` are
+    the venues' crypto assets, to read bare pairs such as POLUSD. Raise DataError listing every
+    problem found.
     """
+    from framework.config import SignalSource
+
+    src = source or SignalSource()
+    home = settings_home(config_file)
     root = str(path)
+    timezone = timezone if timezone is not None else src.timezone
+    duplicates = duplicates if duplicates is not None else src.duplicates
+    if duplicates is None and src.format == "alchemiser-alerts":
+        duplicates = "last"
     if duplicates is not None and duplicates not in DUPLICATE_RULES:
         raise DataError(Problem(root, None, "duplicates",
                                 f"unknown duplicates rule {duplicates!r} (use last, max_confidence or mean)"))
@@ -83,27 +138,40 @@ def load_signals(
         try:
             pd.Timestamp("2000-01-01").tz_localize(timezone)
         except Exception as e:
-            raise DataError(Problem(root, None, "timezone", f"unknown time zone {timezone!r}")) from e
+            raise DataError(Problem(root, None, "timezone", f"unknown time zone {timezone!r} "
+                                    f"(signals.timezone in {home})")) from e
     allowed = _canonical_universe(universe)
 
-    files, problems = _read_files(Path(path))
+    files, problems = _read_files(Path(path), options=_read_options(src, home))
     usable = [f for f in files if f.usable]
     if not usable:
-        raise DataError(problems or [Problem(root, None, None, "the archive has no rows")])
+        raise DataError(_ordered(problems, [f.path for f in files]) or [Problem(root, None, None,
+                                                                                "the archive has no rows")])
     df, rows = _combine(usable)
-    keep, name = _select_strategy(df, strategy, root, problems)
+    keep, name = _select_strategy(df, strategy, root, problems, src.strategies, home)
     if keep is not None:
         df, rows = df.loc[keep].reset_index(drop=True), rows.subset(keep)
 
-    sym, sym_ok, symbols = _check_symbols(df["symbol"], rows, allowed, symbol_check, problems)
-    t_ns, t_ok = _check_times(df["time"], rows, timezone, problems)
+    sym, sym_ok, symbols = _check_symbols(df["symbol"], rows, allowed, symbol_check, problems, crypto_bases)
+    t_ns, t_ok = _check_times(df["time"], rows, timezone, problems, home)
     side, side_ok = _check_side(df["side"], rows, problems)
     weight, w_ok = _check_unit_interval(df["weight"], "weight", rows, problems)
     conf, c_ok = _check_unit_interval(df["confidence"], "confidence", rows, problems)
 
     valid = np.flatnonzero(sym_ok & t_ok & side_ok & w_ok & c_ok)
-    cells = _resolve(valid, t_ns, sym, side * weight, conf, duplicates, rows, symbols, problems)
-    _check_gross(valid, cells, rows, problems)
+    times, row_batch = window_batches(t_ns[valid], src.window_ns())
+    signed = side * weight
+    repeat, first = repeated_in_earlier_file(row_batch, sym[valid], signed[valid], conf[valid], rows.fcode[valid])
+    if repeat.any():
+        i = int(np.flatnonzero(repeat)[0])
+        note(f"{int(repeat.sum())} row(s) repeat identical rows of an earlier file and are counted once (e.g. "
+             f"{rows.where(int(valid[i]), -1)} repeats {rows.where(int(valid[first[i]]), -1)}; a run directory "
+             "and its latest/ copy)")
+        valid, row_batch = valid[~repeat], row_batch[~repeat]
+    tier = _as_text(df["tier"]).fillna("") if "tier" in df.columns else None
+    cells = _resolve(valid, times, row_batch, t_ns, sym, signed, conf, duplicates, rows, symbols, problems,
+                     home, tier)
+    cells = _check_gross(valid, cells, rows, problems, src.gross_tolerance, home)
     if problems:
         raise DataError(_ordered(problems, [f.path for f in files]))
 
@@ -111,8 +179,18 @@ def load_signals(
     weights, confidence = np.full(shape, np.nan), np.full(shape, np.nan)
     weights[cells.batch, cells.column] = cells.weight
     confidence[cells.batch, cells.column] = cells.confidence
+    warn_if_split(cells.batch, len(cells.times), len(symbols), home)
     return SignalBatches(name, tuple(symbols), cells.times.astype("datetime64[ns]"), weights, confidence,
                          sources=tuple(f.path for f in usable))
+
+
+def _read_options(src: SignalSource, home: str) -> ReadOptions:
+    convert = None
+    if src.format == "alchemiser-alerts":
+        from framework.signal_formats import alchemiser_alerts
+
+        convert = alchemiser_alerts(home)
+    return ReadOptions(columns=dict(src.columns) or None, convert=convert, home=home)
 
 
 def read_archive(path: str | Path) -> pd.DataFrame:
@@ -131,241 +209,6 @@ def read_archive(path: str | Path) -> pd.DataFrame:
     return out
 
 
-# ---------------------------------------------------------------------------- reading files
-
-
-@dataclass(slots=True)
-class _File:
-    path: str
-    kind: str
-    frame: pd.DataFrame | None = None
-    lines: np.ndarray | None = None
-    usable: bool = False
-
-
-def _read_files(root: Path, check_columns: bool = True) -> tuple[list[_File], list[Problem]]:
-    """Read every signal file under ``root``; say what is wrong with the ones that cannot be used."""
-    problems: list[Problem] = []
-    if root.is_file():
-        if root.suffix.lower() not in FORMATS:
-            return [], [Problem(str(root), None, None, "unsupported file type (use .csv, .json or .parquet)")]
-        paths = [root]
-    elif root.is_dir():
-        paths = [p for p in sorted(root.rglob("*"))
-                 if p.suffix.lower() in FORMATS and p.is_file()
-                 and not any(part.startswith(".") for part in p.relative_to(root).parts)]
-        if not paths:
-            return [], [Problem(str(root), None, None, "no signal files (.csv, .json, .parquet) in it")]
-    else:
-        return [], [Problem(str(root), None, None, "no such file or directory")]
-
-    files = []
-    for p in paths:
-        f = _File(str(p), FORMATS[p.suffix.lower()])
-        reader = {"csv": _read_csv, "json": _read_json, "parquet": _read_parquet}[f.kind]
-        before = len(problems)
-        reader(p, f, problems)
-        if f.frame is not None and len(problems) == before:
-            f.frame.columns = [str(c).strip().lower() for c in f.frame.columns]
-            if check_columns:
-                _check_columns(f, problems)
-            f.usable = len(problems) == before
-        files.append(f)
-    return files, problems
-
-
-def _check_columns(f: _File, problems: list[Problem]) -> None:
-    assert f.frame is not None
-    names = list(f.frame.columns)
-    if len(f.frame) == 0:
-        problems.append(Problem(f.path, None, None, "no rows"))
-        if not names:
-            return
-    header = 1 if f.kind == "csv" else None
-    for n in sorted({n for n in names if names.count(n) > 1}):
-        problems.append(Problem(f.path, header, n, f"column {n!r} appears more than once"))
-    found = ", ".join(names)
-    for col in REQUIRED:
-        if col not in names:
-            problems.append(Problem(f.path, header, col, f"missing column {col!r} (found: {found})"))
-
-
-def _read_csv(p: Path, f: _File, problems: list[Problem]) -> None:
-    data = p.read_bytes()
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = len(re.findall(rb"\r\n|\r|\n", data[: e.start])) + 1
-        problems.append(Problem(f.path, line, None, f"not UTF-8 text (byte {e.start})"))
-        return
-    starts = _record_lines(data)
-    try:
-        df = pd.read_csv(io.BytesIO(data), dtype=str, na_filter=False, skip_blank_lines=False,
-                         encoding="utf-8-sig", engine="c")
-    except pd.errors.EmptyDataError:
-        problems.append(Problem(f.path, None, None, "empty file (no header, no rows)"))
-        return
-    except (pd.errors.ParserError, ValueError) as e:
-        m = re.search(r"line (\d+)", str(e))
-        record = int(m.group(1)) if m else 0
-        line = int(starts[record - 1]) if 0 < record <= len(starts) else None
-        reason = re.sub(r" in line \d+", "", str(e).split("C error: ")[-1]).strip()
-        problems.append(Problem(f.path, line, None, f"cannot parse CSV: {reason}"))
-        return
-    if len(starts) != len(df) + 1:
-        starts = _record_lines_slowly(data)
-    lines = starts[1:] if len(starts) == len(df) + 1 else np.arange(2, len(df) + 2)
-    blank = _blank_rows(df)
-    if blank.any():
-        df, lines = df.loc[~blank].reset_index(drop=True), lines[~blank]
-    f.frame, f.lines = df, lines
-
-
-def _record_lines(data: bytes) -> np.ndarray:
-    """Return the physical line on which each CSV record starts (header included), quote-aware.
-
-    Any of LF, CRLF and a lone CR ends a line; a line break inside quotes does not end a record.
-    """
-    buf = np.frombuffer(data, np.uint8)
-    breaks = np.flatnonzero(buf == 10)
-    cr = np.flatnonzero(buf == 13)
-    if len(cr):
-        nxt = np.minimum(cr + 1, len(buf) - 1)
-        lone = (cr + 1 >= len(buf)) | (buf[nxt] != 10)
-        breaks = np.union1d(breaks, cr[lone])
-    quotes = np.flatnonzero(buf == 34)
-    ends = np.flatnonzero(np.searchsorted(quotes, breaks) % 2 == 0)
-    if len(ends) and breaks[ends[-1]] == len(buf) - 1:
-        ends = ends[:-1]
-    return np.concatenate(([1], ends + 2)).astype(np.int64)
-
-
-def _record_lines_slowly(data: bytes) -> np.ndarray:
-    """Same as _record_lines with the csv module, for files whose quoting defeats the fast count."""
-    reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))
-    starts, last = [], 0
-    for _ in reader:
-        starts.append(last + 1)
-        last = reader.line_num
-    return np.array(starts or [1], dtype=np.int64)
-
-
-def _blank_rows(df: pd.DataFrame) -> np.ndarray:
-    blank = np.ones(len(df), dtype=bool)
-    for col in df.columns:
-        idx = np.flatnonzero(blank)
-        if not len(idx):
-            break
-        blank[idx] = df[col].iloc[idx].str.strip().eq("").to_numpy(bool)
-    return blank
-
-
-def _read_json(p: Path, f: _File, problems: list[Problem]) -> None:
-    try:
-        obj = json.loads(p.read_bytes().decode("utf-8-sig"))
-    except UnicodeDecodeError as e:
-        problems.append(Problem(f.path, None, None, f"not UTF-8 text (byte {e.start})"))
-        return
-    except json.JSONDecodeError as e:
-        problems.append(Problem(f.path, e.lineno, None, f"invalid JSON: {e.msg} (column {e.colno})"))
-        return
-    if isinstance(obj, dict) and isinstance(obj.get("signals"), list):
-        obj = obj["signals"]
-    if not isinstance(obj, list):
-        problems.append(Problem(f.path, None, None, 'expected a list of rows or {"signals": [...]}'))
-        return
-    bad = [i for i, r in enumerate(obj) if not isinstance(r, dict)]
-    for i in bad[:MAX_ROWS_PER_RULE]:
-        problems.append(Problem(f.path, i + 1, None, f"row {i + 1}: not an object: {_show(obj[i])}"))
-    if not bad:
-        f.frame, f.lines = pd.DataFrame.from_records(obj), np.arange(1, len(obj) + 1)
-
-
-def _read_parquet(p: Path, f: _File, problems: list[Problem]) -> None:
-    try:
-        df = pd.read_parquet(p)
-    except Exception as e:  # pyarrow raises several unrelated types for a bad file
-        problems.append(Problem(f.path, None, None, f"cannot read Parquet: {e}"))
-        return
-    f.frame, f.lines = df.reset_index(drop=True), np.arange(1, len(df) + 1)
-
-
-# ---------------------------------------------------------------------------- rows and messages
-
-
-@dataclass(frozen=True, slots=True)
-class _Rows:
-    """Where each row came from, to write messages: file code and line per row."""
-
-    files: tuple[str, ...]
-    kinds: tuple[str, ...]
-    fcode: np.ndarray
-    line: np.ndarray
-
-    def subset(self, keep: np.ndarray) -> _Rows:
-        return _Rows(self.files, self.kinds, self.fcode[keep], self.line[keep])
-
-    def problem(self, i: int, field: str | None, message: str) -> Problem:
-        f, line = int(self.fcode[i]), int(self.line[i])
-        if self.kinds[f] != "csv":
-            message = f"row {line}: {message}"
-        return Problem(self.files[f], line, field, message)
-
-    def where(self, i: int, home: int) -> str:
-        f, line = int(self.fcode[i]), int(self.line[i])
-        word = "line" if self.kinds[f] == "csv" else "row"
-        return f"{word} {line}" if f == home else f"{self.files[f]} {word} {line}"
-
-    def report(self, bad: np.ndarray, field: str, describe: Callable[[int], str], what: str,
-               problems: list[Problem], cap: int = MAX_ROWS_PER_RULE) -> None:
-        problems.extend(self.problem(int(i), field, describe(int(i))) for i in bad[:cap])
-        if len(bad) > cap:
-            problems.append(Problem(self.files[int(self.fcode[bad[cap]])], None, field,
-                                    f"... and {len(bad) - cap} more rows with {what}"))
-
-
-def _combine(files: list[_File]) -> tuple[pd.DataFrame, _Rows]:
-    frames = [f.frame for f in files]
-    df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    fcode = np.repeat(np.arange(len(files)), [len(f) for f in frames])
-    rows = _Rows(tuple(f.path for f in files), tuple(f.kind for f in files), fcode,
-                 np.concatenate([f.lines for f in files]).astype(np.int64))
-    return df, rows
-
-
-def _ordered(problems: list[Problem], files: list[str]) -> list[Problem]:
-    """Sort problems by file and line; summaries (no line) of a file follow its rows."""
-    pos = {f: i for i, f in enumerate(files)}
-    return sorted(problems, key=lambda p: (pos.get(p.file, -1), p.line is None, p.line or 0))
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _as_text(s: pd.Series | pd.Index) -> pd.Series:
-    """Return the values as text, missing values kept missing (never the string 'nan')."""
-    s = pd.Series(s)
-    return s if isinstance(s.dtype, pd.StringDtype) else s.astype("str").where(s.notna())
-
-
-def _is_blank(value: object) -> bool:
-    return value is None or (pd.api.types.is_scalar(value) and pd.isna(value)) or not str(value).strip()
-
-
-def _numbers(s: pd.Series | pd.Index) -> np.ndarray:
-    """Return the values as floats, NaN where a value is missing or not a number (booleans too)."""
-    s = pd.Series(s)
-    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-        return s.to_numpy(dtype=float, na_value=np.nan)
-    text = _as_text(s)
-    try:
-        return text.astype("float64").to_numpy()   # fast path: every value is a number
-    except (ValueError, TypeError):
-        return pd.to_numeric(text, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-
-
 # ---------------------------------------------------------------------------- checks
 
 
@@ -381,37 +224,52 @@ def _canonical_universe(universe: Sequence[str] | None) -> dict[str, int] | None
     return out
 
 
-def _select_strategy(df: pd.DataFrame, strategy: str | None, root: str,
-                     problems: list[Problem]) -> tuple[np.ndarray | None, str]:
-    """Return the rows to keep (None = all) and the strategy name of the batches."""
+def _select_strategy(df: pd.DataFrame, strategy: str | None, root: str, problems: list[Problem],
+                     mode: str | None = None, home: str = "") -> tuple[np.ndarray | None, str]:
+    """Return the rows to keep (None = all) and the strategy name of the batches.
+
+    With ``signals.strategies: label`` and no strategy asked for, every row is kept: the column
+    labels rows of one portfolio. ``sleeves`` (one sleeve per strategy) is not available yet.
+    """
+    if mode == "sleeves":
+        raise UsageError(f"signals.strategies: sleeves (in {home}) needs portfolios of sleeves (SPEC §18), which "
+                         "this version does not have yet: use signals.strategies: label for one portfolio, or "
+                         "--strategy NAME to trade one strategy's rows")
     if "strategy" not in df.columns:
         return None, strategy or "default"
     tags = _as_text(df["strategy"]).fillna("").str.strip()
     found = sorted(t for t in pd.unique(tags) if t)
     listed = ", ".join(found)
     if strategy is None:
-        if len(found) > 1:
-            raise DataError([*problems, Problem(root, None, "strategy",
-                                                f"several strategies in the archive ({listed}); name one")])
-        return None, found[0] if found else "default"
+        if len(found) > 1 and mode != "label":
+            raise DataError([*problems, Problem(root, None, "strategy", (
+                f"several strategies in the archive ({listed}): set signals.strategies: label (one portfolio, "
+                "the column is a label) or signals.strategies: sleeves (a sleeve per strategy; not available "
+                f"yet) in {home}, or name one strategy's rows with --strategy NAME"))])
+        return None, found[0] if len(found) == 1 else "default"
     if not found:
+        return None, strategy
+    if mode == "label":
         return None, strategy
     if strategy not in found:
         raise DataError([*problems, Problem(root, None, "strategy",
-                                            f"no rows for strategy {strategy} (found: {listed})")])
+                                            f"no rows for strategy {strategy} (found: {listed}); to read the "
+                                            f"column as a label of one portfolio, set signals.strategies: label "
+                                            f"in {home}")])
     keep = (tags.eq(strategy) | tags.eq("")).to_numpy(bool)
     return (None if keep.all() else keep), strategy
 
 
 def _check_symbols(col: pd.Series, rows: _Rows, allowed: dict[str, int] | None,
                    symbol_check: Callable[[list[str]], dict[str, str]] | None,
-                   problems: list[Problem]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                   problems: list[Problem], crypto_bases: frozenset[str] = frozenset(),
+                   ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Canonicalise symbols; return the column per row (-1 = bad), its mask and the column names."""
     codes, raw = pd.factorize(_as_text(col))
     names, reasons = [], {}
     for k, value in enumerate(raw):
         try:
-            names.append(canonical(value))
+            names.append(canonical(value, crypto_bases, True))
         except ValueError as e:
             names.append("")
             reasons[k] = str(e)
@@ -458,77 +316,6 @@ def _runs(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.r_[0, change], np.r_[change, len(sorted_values)]
 
 
-def _check_times(col: pd.Series, rows: _Rows, timezone: str | None,
-                 problems: list[Problem]) -> tuple[np.ndarray, np.ndarray]:
-    """Parse times to UTC nanoseconds (int64 per row) and report the ones that cannot be used."""
-    codes, uniq = pd.factorize(col)
-    u_ns, u_state = _parse_times(uniq, timezone)
-    ok_code = codes >= 0
-    safe = np.maximum(codes, 0)
-    ns = np.where(ok_code, u_ns[safe] if len(uniq) else _NAT, _NAT)
-    state = np.where(ok_code, u_state[safe] if len(uniq) else _T_EMPTY, _T_EMPTY)
-
-    def say(i: int) -> str:
-        s = int(state[i])
-        shown = _show(col.iloc[i])
-        if s == _T_EMPTY or _is_blank(col.iloc[i]):
-            return "time is empty"
-        if s == _T_NAIVE:
-            return f"time {shown} has no zone; add one (e.g. Z or +00:00) or configure the timezone"
-        if s == _T_LOCAL:
-            return f"time {shown} does not exist or is ambiguous in {timezone}"
-        return f"unparseable time {shown} (use ISO 8601 with a zone, e.g. 2024-01-02T15:30:00Z)"
-
-    rows.report(np.flatnonzero(state != _T_OK), "time", say, "a bad time", problems)
-    return ns, state == _T_OK
-
-
-def _parse_times(uniq: pd.Index, timezone: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """Parse distinct time values; return UTC nanoseconds and a state per value."""
-    n = len(uniq)
-    ns = np.full(n, _NAT, dtype=np.int64)
-    state = np.full(n, _T_BAD, dtype=np.int8)
-    if pd.api.types.is_datetime64_any_dtype(uniq.dtype):
-        idx = pd.DatetimeIndex(uniq)
-        if idx.tz is not None:
-            ns[:], state[:] = _utc_ns(idx.tz_convert("UTC"))
-        elif timezone is None:
-            state[:] = _T_NAIVE
-        else:
-            ns[:], state[:] = _utc_ns(idx.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT"), _T_LOCAL)
-        return ns, state
-    text = _as_text(uniq).str.strip()
-    zoned = text.str.contains(_ZONE, na=False).to_numpy(bool)
-    if zoned.any():
-        parsed = pd.DatetimeIndex(pd.to_datetime(text[zoned], format="ISO8601", utc=True, errors="coerce"))
-        ns[zoned], state[zoned] = _utc_ns(parsed)
-    naive = np.flatnonzero(~zoned)
-    if len(naive):
-        try:
-            parsed = pd.DatetimeIndex(pd.to_datetime(text.iloc[naive], format="ISO8601", errors="coerce"))
-        except (ValueError, TypeError):  # a zone form the pattern missed, mixed with naive ones
-            return ns, state
-        if parsed.tz is not None:
-            return ns, state
-        readable = ~parsed.isna()
-        if timezone is None:
-            state[naive[readable]] = _T_NAIVE
-        else:
-            local = parsed.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
-            got_ns, got_state = _utc_ns(local, _T_LOCAL)
-            got_state[~readable] = _T_BAD
-            ns[naive], state[naive] = got_ns, got_state
-    return ns, state
-
-
-def _utc_ns(idx: pd.DatetimeIndex, missing: int = _T_BAD) -> tuple[np.ndarray, np.ndarray]:
-    """Return int64 UTC nanoseconds and states; NaT or out of the nanosecond range gives ``missing``."""
-    values = (idx.tz_convert("UTC").tz_localize(None) if idx.tz is not None else idx).to_numpy()
-    ok = ~np.isnat(values) & (values >= np.datetime64("1678-01-01")) & (values < np.datetime64("2262-01-01"))
-    ns = np.where(ok, values, np.datetime64(0, "s")).astype("datetime64[ns]").view(np.int64)
-    return np.where(ok, ns, _NAT), np.where(ok, _T_OK, missing).astype(np.int8)
-
-
 def _check_side(col: pd.Series, rows: _Rows, problems: list[Problem]) -> tuple[np.ndarray, np.ndarray]:
     codes, uniq = pd.factorize(_as_text(col) if col.dtype == object else col)  # keep True apart from 1
     u_val = _numbers(uniq) if len(uniq) else np.zeros(0)
@@ -542,13 +329,20 @@ def _check_side(col: pd.Series, rows: _Rows, problems: list[Problem]) -> tuple[n
 
 def _check_unit_interval(col: pd.Series, field: str, rows: _Rows,
                          problems: list[Problem]) -> tuple[np.ndarray, np.ndarray]:
+    """Parse a column of numbers in [0, 1]; ``31.2%`` is read as 0.312."""
     values = _numbers(col)
+    if np.isnan(values).any() and not pd.api.types.is_numeric_dtype(col):
+        text = _as_text(col).str.strip()
+        pct = text.str.endswith("%").fillna(False).to_numpy(bool) & np.isnan(values)
+        if pct.any():
+            values = values.copy()
+            values[pct] = pd.to_numeric(text[pct].str[:-1].str.strip(), errors="coerce").to_numpy(float) / 100
     ok = (values >= 0.0) & (values <= 1.0)
 
     def say(i: int) -> str:
         if _is_blank(col.iloc[i]):
             return f"{field} is empty"
-        return f"{field} must be a number in [0, 1], got {_show(col.iloc[i])}"
+        return f"{field} must be a number in [0, 1] (or a percentage such as 31.2%), got {_show(col.iloc[i])}"
 
     rows.report(np.flatnonzero(~ok), field, say, f"a bad {field}", problems)
     return np.where(ok, values, 0.0), ok
@@ -566,15 +360,17 @@ class _Cells:
     confidence: np.ndarray
 
 
-def _resolve(valid: np.ndarray, t_ns: np.ndarray, sym: np.ndarray, signed: np.ndarray, conf: np.ndarray,
-             rule: str | None, rows: _Rows, symbols: list[str], problems: list[Problem]) -> _Cells:
-    """Collapse repeated (time, symbol) rows by ``rule``, or report them when there is no rule."""
-    times, row_batch = np.unique(t_ns[valid], return_inverse=True)
-    s, w, c = sym[valid], signed[valid], conf[valid]
+def _resolve(valid: np.ndarray, times: np.ndarray, row_batch: np.ndarray, t_ns: np.ndarray, sym: np.ndarray,
+             signed: np.ndarray, conf: np.ndarray, rule: str | None, rows: _Rows, symbols: list[str],
+             problems: list[Problem], home: str = "the strategy file", tier: pd.Series | None = None) -> _Cells:
+    """Collapse repeated (batch, symbol) rows by ``rule``, or report them when there is no rule.
+
+    ``last`` means the latest time in the batch, then the later row in file order.
+    """
+    s, w, c, t = sym[valid], signed[valid], conf[valid], t_ns[valid]
     key = row_batch.astype(np.int64) * max(len(symbols), 1) + s
-    order = np.argsort(key, kind="stable")
-    if rule == "max_confidence":
-        order = np.lexsort((np.arange(len(key)), c, key))
+    n = np.arange(len(key))
+    order = np.lexsort((n, c, key)) if rule == "max_confidence" else np.lexsort((n, t, key))
     ks = key[order]
     first = np.r_[True, ks[1:] != ks[:-1]] if len(ks) else np.zeros(0, bool)
     if rule == "mean":
@@ -591,31 +387,41 @@ def _resolve(valid: np.ndarray, t_ns: np.ndarray, sym: np.ndarray, signed: np.nd
 
         def say(i: int) -> str:
             when = pd.Timestamp(int(t_ns[i]), tz="UTC").isoformat()
-            return (f"duplicate of {rows.where(first_row[i], int(rows.fcode[i]))} (time {when}, symbol "
-                    f"{symbols[int(sym[i])]}); set duplicates: last, max_confidence or mean")
+            j = first_row[i]
+            tiers = f", tiers {tier.iloc[j]} and {tier.iloc[i]}" if tier is not None and tier.iloc[i] else ""
+            return (f"duplicate of {rows.where(j, int(rows.fcode[i]))} (time {when}, symbol "
+                    f"{symbols[int(sym[i])]}{tiers}); set signals.duplicates: last, max_confidence or mean "
+                    f"in {home}")
 
         rows.report(np.sort(valid[order[dup]]), "symbol", say, "a duplicate (time, symbol)", problems)
     return _Cells(times, row_batch, row_batch[pick], s[pick], w[pick], c[pick])
 
 
-def _check_gross(valid: np.ndarray, cells: _Cells, rows: _Rows, problems: list[Problem]) -> None:
-    """Report batches whose gross weight (sum of |side x weight|) is above 1."""
-    gross = np.bincount(cells.batch, weights=np.abs(cells.weight), minlength=len(cells.times))
-    over = np.flatnonzero(gross > 1.0 + GROSS_TOLERANCE)
+def _check_gross(valid: np.ndarray, cells: _Cells, rows: _Rows, problems: list[Problem],
+                 tolerance: float = 0.0, home: str = "the strategy file") -> _Cells:
+    """Rescale batches a little over 1 in gross weight; report those above 1 + ``tolerance``."""
+    weight, gross, fixed = rescale_small_excess(cells.batch, cells.weight, len(cells.times), tolerance)
+    if len(fixed):
+        note(f"{len(fixed)} batch(es) had a gross weight a little above 1 (at most {gross[fixed].max():.6g}, within "
+             f"signals.gross_tolerance {tolerance:g}): rescaled to 1")
+        cells = _Cells(cells.times, cells.row_batch, cells.batch, cells.column, weight, cells.confidence)
+    over = np.flatnonzero(gross > 1.0 + max(tolerance, GROSS_TOLERANCE) + 1e-12)
     if not len(over):
-        return
+        return cells
     in_over = np.flatnonzero(np.isin(cells.row_batch, over))
     by_batch = in_over[np.argsort(cells.row_batch[in_over], kind="stable")]
     for lo, hi in list(zip(*_runs(cells.row_batch[by_batch]), strict=True))[:MAX_ROWS_PER_RULE]:
         members = valid[by_batch[lo:hi]]
         b = int(cells.row_batch[by_batch[lo]])
-        home = int(rows.fcode[members[0]])
-        listed = ", ".join(rows.where(int(i), home) for i in members[:MAX_LINES_PER_BATCH])
+        fhome = int(rows.fcode[members[0]])
+        listed = ", ".join(rows.where(int(i), fhome) for i in members[:MAX_LINES_PER_BATCH])
         more = f" and {len(members) - MAX_LINES_PER_BATCH} more" if len(members) > MAX_LINES_PER_BATCH else ""
         when = pd.Timestamp(int(cells.times[b]), tz="UTC").isoformat()
-        message = f"gross weight {gross[b]:.6g} > 1 in the batch at {when} ({listed}{more})"
+        message = (f"gross weight {gross[b]:.6g} > 1 in the batch at {when} ({listed}{more}); above 1 + "
+                   f"signals.gross_tolerance ({tolerance:g}, in {home})")
         problems.append(rows.problem(int(members[0]), "weight", message))
     if len(over) > MAX_ROWS_PER_RULE:
         more_batches = len(over) - MAX_ROWS_PER_RULE
         problems.append(Problem(rows.files[0], None, "weight",
                                 f"... and {more_batches} more batches with gross weight > 1"))
+    return cells

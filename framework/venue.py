@@ -6,7 +6,10 @@ venue refuses; live adapters fill the same ``Universe`` from the venue's own ass
 
 from __future__ import annotations
 
-from framework.config import VenueConfig
+from pathlib import Path
+
+from framework.config import VenueConfig, config_dirs, load_venue
+from framework.symbols import split_pair
 from framework.types import AssetClass, Instrument, Universe
 
 
@@ -22,7 +25,7 @@ def instruments_for(venue: VenueConfig, symbols: list[str] | tuple[str, ...]) ->
         o = venue.instruments.get(s)
         frac = rules.fractional if o is None or o.fractionable is None else o.fractionable
 
-        def pick(name: str, default: float) -> float:
+        def pick(name: str, default: float, o=o) -> float:
             v = getattr(o, name, None) if o is not None else None
             return default if v is None else float(v)
 
@@ -44,10 +47,27 @@ def universe_for(venue: VenueConfig, symbols: list[str] | tuple[str, ...]) -> Un
 
 
 def untradable(venue: VenueConfig, symbols: list[str]) -> dict[str, str]:
-    """Symbols the venue does not trade, with the reason (for signal validation)."""
+    """Symbols the venue does not trade, with the reason (for signal validation).
+
+    A crypto pair whose base is not among the venue's ``crypto_assets`` (when the file lists them)
+    is refused: a backtest "as Alpaca" must not fill a coin Alpaca does not list.
+    """
     bad = {}
+    listed = set(venue.crypto_assets)
     for s in symbols:
         ac = AssetClass.of(s)
         if venue.asset_classes.get(ac.value) is None:  # type: ignore[call-overload]
             bad[s] = f"{venue.venue} does not trade {ac.value}"
+        elif ac is AssetClass.CRYPTO and listed and split_pair(s)[0] not in listed:
+            bad[s] = (f"{venue.venue} does not list the crypto asset {split_pair(s)[0]} "
+                      f"(crypto_assets in {venue.source})")
     return bad
+
+
+def crypto_bases(settings_path: str | Path | None = None) -> frozenset[str]:
+    """The crypto assets of every venue file Parity can find, to read bare pairs such as POLUSD."""
+    out: set[str] = set()
+    for name in ("alpaca", "coinbase"):
+        if any((d / "venues" / f"{name}.yaml").is_file() for d in config_dirs(settings_path)):
+            out.update(a.strip().upper() for a in load_venue(name, settings_path).crypto_assets)
+    return frozenset(out)

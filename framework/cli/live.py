@@ -132,9 +132,13 @@ def latest_batch(signals, strategy: StrategyConfig, limits, force: bool, scope: 
         raise UsageError("the signal archive has no batches")
     i = len(signals) - 1
     t = signals.times[i]
-    age = (np.datetime64(time.time_ns(), "ns") - t) / np.timedelta64(1, "m")
+    from framework.signal_batches import bar_interval_ns, batch_age_minutes
+
+    age = batch_age_minutes(t, bar_interval_ns(strategy.bars.timeframe, signals.times), time.time_ns())
     if age > limits.max_signal_age_minutes and not force:
-        raise LiveSafetyError(f"the newest batch ({np.datetime_as_string(t, unit='s')}Z) is {age:,.0f} minutes old, "
+        raise LiveSafetyError(f"the newest batch ({np.datetime_as_string(t, unit='s')}Z) is {age:,.0f} minutes old "
+                              "counted from the end of its bar (bars.timeframe of the strategy, else the archive's "
+                              "batch spacing), "
                               f"older than max_signal_age_minutes={limits.max_signal_age_minutes:g}: refusing "
                               "(use --force to trade it anyway)")
     return SignalBatches(signals.strategy, signals.symbols, signals.times[i:], signals.weights[i:],
@@ -169,9 +173,11 @@ def run_execute(settings: Settings, settings_path: str | None, *, signals_path: 
         req = BrokerRequest(name, live, strategy.rebalance, strategy.broker_for)
         broker = build_broker(req, settings, settings_path, ledger)
         check = _tradability_check(broker)
+        from framework.venue import crypto_bases
+
         signals = load_signals(signals_path, strategy=strategy.name if strategy_name else None,
-                               timezone=strategy.signals.timezone,
-                               duplicates=strategy.signals.duplicates, symbol_check=check)
+                               source=strategy.signals, config_file=strategy.source,
+                               crypto_bases=crypto_bases(settings_path), symbol_check=check)
         limits = strategy.limits(settings.execution.limits())
         account = account_of(broker, req)
         target = latest_batch(signals, strategy, limits, force, account.scope)

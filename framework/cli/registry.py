@@ -63,11 +63,13 @@ def alpaca_broker(settings: Settings, settings_path: str | None, req: BrokerRequ
     from framework.costs import VenueFees
 
     a = settings.execution.alpaca
-    if req.live:
-        key, secret = _need(a.api_key, "ALPACA_API_KEY"), _need(a.api_secret, "ALPACA_API_SECRET")
-    else:
-        key = _need(a.paper_api_key, "ALPACA_PAPER_KEY")
-        secret = _need(a.paper_api_secret, "ALPACA_PAPER_SECRET")
+    key, secret, fallback = a.keys(req.live)
+    key = _need(key, "ALPACA_API_KEY" if req.live else "ALPACA_PAPER_KEY")
+    secret = _need(secret, "ALPACA_API_SECRET" if req.live else "ALPACA_PAPER_SECRET")
+    if fallback:
+        from framework.config import note
+
+        note(fallback)
     venue = load_venue("alpaca", settings_path)
     eq = venue.asset_classes.get("equity")  # type: ignore[call-overload]
     cr = venue.asset_classes.get("crypto")  # type: ignore[call-overload]
@@ -118,8 +120,18 @@ def shadow_broker(settings: Settings, settings_path: str | None, req: BrokerRequ
                         fees=VenueFees.from_venue(load_venue("coinbase", settings_path)), slippage_bps=sim.slippage.bps)
 
 
+def _enabled(name: str, settings: Settings, settings_path: str | None) -> None:
+    """Refuse a broker that settings.yaml disables (``execution.NAME.enabled: false``)."""
+    if not getattr(settings.execution, name).enabled:
+        where = settings_path or settings.source
+        raise UsageError(f"{name} is disabled: execution.{name}.enabled is false in {where}; set it to true "
+                         f"there to use {name}")
+
+
 def build_broker(req: BrokerRequest, settings: Settings, settings_path: str | None, ledger=None):
     """The Broker for ``req``, complete."""
+    for name in venue_urls(settings, req.venue):
+        _enabled(name, settings, settings_path)
     if req.venue == "routed":
         from brokers.routed import RoutedBroker
 

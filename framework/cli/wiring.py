@@ -53,8 +53,9 @@ def build_backtest(settings: Settings, settings_path: str | None, strategy: Stra
     from framework.rebalance import Rebalancer
     from framework.risk import RiskManager
     from framework.session import new_run_id, sim_account
+    from framework.signal_batches import check_spans
     from framework.signals import load_signals
-    from framework.venue import universe_for, untradable
+    from framework.venue import crypto_bases, universe_for, untradable
 
     sim = strategy.simulation
     venue = load_venue(sim.venue, settings_path)
@@ -74,8 +75,9 @@ def build_backtest(settings: Settings, settings_path: str | None, strategy: Stra
         return bad
 
     universe_hint = None if signals_path else strategy.universe
-    signals = load_signals(src, strategy=None if signals_path else strategy.name, timezone=strategy.signals.timezone,
-                           duplicates=strategy.signals.duplicates, symbol_check=check, universe=universe_hint)
+    signals = load_signals(src, strategy=None if signals_path else strategy.name, source=strategy.signals,
+                           config_file=strategy.source, crypto_bases=crypto_bases(settings_path),
+                           symbol_check=check, universe=universe_hint)
     if t0 is not None or t1 is not None:
         keep = np.ones(len(signals.times), bool)
         if t0 is not None:
@@ -90,6 +92,7 @@ def build_backtest(settings: Settings, settings_path: str | None, strategy: Stra
             raise UsageError(f"no signal batches between {start} and {end}")
     universe = universe_for(venue, signals.symbols)
     bars = bars.select(list(universe.symbols)).between(None, t1)
+    check_spans(signals, bars.times, str(src), str(bars_name), strategy.source)
     initial = float(cash if cash is not None else sim.cash)
     if initial <= 0:
         raise UsageError("--cash must be positive")

@@ -79,7 +79,7 @@ def test_a_literal_secret_works_but_warns(tmp_path):
 
 
 @pytest.mark.parametrize("text,where", [
-    ("ledger: x.db\nbogus: 1\n", "[bogus]"),
+    ("ledger: x.db\nledgr: y.db\n", "[ledgr]"),          # a near-miss of a Parity key; others are ignored (§21)
     ("execution:\n  max_positons: 3\n", "[execution.max_positons]"),
     ("execution:\n  alpaca:\n    base_urll: http://x\n", "[execution.alpaca.base_urll]"),
     ("execution:\n  max_positions: many\n", "[execution.max_positions]"),

@@ -404,7 +404,7 @@ def test_duplicates_are_an_error_naming_both_lines(tmp_path):
 
 def test_duplicates_across_files_name_the_other_file(tmp_path):
     csv_file(tmp_path, f"AAPL,{T1},,1,0.2,0.9,", name="a.csv")
-    csv_file(tmp_path, f"AAPL,{T1},,1,0.2,0.9,", name="b.csv")
+    csv_file(tmp_path, f"AAPL,{T1},,1,0.3,0.9,", name="b.csv")   # conflicting (identical rows collapse)
 
     [p] = problems_of(tmp_path)
 
@@ -471,7 +471,8 @@ def test_unknown_strategy_lists_the_ones_found(tmp_path):
     [p] = problems_of(strategies_file(tmp_path), strategy="delta")
 
     assert p.field == "strategy"
-    assert p.message == "no rows for strategy delta (found: alpha, beta, gamma)"
+    assert p.message.startswith("no rows for strategy delta (found: alpha, beta, gamma); ")
+    assert "signals.strategies: label" in p.message
 
 
 def test_several_strategies_need_a_name(tmp_path):
