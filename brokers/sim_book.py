@@ -80,7 +80,8 @@ class Book:
 
     def _stretches(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """The change log as bar-ordered stretches (one per chunk, or one sorted copy if needed)."""
-        parts = self._full + [tuple(a[:self._n] for a in self._cur)]  # type: ignore[list-item]
+        cur = self._cur
+        parts = self._full + [(cur[0][:self._n], cur[1][:self._n], cur[2][:self._n], cur[3][:self._n])]
         last = -1
         for bars, *_ in parts:
             if len(bars) and (bars[0] < last or (len(bars) > 1 and (bars[1:] < bars[:-1]).any())):

@@ -60,13 +60,13 @@ class VenueFees:
     @classmethod
     def from_venue(cls, venue: VenueConfig, tier: int = 0) -> VenueFees:
         def taker(ac: str) -> float:
-            rules = venue.asset_classes.get(ac)  # type: ignore[call-overload]
+            rules = venue.asset_classes.get(ac)
             if rules is None:
                 return 0.0
             tiers = rules.fees.tiers
             return tiers[min(tier, len(tiers) - 1)].taker_bps
 
-        eq = venue.asset_classes.get("equity")  # type: ignore[call-overload]
+        eq = venue.asset_classes.get("equity")
         reg = eq.fees.sell_regulatory if eq is not None else None
         return cls(
             equity_bps=taker("equity"), crypto_bps=taker("crypto"),

@@ -57,8 +57,8 @@ def account_lease(ledger: Ledger, account: Account, command: str, wait_s: float 
 
 
 def new_run_id(strategy: str, mode: str) -> str:
-    stamp = np.datetime_as_string(np.datetime64(time.time_ns(), "ns"), unit="ms")
-    stamp = stamp.replace("-", "").replace(":", "").replace(".", "")
+    now = str(np.datetime_as_string(np.datetime64(time.time_ns(), "ns"), unit="ms"))
+    stamp = now.replace("-", "").replace(":", "").replace(".", "")
     return f"{stamp}-{mode}-{strategy}"[:80]
 
 
@@ -110,13 +110,12 @@ class LiveSession:
         self._lease.__enter__()
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if self._started and not self._finished:
                 self.ledger.finish_run(self.run_id, RunStatus.FAILED, None, None, None)
         finally:
             self._lease.__exit__(exc_type, exc, tb)
-        return False
 
     def reconcile(self, resume_batch: str | None = None, check_positions: bool = True) -> list[str]:
         """Bring the account's orders in the ledger up to date with the broker (SPEC §11)."""

@@ -111,7 +111,7 @@ class AlpacaBars:
 
     def fetch(self, symbol: str, timeframe: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
         raw = self._call(f"{timeframe} bars of {symbol}", self._request(symbol, timeframe, start, end))
-        rows = (raw or {}).get(symbol) or []  # type: ignore[union-attr]
+        rows = (raw or {}).get(symbol) or []
         return bars_frame(symbol, rows, daily=timeframe == "1d", stock=not is_crypto(symbol))
 
 

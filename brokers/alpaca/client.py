@@ -38,7 +38,7 @@ class TimeoutSession(requests.Session):
         limiter.per_request = True
         self.trust_env = False
 
-    def request(self, method, url, **kw):  # type: ignore[override]
+    def request(self, method, url, **kw):
         kw.setdefault("timeout", self._timeout)
         self._limiter.acquire()          # one token per HTTP request, at the venue's published rate
         resp = super().request(method, url, **kw)

@@ -71,8 +71,8 @@ def alpaca_broker(settings: Settings, settings_path: str | None, req: BrokerRequ
 
         note(fallback)
     venue = load_venue("alpaca", settings_path)
-    eq = venue.asset_classes.get("equity")  # type: ignore[call-overload]
-    cr = venue.asset_classes.get("crypto")  # type: ignore[call-overload]
+    eq = venue.asset_classes.get("equity")
+    cr = venue.asset_classes.get("crypto")
     return AlpacaBroker(AlpacaEndpoints(key, secret, not req.live, a.base_url, a.data_url, a.timeout_s, a.stream_url,
                                         a.streaming),
                         fees=VenueFees.from_venue(venue), min_notional_equity=eq.min_notional if eq else 1.0,

@@ -319,8 +319,7 @@ class _Tx:
         self.ledger._depth += 1
         return self.ledger.db
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
         self.ledger._depth -= 1
         if self.ledger._depth == 0:
             self.ledger.db.execute("ROLLBACK" if exc_type else "COMMIT")
-        return False

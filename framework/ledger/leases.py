@@ -11,6 +11,7 @@ import os
 import socket
 import sqlite3
 import time
+from typing import Any
 
 from framework.ledger.records import LeaseRecord
 
@@ -30,7 +31,8 @@ class LeaseQueries:
 
     db: sqlite3.Connection
 
-    def tx(self): ...  # provided by Ledger
+    def tx(self) -> Any:  # provided by Ledger
+        raise NotImplementedError
 
     def lease(self, account: str) -> LeaseRecord | None:
         row = self.db.execute("SELECT account, pid, host, command, run_id, acquired_at, expires_at FROM leases "

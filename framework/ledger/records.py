@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +31,8 @@ class OrderRecord:
 
     @staticmethod
     def of(row: dict) -> OrderRecord:
-        return OrderRecord(**{f.name: row.get(f.name) for f in fields(OrderRecord)})
+        values: dict[str, Any] = {f.name: row.get(f.name) for f in fields(OrderRecord)}
+        return OrderRecord(**values)
 
     @property
     def side_sign(self) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Iterable
+from typing import Any, Iterable
 
 import pandas as pd
 
@@ -18,9 +18,11 @@ class RunQueries:
 
     db: sqlite3.Connection
 
-    def tx(self): ...  # provided by Ledger
+    def tx(self) -> Any:  # provided by Ledger
+        raise NotImplementedError
 
-    def _dicts(self, sql: str, args: tuple | list = ()) -> list[dict]: ...  # provided by Ledger
+    def _dicts(self, sql: str, args: tuple | list = ()) -> list[dict]:  # provided by Ledger
+        raise NotImplementedError
 
     def start_run(self, run_id: str, strategy: str, config_hash: str, mode: str, broker: str,
                   initial_equity: float | None, universe: Iterable[str], settings: dict, signals: str = "",

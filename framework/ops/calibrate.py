@@ -116,7 +116,7 @@ def fee_check(fills: pd.DataFrame, venue: VenueConfig, tier: int) -> list[dict]:
     out = []
     for crypto, g in f.groupby("crypto", sort=True):
         ac = "crypto" if crypto else "equity"
-        rules = venue.asset_classes.get(ac)  # type: ignore[call-overload]
+        rules = venue.asset_classes.get(ac)
         tiers = rules.fees.tiers if rules is not None else []
         configured = tiers[min(tier, len(tiers) - 1)].taker_bps if tiers else 0.0
         recorded, modelled = float(g["fee"].sum()), float(g["model"].sum())

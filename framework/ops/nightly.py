@@ -22,10 +22,12 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from framework.accounts import Account
 from framework.config import StrategyConfig, config_dirs, load_strategy
 from framework.errors import ConfigError, UsageError
 from framework.ledger import Ledger
@@ -127,7 +129,7 @@ def strategy_report(ledger: Ledger, target: Target, broker_name: str, date: str,
                                              broker=broker_name)]
     label = {"run_id": run_id_for(date, s.name), "strategy": s.name, "mode": target.mode,
              "broker": broker_name, "config_hash": s.config_hash()}
-    entry = {"strategy": s.name, "stage": s.stage, "broker": broker_name, "config_hash": s.config_hash(),
+    entry: dict[str, Any] = {"strategy": s.name, "stage": s.stage, "broker": broker_name, "config_hash": s.config_hash(),
              "n_runs": len(runs), "report": None, "summary": None, "day_pnl": None, "notes": []}
     bt_id, bt, bt_current, bt_hash = latest_backtest(ledger, s)
     entry.update({"backtest_run": bt_id, "backtest": bt or None, "backtest_current": bt_current,
@@ -163,7 +165,7 @@ def _plain(v):
     return str(v)
 
 
-def run(ledger: Ledger, targets_: list[Target], day: str, out: Path, connect: Callable[[Target], object],
+def run(ledger: Ledger, targets_: list[Target], day: str, out: Path, connect: Callable[[Target], tuple[Any, Account]],
         log: Callable[[str], None], generated: str) -> tuple[list[dict], int]:
     """Sync, snapshot and report every target for ``day``; return the index entries and the failures.
 
@@ -181,16 +183,18 @@ def run(ledger: Ledger, targets_: list[Target], day: str, out: Path, connect: Ca
     for t in targets_:
         name, broker_name, notes = t.strategy.name, t.broker, []
         try:
-            broker, account = connect(t)  # type: ignore[misc]
+            broker, account = connect(t)
             broker_name = broker.name
             with account_lease(ledger, account, "report nightly"):
                 journal = WriteAheadJournal(ledger, run_id_for(day, name), account)
-                reconcile(ledger, broker, account, journal, echo=lambda n, name=name: log(f"{name}: sync {n}"),
-                          check_positions=False)
-            acct = broker.account()  # type: ignore[attr-defined]
-            positions = acct.positions or broker.positions()  # type: ignore[attr-defined]
+                def sync_note(n: str, name: str = name) -> None:
+                    log(f"{name}: sync {n}")
+
+                reconcile(ledger, broker, account, journal, echo=sync_note, check_positions=False)
+            acct = broker.account()
+            positions = acct.positions or broker.positions()
             if hasattr(broker, "accounts"):   # routed: P&L per venue beside the combined report
-                for venue, a in broker.accounts().items():  # type: ignore[attr-defined]
+                for venue, a in broker.accounts().items():
                     notes.append(f"{venue}: equity ${a.equity:,.2f}, cash ${a.cash:,.2f}")
             notes += position_differences(ledger, account, broker_name, positions, rel=0.005)
             if today:
