@@ -87,7 +87,7 @@ def run_cluster(pack: Pack, tasks: list[Task], address: str, sweep_id: str):
     from distributed import Client, as_completed
 
     try:
-        client = Client(address, timeout="10s", set_as_default=False)
+        client = Client(address, timeout="10s")
     except (OSError, TimeoutError) as e:
         raise UsageError(f"--cluster {address}: cannot reach a Dask scheduler there ({e})") from None
     try:
