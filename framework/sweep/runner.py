@@ -97,7 +97,9 @@ def run_cluster(pack: Pack, tasks: list[Task], address: str, sweep_id: str):
         futures = [client.submit(run_task, shared, t, key=f"parity-{sweep_id}-{t.point_id}-{t.window}-{t.segment}",
                                  pure=False) for t in tasks]
         for f in as_completed(futures):
-            yield f.result()
+            result = f.result()
+            f.release()           # recorded: a worker lost later need not recompute it
+            yield result
     finally:
         client.close()
 

@@ -121,6 +121,7 @@ class Cluster:
     address: str
     scheduler: subprocess.Popen
     workers: list[subprocess.Popen]
+    logs: Path
 
 
 def _dask() -> str:
@@ -170,7 +171,7 @@ def cluster(tmp_path) -> Cluster:
 
         with Client(address, timeout="30s") as c:
             c.wait_for_workers(2, timeout=60)
-        yield Cluster(address, sched, workers)
+        yield Cluster(address, sched, workers, work)
     finally:
         for p in reversed(procs):
             _stop(p)

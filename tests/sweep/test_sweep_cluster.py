@@ -64,6 +64,8 @@ def test_a_worker_killed_mid_sweep_loses_no_point(tmp_path, cluster):
     assert out["recorded_now"] == 30 and out["n_backtests"] == 30
     rows = home.sweep_rows(out["sweep_id"])
     assert len(rows) == 30 and len({r["point_id"] for r in rows}) == 30      # every point, each once
+    log = (cluster.logs / "scheduler.log").read_text()
+    assert "Remove worker" in log and "name: w1" in log                       # the scheduler saw it die
 
     # and they are the right numbers: the same sweep on the local pool
     local = make_home(tmp_path / "local")
