@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,9 +76,12 @@ def run_sweep(settings: Settings, settings_path: str | None, strategy: StrategyC
             from tqdm import tqdm
 
             bar = tqdm(total=len(todo), desc="sweep", unit="backtest", leave=False)
-        recorded = 0
+        recorded, busy, replayed = 0, 0.0, 0.0
+        t_run = time.perf_counter()
         try:
             for task, res in (stream if todo else ()):
+                busy += res["task_seconds"]
+                replayed += res["replay_seconds"]
                 p = by_id[task.point_id]
                 recorded += ledger.record_sweep_point(sid, p.point_id, task.window, task.segment, strategy.name,
                                                       p.point_id, p.params, task.start, task.end, res["summary"],
@@ -87,6 +91,7 @@ def run_sweep(settings: Settings, settings_path: str | None, strategy: StrategyC
         finally:
             if bar is not None:
                 bar.close()
+        t_run = time.perf_counter() - t_run
         table = report.point_table(ledger.sweep_points(sid), req.metric, bool(wins))
         best = [pid for pid in table["point_id"].tolist()[: req.keep]]
         runs = _best_runs(ledger, settings, settings_path, sid, best, by_id, table, cache)
@@ -99,6 +104,10 @@ def run_sweep(settings: Settings, settings_path: str | None, strategy: StrategyC
         ledger.close()
     summary["recorded_now"] = recorded
     summary["skipped"] = len(tasks) - len(todo)
+    # wall time of the backtests run now (pool start to last result recorded), the time the workers
+    # spent inside run_point, and the replay alone: what ``make bench`` reports as throughput and overhead
+    summary["timing"] = {"run_seconds": t_run, "point_seconds": busy, "replay_seconds": replayed,
+                         "n_run": len(todo), "workers": None if req.cluster else req.workers or runner.default_workers()}
     return summary
 
 

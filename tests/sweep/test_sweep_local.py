@@ -41,6 +41,21 @@ def test_every_point_equals_a_plain_backtest(tmp_path, workers):
     assert full["sharpe"] == best["sharpe"] and full["config_hash"] == best["point_id"]
 
 
+def test_partial_fills_carried_orders_rejections_and_smart_execution_equal_plain_backtests(tmp_path):
+    """The configs whose bookkeeping is hardest (orders carried across bars, later fills, orders
+    rejected after they were working, smart limit steps) still equal the plain backtest."""
+    home = make_home(tmp_path / "home")
+    out = home.json("sweep", "--strategy", STRATEGY, "--param", "rebalance.unfilled=carry,cancel",
+                    "--param", "simulation.volume_cap=0.00001,0.01", "--param", "rebalance.execution=market,smart",
+                    "--workers", "2", "--keep", "0")
+    rows = home.sweep_rows(out["sweep_id"])
+    assert len(rows) == 8
+    seen = [json.loads(r["summary"]) for r in rows]
+    assert any(s["n_rejected"] > 0 for s in seen) and any(s["n_fills"] > s["n_orders"] for s in seen)
+    for row, mine in zip(rows, seen):
+        assert mine == plain_backtest(home, row), row["params"]
+
+
 def test_one_and_two_workers_give_the_same_sweep(tmp_path):
     a, b = make_home(tmp_path / "a"), make_home(tmp_path / "b")
     # the same bars in two places: the config hashes differ (bars.path), the results may not
