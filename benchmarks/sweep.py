@@ -86,7 +86,7 @@ def sweep_once(settings: Path, params: list[str], where: list[str]) -> dict:
         Path(str(db) + suffix).unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "framework", "--config", str(settings), "sweep", "--strategy", "bench",
            *params, *where, "--keep", "0", "--json"]
-    done = subprocess.run(cmd, cwd=settings.parent, capture_output=True, text=True, timeout=3600,
+    done = subprocess.run(cmd, check=False, cwd=settings.parent, capture_output=True, text=True, timeout=3600,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-3000:])
@@ -104,7 +104,7 @@ class LocalDask:
         dask = str(Path(sys.executable).parent / "dask")
         f = self.work / "scheduler.json"
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        log = open(self.work / "dask.log", "w")  # noqa: SIM115
+        log = open(self.work / "dask.log", "w")
         self.procs.append(subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
                                             "--no-dashboard", "--scheduler-file", str(f)], cwd=self.work, env=env,
                                            stdout=log, stderr=subprocess.STDOUT))

@@ -16,6 +16,11 @@ from tests.conftest import cli_env
 from tests.sweep.conftest import STRATEGY, make_home, plain_backtest
 
 
+def strip(rows: list[dict]) -> dict:
+    """Point summaries by their params, without the config hash (which includes the bars path)."""
+    return {r["params"]: {k: v for k, v in json.loads(r["summary"]).items() if k != "config_hash"} for r in rows}
+
+
 def test_cluster_points_equal_plain_backtests(tmp_path, cluster):
     home = make_home(tmp_path / "home")
     out = home.json("sweep", "--strategy", STRATEGY, "--param", "generator.lookback=10,20",
@@ -28,8 +33,6 @@ def test_cluster_points_equal_plain_backtests(tmp_path, cluster):
     # the same sweep on the local pool (other bars path, so other ids) gives the same numbers
     ref = local.json("sweep", "--strategy", STRATEGY, "--param", "generator.lookback=10,20",
                      "--param", "rebalance.drift_threshold=0.01,0.05", "--workers", "2", "--keep", "0")
-    strip = lambda rs: {r["params"]: {k: v for k, v in json.loads(r["summary"]).items() if k != "config_hash"}  # noqa: E731
-                        for r in rs}
     assert strip(rows) == strip(local.sweep_rows(ref["sweep_id"]))
 
 
@@ -70,6 +73,4 @@ def test_a_worker_killed_mid_sweep_loses_no_point(tmp_path, cluster):
     # and they are the right numbers: the same sweep on the local pool
     local = make_home(tmp_path / "local")
     ref = local.json(*sweep[2:], "--workers", "2")
-    strip = lambda rs: {r["params"]: {k: v for k, v in json.loads(r["summary"]).items() if k != "config_hash"}  # noqa: E731
-                        for r in rs}
     assert strip(rows) == strip(local.sweep_rows(ref["sweep_id"]))
