@@ -9,7 +9,7 @@ out-of-sample metric and, per window, how the in-sample winner did out of sample
 
 DSR here: the trials are the sweep's whole-period backtests (or its training windows), N is their
 number and V the variance of their per-period Sharpe ratios; a walk-forward point's DSR is the
-mean over its training windows.
+mean over its training windows, and its other figures are means over its test windows.
 """
 
 from __future__ import annotations
@@ -50,12 +50,16 @@ def point_table(rows: pd.DataFrame, metric: str, walk_forward: bool) -> pd.DataF
     for pid, g in rows.groupby("point_id", sort=False):
         sel = g[g["segment"] != "test"]
         rec = {"point_id": pid, **json.loads(g["params"].iloc[0])}
-        for col in ("metric", "sharpe", "total_return", "max_drawdown", "n_fills", "dsr"):
-            rec[col] = _mean(sel[col]) if walk_forward else _value(sel[col].iloc[0])
-        if walk_forward:
-            rec["in_sample"] = rec["metric"]
-            rec["out_of_sample"] = _mean(g[g["segment"] == "test"]["metric"])
-            rec["metric"] = rec["out_of_sample"]
+        if walk_forward:      # figures out of sample (mean over test windows); DSR over the training ones
+            test = g[g["segment"] == "test"]
+            rec["in_sample"] = _mean(sel["metric"])
+            rec["out_of_sample"] = _mean(test["metric"])
+            for col in ("metric", "sharpe", "total_return", "max_drawdown", "n_fills"):
+                rec[col] = _mean(test[col])
+            rec["dsr"] = _mean(sel["dsr"])
+        else:
+            for col in ("metric", "sharpe", "total_return", "max_drawdown", "n_fills", "dsr"):
+                rec[col] = _value(sel[col].iloc[0])
         rec["seconds"] = float(g["seconds"].sum())
         runs = g["run_id"].dropna()
         rec["run_id"] = runs.iloc[0] if len(runs) else None
