@@ -46,6 +46,8 @@ def run_task(pack: Pack, task: Task) -> tuple[Task, dict]:
 
     cache = _CACHES.get(pack.token)
     if cache is None:
+        while len(_CACHES) >= 2:            # a long-lived Dask worker keeps the two newest sweeps only
+            _CACHES.pop(next(iter(_CACHES)))
         cache = _CACHES[pack.token] = dict(pack.cache)
     t0 = time.perf_counter()
     res = run_point(pack.settings, pack.settings_path, pack.strategies[task.point_id], start=task.start,
@@ -88,7 +90,7 @@ def run_cluster(pack: Pack, tasks: list[Task], address: str, sweep_id: str):
 
     try:
         client = Client(address, timeout="10s")
-    except (OSError, TimeoutError) as e:
+    except (OSError, TimeoutError, ValueError) as e:
         raise UsageError(f"--cluster {address}: cannot reach a Dask scheduler there ({e})") from None
     try:
         if not client.scheduler_info().get("workers"):
