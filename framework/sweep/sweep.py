@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +66,8 @@ def run_sweep(settings: Settings, settings_path: str | None, strategy: StrategyC
              f"recorded, {len(todo)} to run on " + (f"the Dask cluster at {req.cluster}" if req.cluster else
                                                     f"{req.workers or runner.default_workers()} local worker(s)"))
         by_id = {p.point_id: p for p in points}
-        pack = runner.Pack(sid, settings, settings_path, cache, {p.point_id: p.strategy for p in points})
+        pack = runner.Pack(sid, without_secrets(settings), settings_path, cache,
+                           {p.point_id: p.strategy for p in points})
         stream = (runner.run_cluster(pack, todo, req.cluster, sid) if req.cluster
                   else runner.run_local(pack, todo, req.workers or runner.default_workers()))
         bar = None
@@ -127,9 +126,9 @@ def _best_runs(ledger, settings, settings_path, sid, best, by_id, table, cache) 
     return runs
 
 
-def finite(x) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+def without_secrets(settings: Settings) -> Settings:
+    """The settings a worker needs: a backtest uses no broker, so no key travels to a worker."""
+    from framework.config import AlpacaSettings, CoinbaseSettings
 
-
-def dumps(obj) -> str:
-    return json.dumps(obj, indent=2, default=str, sort_keys=False) + "\n"
+    execution = settings.execution.model_copy(update={"alpaca": AlpacaSettings(), "coinbase": CoinbaseSettings()})
+    return settings.model_copy(update={"execution": execution})

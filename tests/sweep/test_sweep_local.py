@@ -157,3 +157,21 @@ def test_bad_input_is_a_usage_error_naming_the_key(tmp_path, args, message):
     r = home.cli("sweep", "--strategy", STRATEGY, *args)
     assert r.exit_code == 2, r.output
     assert message in r.output and "Traceback" not in r.output
+
+
+def test_no_broker_key_travels_to_a_worker(tmp_path, monkeypatch):
+    """The settings sent to workers (possibly over a network to a Dask cluster) hold no credentials."""
+    import pickle
+
+    from framework.config import load_settings
+    from framework.sweep.sweep import without_secrets
+
+    home = make_home(tmp_path / "home")
+    monkeypatch.setenv("SWEEP_TEST_KEY", "PKSWEEPSECRET123")
+    home.settings.write_text(home.settings.read_text() + "execution:\n  alpaca: {paper_api_key: ${SWEEP_TEST_KEY}, "
+                             "paper_api_secret: ${SWEEP_TEST_KEY}}\n  max_positions: 7\n")
+    settings = load_settings(str(home.settings))
+    assert settings.execution.alpaca.paper_api_key == "PKSWEEPSECRET123"
+    shipped = without_secrets(settings)
+    assert b"PKSWEEPSECRET123" not in pickle.dumps(shipped)
+    assert shipped.execution.limits() == settings.execution.limits() and shipped.data_dir == settings.data_dir
