@@ -11,10 +11,13 @@ a full backtest (2,520 bars x 100 symbols, 504 rebalances). Every run is a fresh
 ledger), ``--keep 0`` (no artifacts: the throughput of the points themselves).
 
 Reported per setting: points per minute (points / wall time from pool start to the last result
-recorded), the scaling of 2 workers over 1, and the sweep machinery's per-point overhead:
-``(wall x workers - time inside run_point) / points`` as a fraction of the mean time inside
-run_point (that time is the backtest: build from the worker's cache, replay, and the summary the
-plain ``parity backtest`` computes too).
+recorded), the scaling of 2 workers over 1, and the sweep machinery's per-point overhead as a
+fraction of the mean time inside run_point (that time is the backtest: build from the worker's
+cache, replay, and the summary the plain ``parity backtest`` computes too): "all in" is
+``(wall x workers - time inside run_point) / points``, start-up included (pool or worker start,
+sending the data, first imports); "steady" leaves out the start-up (from the moment every worker
+has returned a result: ``framework.sweep.sweep.steady_overhead``); "start-up" is the time to the
+first result minus that point's own time.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.workloads import DEFAULT_SEED, make_workload
+from framework.sweep.sweep import steady_overhead
 
 REPO = Path(__file__).resolve().parent.parent
 STRATEGY = """name: bench
@@ -154,12 +158,17 @@ def measure(points: int = 16, repeats: int = 2, log=lambda s: print(s, file=sys.
         per_min = [60.0 * t["n_run"] / t["run_seconds"] for t in ts]
         point = [t["point_seconds"] / t["n_run"] for t in ts]
         over = [(t["run_seconds"] * workers - t["point_seconds"]) / t["n_run"] for t in ts]
+        steady = [steady_overhead(t["arrivals"], workers) for t in ts]
+        startup = [t["arrivals"][0][0] - t["arrivals"][0][1] for t in ts]
         rows.append({"setting": name, "workers": workers, "points": ts[0]["n_run"],
                      "points_per_minute": statistics.median(per_min), "all_points_per_minute": per_min,
                      "point_seconds": statistics.median(point),
                      "replay_seconds": statistics.median(t["replay_seconds"] / t["n_run"] for t in ts),
                      "overhead_seconds": statistics.median(over),
-                     "overhead_fraction": statistics.median(o / p for o, p in zip(over, point))})
+                     "overhead_fraction": statistics.median(o / p for o, p in zip(over, point)),
+                     "startup_seconds": statistics.median(startup),
+                     "steady_overhead_seconds": statistics.median(steady),
+                     "steady_overhead_fraction": statistics.median(o / p for o, p in zip(steady, point))})
     base = rows[0]["points_per_minute"]
     for r in rows:
         r["scaling_vs_1"] = r["points_per_minute"] / base
@@ -168,12 +177,14 @@ def measure(points: int = 16, repeats: int = 2, log=lambda s: print(s, file=sys.
 
 def markdown(res: dict) -> str:
     lines = [f"### Sweep throughput (medium workload, {res['rows'][0]['points']} points, median of {res['repeats']})",
-             "", "| setting | backtests / min | × 1 worker | s per point (replay) | machinery overhead / point |",
-             "|---|---:|---:|---:|---:|"]
+             "", ("| setting | backtests / min | × 1 worker | s per point (replay) | overhead / point, all in |"
+                  " overhead / point, steady | start-up |"), "|---|---:|---:|---:|---:|---:|---:|"]
     for r in res["rows"]:
         lines.append(f"| {r['setting']} | {r['points_per_minute']:.1f} | {r['scaling_vs_1']:.2f}× | "
                      f"{r['point_seconds']:.3f} ({r['replay_seconds']:.3f}) | "
-                     f"{r['overhead_seconds'] * 1000:.0f} ms ({r['overhead_fraction'] * 100:.1f} %) |")
+                     f"{r['overhead_seconds'] * 1000:.0f} ms ({r['overhead_fraction'] * 100:.1f} %) | "
+                     f"{r['steady_overhead_seconds'] * 1000:.0f} ms ({r['steady_overhead_fraction'] * 100:.1f} %) | "
+                     f"{r['startup_seconds']:.2f} s |")
     la = res.get("load_average")
     if la:
         lines += ["", f"Load average at the end: {la[0]:.2f} (a shared machine inflates every figure)."]

@@ -75,12 +75,13 @@ def run_sweep(settings: Settings, settings_path: str | None, strategy: StrategyC
             from tqdm import tqdm
 
             bar = tqdm(total=len(todo), desc="sweep", unit="backtest", leave=False)
-        recorded, busy, replayed = 0, 0.0, 0.0
+        recorded, busy, replayed, arrivals = 0, 0.0, 0.0, []
         t_run = time.perf_counter()
         try:
             for task, res in (stream if todo else ()):
                 busy += res["task_seconds"]
                 replayed += res["replay_seconds"]
+                arrivals.append((time.perf_counter() - t_run, res["task_seconds"]))
                 p = by_id[task.point_id]
                 recorded += ledger.record_sweep_point(sid, p.point_id, task.window, task.segment, strategy.name,
                                                       p.point_id, p.params, task.start, task.end, res["summary"],
@@ -105,9 +106,20 @@ def run_sweep(settings: Settings, settings_path: str | None, strategy: StrategyC
     summary["skipped"] = len(tasks) - len(todo)
     # wall time of the backtests run now (pool start to last result recorded), the time the workers
     # spent inside run_point, and the replay alone: what ``make bench`` reports as throughput and overhead
+    workers = None if req.cluster else req.workers or runner.default_workers()
     summary["timing"] = {"run_seconds": t_run, "point_seconds": busy, "replay_seconds": replayed,
-                         "n_run": len(todo), "workers": None if req.cluster else req.workers or runner.default_workers()}
+                         "n_run": len(todo), "workers": workers, "arrivals": arrivals}
     return summary
+
+
+def steady_overhead(arrivals: list[tuple[float, float]], workers: int) -> float | None:
+    """Per-point time the machinery adds once every worker is busy (start-up excluded): between the
+    ``workers``-th result and the last, worker time not spent inside run_point, per point."""
+    if len(arrivals) <= workers:
+        return None
+    wall = arrivals[-1][0] - arrivals[workers - 1][0]
+    inside = sum(t for _, t in arrivals[workers:])
+    return (wall * workers - inside) / (len(arrivals) - workers)
 
 
 def _best_runs(ledger, settings, settings_path, sid, best, by_id, table, cache) -> dict[str, str]:
