@@ -54,7 +54,8 @@ def run_sweep(settings: Settings, settings_path: str | None, strategy: StrategyC
         last = pd.Timestamp(base.market.times[-1], tz="UTC")  # type: ignore[attr-defined]
         wins = pts.windows(first, last, *wf)
     tasks = pts.tasks_for(points, wins)
-    sid = pts.sweep_id(strategy, points, wins, {"bars": strategy.bars.model_dump(), "signals": base.signals_source})
+    sid = pts.sweep_id(strategy, points, wins, {"bars": strategy.bars.model_dump(), "signals": base.signals_source,
+                                                "data": data_digest(cache, base.signals)})
     spec = {"params": list(req.params), "random": req.random, "seed": req.seed, "walk_forward": req.walk_forward,
             "windows": wins, "metric": req.metric, "points": {p.point_id: p.params for p in points}}
     ledger = Ledger(settings.ledger)
@@ -136,6 +137,25 @@ def _best_runs(ledger, settings, settings_path, sid, best, by_id, table, cache) 
         ledger.set_sweep_point_run(sid, pid, run_id)
         runs[pid] = run_id
     return runs
+
+
+def data_digest(cache: dict, signals) -> str:
+    """A hash of the bars and the base archive's content: the same files edited make another sweep, so a
+    re-run never resumes points computed on other data."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for key in sorted((k for k in cache if k[0] == "bars"), key=repr):
+        b = cache[key]
+        h.update(repr(b.symbols).encode())
+        for a in (b.times, b.open, b.high, b.low, b.close, b.volume):
+            h.update(np.ascontiguousarray(a).tobytes())
+    h.update(repr(signals.symbols).encode())
+    for a in (signals.times, signals.weights, signals.confidence):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
 
 
 def without_secrets(settings: Settings) -> Settings:

@@ -175,3 +175,17 @@ def test_no_broker_key_travels_to_a_worker(tmp_path, monkeypatch):
     shipped = without_secrets(settings)
     assert b"PKSWEEPSECRET123" not in pickle.dumps(shipped)
     assert shipped.execution.limits() == settings.execution.limits() and shipped.data_dir == settings.data_dir
+
+
+def test_edited_data_is_another_sweep_not_a_resume(tmp_path):
+    import pandas as pd
+
+    home = make_home(tmp_path / "home")
+    args = ("sweep", "--strategy", STRATEGY, "--param", "rebalance.drift_threshold=0.01,0.02", "--workers", "1",
+            "--keep", "0")
+    first = home.json(*args)
+    bars = pd.read_csv(home.root / "bars.csv")
+    bars.loc[bars.index[-50:], "close"] *= 1.01              # the same file, other prices
+    bars.to_csv(home.root / "bars.csv", index=False)
+    second = home.json(*args)
+    assert second["sweep_id"] != first["sweep_id"] and second["recorded_now"] == 2 and second["skipped"] == 0
