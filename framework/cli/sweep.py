@@ -25,7 +25,8 @@ from framework.cli import _progress, _settings, config_option, main
 @click.pass_context
 def sweep(ctx: click.Context, strategy_name: str, params, random_n, seed, walk_forward, metric, keep, workers,
           cluster, json_out: bool) -> None:
-    """Backtest a strategy over a grid (or random set) of config values; resumable; ranks by DSR-aware metrics."""
+    """Backtest a strategy over a grid (or random set) of config values, resumably; rank the points by a
+    metric, each with its Deflated Sharpe Ratio."""
     from framework.cli.output import emit_json
     from framework.config import load_strategy
     from framework.sweep.sweep import SweepRequest, run_sweep

@@ -74,3 +74,20 @@ def test_a_worker_killed_mid_sweep_loses_no_point(tmp_path, cluster):
     local = make_home(tmp_path / "local")
     ref = local.json(*sweep[2:], "--workers", "2")
     assert strip(rows) == strip(local.sweep_rows(ref["sweep_id"]))
+
+
+def test_cluster_workers_use_the_data_sent_once_not_the_files(tmp_path, cluster, monkeypatch):
+    """The strategy names its bars by a relative path that exists only in the user's directory, not in
+    the workers' (they run elsewhere): the sweep still works, because the bars travel with the sweep
+    (scattered once to every worker) and the workers never open the file."""
+    home = make_home(tmp_path / "home")
+    path = home.root / "strategies" / f"{STRATEGY}.yaml"
+    path.write_text(path.read_text().replace(str(home.root / "bars.csv"), "bars.csv"))
+    monkeypatch.chdir(home.root)
+    assert not (cluster.logs / "bars.csv").exists()
+    out = home.json("sweep", "--strategy", STRATEGY, "--param", "generator.lookback=10,30",
+                    "--param", "simulation.slippage.bps=1,9", "--cluster", cluster.address, "--keep", "0")
+    rows = home.sweep_rows(out["sweep_id"])
+    assert len(rows) == 4
+    for row in rows[:2]:
+        assert json.loads(row["summary"]) == plain_backtest(home, row)
