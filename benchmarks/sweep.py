@@ -14,10 +14,11 @@ Reported per setting: points per minute (points / wall time from pool start to t
 recorded), the scaling of 2 workers over 1, and the sweep machinery's per-point overhead as a
 fraction of the mean time inside run_point (that time is the backtest: build from the worker's
 cache, replay, and the summary the plain ``parity backtest`` computes too): "all in" is
-``(wall x workers - time inside run_point) / points``, start-up included (pool or worker start,
-sending the data, first imports); "steady" leaves out the start-up (from the moment every worker
-has returned a result: ``framework.sweep.sweep.steady_overhead``); "start-up" is the time to the
-first result minus that point's own time.
+``(wall x workers - time inside run_point) / points``, start-up and the last result's trip
+included; "steady" is each worker's idle time between finishing a point and starting its next one,
+per point (``framework.sweep.sweep.gaps``: dispatch, results back, the ledger row); "start-up" is
+the time from the sweep's start to the first point starting on a worker (pool or worker start,
+sending the data).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.workloads import DEFAULT_SEED, make_workload
-from framework.sweep.sweep import steady_overhead
+from framework.sweep.sweep import gaps
 
 REPO = Path(__file__).resolve().parent.parent
 STRATEGY = """name: bench
@@ -158,12 +159,13 @@ def measure(points: int = 16, repeats: int = 2, log=lambda s: print(s, file=sys.
         per_min = [60.0 * t["n_run"] / t["run_seconds"] for t in ts]
         point = [t["point_seconds"] / t["n_run"] for t in ts]
         over = [(t["run_seconds"] * workers - t["point_seconds"]) / t["n_run"] for t in ts]
-        steady = [steady_overhead(t["arrivals"], workers) for t in ts]
-        startup = [t["arrivals"][0][0] - t["arrivals"][0][1] for t in ts]
+        steady = [gaps(t["spans"], t["wall_start"])[0] for t in ts]
+        startup = [gaps(t["spans"], t["wall_start"])[1] for t in ts]
         rows.append({"setting": name, "workers": workers, "points": ts[0]["n_run"],
                      "points_per_minute": statistics.median(per_min), "all_points_per_minute": per_min,
                      "point_seconds": statistics.median(point),
                      "replay_seconds": statistics.median(t["replay_seconds"] / t["n_run"] for t in ts),
+                     "cpu_seconds": statistics.median(t["cpu_seconds"] / t["n_run"] for t in ts),
                      "overhead_seconds": statistics.median(over),
                      "overhead_fraction": statistics.median(o / p for o, p in zip(over, point)),
                      "startup_seconds": statistics.median(startup),
@@ -177,17 +179,18 @@ def measure(points: int = 16, repeats: int = 2, log=lambda s: print(s, file=sys.
 
 def markdown(res: dict) -> str:
     lines = [f"### Sweep throughput (medium workload, {res['rows'][0]['points']} points, median of {res['repeats']})",
-             "", ("| setting | backtests / min | × 1 worker | s per point (replay) | overhead / point, all in |"
-                  " overhead / point, steady | start-up |"), "|---|---:|---:|---:|---:|---:|---:|"]
+             "", ("| setting | backtests / min | × 1 worker | s per point (replay) | CPU s per point | overhead / point, all in |"
+                  " overhead / point, steady | start-up |"), "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in res["rows"]:
         lines.append(f"| {r['setting']} | {r['points_per_minute']:.1f} | {r['scaling_vs_1']:.2f}× | "
-                     f"{r['point_seconds']:.3f} ({r['replay_seconds']:.3f}) | "
+                     f"{r['point_seconds']:.3f} ({r['replay_seconds']:.3f}) | {r['cpu_seconds']:.3f} | "
                      f"{r['overhead_seconds'] * 1000:.0f} ms ({r['overhead_fraction'] * 100:.1f} %) | "
                      f"{r['steady_overhead_seconds'] * 1000:.0f} ms ({r['steady_overhead_fraction'] * 100:.1f} %) | "
                      f"{r['startup_seconds']:.2f} s |")
     la = res.get("load_average")
     if la:
-        lines += ["", f"Load average at the end: {la[0]:.2f} (a shared machine inflates every figure)."]
+        lines += ["", (f"Load average at the end: {la[0]:.2f} on {os.cpu_count()} cores. Wall figures need a free core "
+                      "per worker; the CPU time per point shows whether a point costs more with more workers.")]
     return "\n".join(lines) + "\n"
 
 

@@ -17,6 +17,7 @@ loses at most the points that were running, and a re-run records only the missin
 from __future__ import annotations
 
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -49,10 +50,12 @@ def run_task(pack: Pack, task: Task) -> tuple[Task, dict]:
         while len(_CACHES) >= 2:            # a long-lived Dask worker keeps the two newest sweeps only
             _CACHES.pop(next(iter(_CACHES)))
         cache = _CACHES[pack.token] = dict(pack.cache)
-    t0 = time.perf_counter()
+    wall0, t0, cpu0 = time.time(), time.perf_counter(), time.process_time()
     res = run_point(pack.settings, pack.settings_path, pack.strategies[task.point_id], start=task.start,
                     end=task.end, cache=cache)
     res["task_seconds"] = time.perf_counter() - t0
+    res["cpu_seconds"] = time.process_time() - cpu0
+    res["span"] = (f"{socket.gethostname()}:{os.getpid()}", wall0, wall0 + res["task_seconds"])
     return task, res
 
 

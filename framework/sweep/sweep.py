@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,13 +77,14 @@ def run_sweep(settings: Settings, settings_path: str | None, strategy: StrategyC
             from tqdm import tqdm
 
             bar = tqdm(total=len(todo), desc="sweep", unit="backtest", leave=False)
-        recorded, busy, replayed, arrivals = 0, 0.0, 0.0, []
-        t_run = time.perf_counter()
+        recorded, busy, replayed, cpu, spans = 0, 0.0, 0.0, 0.0, []
+        t_run, wall_start = time.perf_counter(), time.time()
         try:
             for task, res in (stream if todo else ()):
                 busy += res["task_seconds"]
                 replayed += res["replay_seconds"]
-                arrivals.append((time.perf_counter() - t_run, res["task_seconds"]))
+                cpu += res["cpu_seconds"]
+                spans.append(res["span"])
                 p = by_id[task.point_id]
                 recorded += ledger.record_sweep_point(sid, p.point_id, task.window, task.segment, strategy.name,
                                                       p.point_id, p.params, task.start, task.end, res["summary"],
@@ -108,19 +110,26 @@ def run_sweep(settings: Settings, settings_path: str | None, strategy: StrategyC
     # wall time of the backtests run now (pool start to last result recorded), the time the workers
     # spent inside run_point, and the replay alone: what ``make bench`` reports as throughput and overhead
     workers = None if req.cluster else req.workers or runner.default_workers()
-    summary["timing"] = {"run_seconds": t_run, "point_seconds": busy, "replay_seconds": replayed,
-                         "n_run": len(todo), "workers": workers, "arrivals": arrivals}
+    summary["timing"] = {"run_seconds": t_run, "point_seconds": busy, "replay_seconds": replayed, "cpu_seconds": cpu,
+                         "n_run": len(todo), "workers": workers, "wall_start": wall_start, "spans": spans}
     return summary
 
 
-def steady_overhead(arrivals: list[tuple[float, float]], workers: int) -> float | None:
-    """Per-point time the machinery adds once every worker is busy (start-up excluded): between the
-    ``workers``-th result and the last, worker time not spent inside run_point, per point."""
-    if len(arrivals) <= workers:
-        return None
-    wall = arrivals[-1][0] - arrivals[workers - 1][0]
-    inside = sum(t for _, t in arrivals[workers:])
-    return (wall * workers - inside) / (len(arrivals) - workers)
+def gaps(spans: list[tuple[str, float, float]], wall_start: float) -> tuple[float | None, float | None]:
+    """From each task's (worker, start, end): the machinery's per-point overhead once workers are busy
+    (each worker's idle time between the end of a point and the start of its next one, per point after
+    its first) and the start-up (sweep start to the first point starting on any worker)."""
+    by_worker: dict[str, list[tuple[float, float]]] = {}
+    for w, a, b in spans:
+        by_worker.setdefault(w, []).append((a, b))
+    idle, n = 0.0, 0
+    for runs in by_worker.values():
+        runs.sort()
+        for (_, end), (start, _) in itertools.pairwise(runs):
+            idle += max(start - end, 0.0)
+            n += 1
+    first = min((a for _, a, _ in spans), default=None)
+    return (idle / n if n else None), (None if first is None else first - wall_start)
 
 
 def _best_runs(ledger, settings, settings_path, sid, best, by_id, table, cache) -> dict[str, str]:
