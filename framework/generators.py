@@ -60,6 +60,16 @@ def generate(strategy: StrategyConfig, bars, data_dir: str | Path, bars_token: s
     fn = resolve(gen, strategy.source)
     path = archive_path(strategy, data_dir, bars_token)
     rows = fn(bars.to_frame(), strategy=strategy.name, **gen.params)
+    try:
+        return _write(rows, path)
+    except OSError:
+        # a sweep worker on another machine may not have (or may not write) the user's data_dir
+        import tempfile
+
+        return _write(rows, Path(tempfile.gettempdir()) / "parity-generated" / path.parent.name / path.name)
+
+
+def _write(rows, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     rows.to_csv(tmp, index=False)
