@@ -2,7 +2,10 @@
 
     python -m benchmarks [--workloads small,medium,large,crypto] [--engines parity,vectorbt,backtrader]
                          [--skip-backtrader] [--fill close|next_open] [--max-seconds 600]
-                         [--seed N] [--out benchmarks/out]
+                         [--seed N] [--out benchmarks/out] [--sweep-points 16] [--sweep-repeats 2]
+
+Then sweep throughput (benchmarks/sweep.py): backtests per minute of ``parity sweep`` on the medium
+workload with 1 and 2 local workers and on a local Dask cluster.
 
 For every workload, each engine runs in its own fresh subprocess (``python -m benchmarks.one``),
 one after the other, so peak memory, JIT caches and imports are never shared and runs never
@@ -344,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ap.add_argument("--help-runs", type=int, default=5)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
+    ap.add_argument("--sweep-points", type=int, default=16,
+                    help="sweep throughput on the medium workload (benchmarks/sweep.py); 0 skips it")
+    ap.add_argument("--sweep-repeats", type=int, default=2)
     a = ap.parse_args(argv)
 
     wls = [x.strip() for x in a.workloads.split(",") if x.strip()]
@@ -393,15 +399,23 @@ def main(argv: list[str] | None = None) -> int:
                     per["vbt_prefix"][n] = res["result"].final_equity
 
     help_info = parity_help_startup(a.help_runs)
+    sweep = None
+    if a.sweep_points > 0:
+        from benchmarks import sweep as sweep_bench
+
+        log(f"sweep throughput: {a.sweep_points} points, 1 and 2 local workers and a local Dask cluster ...")
+        sweep = sweep_bench.measure(a.sweep_points, a.sweep_repeats, log=log)
     meta["load_average_start_end"] = [load_start, _loadavg()]
     rows = build_rows(results)
     md = markdown(rows, meta, help_info, a.fill)
+    if sweep is not None:
+        md += "\n" + sweep_bench.markdown(sweep)
     meta["total_seconds"] = time.perf_counter() - t_start
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(
-        {"meta": meta, "parity_help": help_info, "rows": rows,
+        {"meta": meta, "parity_help": help_info, "rows": rows, "sweep": sweep,
          "issue_reference": [{"engine": e, "workload": w, "seconds": s, "peak_bytes": m}
                              for (e, w), (s, m) in ISSUE_REFERENCE.items()]},
         indent=2, default=float))

@@ -234,6 +234,7 @@ class RebalanceSettings(Model):
 
 class PaperGate(Model):
     min_sharpe: float | None = None
+    min_deflated_sharpe: float | None = None  # SPEC §19: every sweep point of the strategy is a trial
     max_drawdown: float | None = None     # as a positive fraction, e.g. 0.25
     min_trades: int | None = None
 
@@ -249,6 +250,13 @@ class PromotionGates(Model):
     live: LiveGate = LiveGate()
 
 
+class GeneratorSettings(Model):
+    """A signal generator in ``strategies/`` (bars -> archive) and its parameters (SPEC §19)."""
+
+    name: str                                        # e.g. momentum, or module:function
+    params: dict[str, float | int | str | bool] = {}
+
+
 class StrategyConfig(Model):
     name: str
     description: str = ""
@@ -261,6 +269,7 @@ class StrategyConfig(Model):
     rebalance: RebalanceSettings = RebalanceSettings()
     simulation: SimulationSettings = SimulationSettings()
     promotion: PromotionGates = PromotionGates()
+    generator: GeneratorSettings | None = None       # when set, the archive is generated from the bars
     source: str = "<embedded>"
 
     @field_validator("risk")
@@ -280,7 +289,8 @@ class StrategyConfig(Model):
     def config_hash(self) -> str:
         """Content hash of everything that changes trading behaviour: not the stage, the file name, the
         description or the promotion gates (tightening a gate must not discard the evidence)."""
-        data = self.model_dump(exclude={"stage", "source", "description", "promotion"})
+        skip = {"stage", "source", "description", "promotion"} | ({"generator"} if self.generator is None else set())
+        data = self.model_dump(exclude=skip)
         # signals settings added for SPEC §21 count only when set, so that the hash of a strategy
         # promoted before they existed does not change
         for key, field in SignalSource.model_fields.items():

@@ -24,6 +24,7 @@ from framework.ledger import Ledger, fill_rows, iso, now_iso, order_rows, pack_p
 from framework.types import (
     CycleStatus,
     ExecutionReport,
+    FillBatch,
     OrderBatch,
     OrderStatus,
     RiskDecision,
@@ -108,6 +109,19 @@ class BufferedJournal:
 
     def cancels(self, client_ids: list[str], t: np.datetime64, reason: str) -> None:
         self._cancels.extend((c, t, reason) for c in client_ids)
+
+    # ---- what the run booked, read in memory (a sweep point's summary needs no ledger) ----------
+    def fill_batches(self) -> list[FillBatch]:
+        """Every fill booked, as the brokers reported them, in booking order."""
+        return [r.fills for r in self._updates if len(r.fills)]
+
+    def rejected(self) -> int:
+        """Orders the broker refused: in the legs' answers and in later updates."""
+        later = sum(int(np.count_nonzero(r.status == _REJECTED)) for seq, r in self._reports if seq is None)
+        return self.n_rejected + later
+
+    def cycle_seqs(self) -> set[int]:
+        return {c[0] for c in self._cycles}
 
     def flush(self, ledger: Ledger) -> None:
         rid, acct = self.run_id, self.account.key

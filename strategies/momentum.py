@@ -13,6 +13,8 @@ import pandas as pd
 
 def momentum_signals(bars: pd.DataFrame, *, lookback: int = 40, every: int = 7, top: int = 3,
                      gross: float = 0.9, strategy: str = "demo") -> pd.DataFrame:
+    """The generator ``momentum`` (see strategies/__init__.py): archive rows for ``strategy``."""
+    lookback, every, top = int(lookback), int(every), int(top)
     close = bars.pivot(index="timestamp", columns="symbol", values="close").sort_index().ffill()
     ret = close / close.shift(lookback) - 1.0
     days = close.index[lookback::every]

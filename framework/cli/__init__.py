@@ -220,6 +220,7 @@ def close(ctx: click.Context, symbol: str, quantity, broker_name, live: bool, pa
 # More commands register themselves on ``main`` / ``data`` (kept in their own modules).
 from framework.cli import fetch as _fetch  # noqa: E402,F401
 from framework.cli import ops as _ops  # noqa: E402,F401
+from framework.cli import sweep as _sweep  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

@@ -40,10 +40,22 @@ def _as_time(value: str | None, what: str) -> np.datetime64 | None:
     return np.datetime64(ts.tz_localize(None).to_datetime64(), "ns")
 
 
+def _once(cache: dict | None, key: tuple, make):
+    """``make()``, memoised in ``cache`` when one is given (a sweep worker keeps one per process)."""
+    if cache is None:
+        return make()
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
+
+
 def build_backtest(settings: Settings, settings_path: str | None, strategy: StrategyConfig, *,
                    signals_path: str | None = None, bars_path: str | None = None, start: str | None = None,
-                   end: str | None = None, cash: float | None = None) -> BacktestSetup:
-    """Load bars and signals, validate them against the venue, and wire a simulated pipeline."""
+                   end: str | None = None, cash: float | None = None, cache: dict | None = None) -> BacktestSetup:
+    """Load bars and signals, validate them against the venue, and wire a simulated pipeline.
+
+    ``cache`` (sweeps): bars, venue and parsed archives by what they were read from, so the points of
+    a sweep do not re-read them; without it everything is read afresh."""
     from brokers.simulated import SimulatedBroker
     from framework.clock import SimClock
     from framework.costs import NoFees, VenueFees, slippage_model
@@ -58,13 +70,20 @@ def build_backtest(settings: Settings, settings_path: str | None, strategy: Stra
     from framework.venue import crypto_bases, universe_for, untradable
 
     sim = strategy.simulation
-    venue = load_venue(sim.venue, settings_path)
+    venue = _once(cache, ("venue", sim.venue, settings_path), lambda: load_venue(sim.venue, settings_path))
     src = signals_path or strategy.signals.path
-    if not src:
+    if not src and strategy.generator is None:
         raise UsageError(f"strategy {strategy.name!r} names no signal archive: pass --signals PATH "
-                         f"or set signals.path in {strategy.source}")
-    bars = load_bars(bars_path or strategy.bars.path, settings.data_dir, strategy.bars.timeframe,
-                     factors=strategy.bars.factors)
+                         f"or set signals.path or generator in {strategy.source}")
+    bars_key = ("bars", bars_path or strategy.bars.path, settings.data_dir, strategy.bars.timeframe,
+                strategy.bars.factors)
+    bars = _once(cache, bars_key, lambda: load_bars(bars_path or strategy.bars.path, settings.data_dir,
+                                                    strategy.bars.timeframe, factors=strategy.bars.factors))
+    if not signals_path and strategy.generator is not None:
+        from framework.generators import generate
+
+        gen_key = ("generated", strategy.name, strategy.generator.model_dump_json(), bars_key)
+        src = str(_once(cache, gen_key, lambda: generate(strategy, bars, settings.data_dir, repr(bars_key[1:]))))
     t0, t1 = _as_time(start, "start"), _as_time(end, "end")
     bar_syms = set(bars.symbols)
     bars_name = bars_path or strategy.bars.path or f"the local store ({settings.data_dir})"
@@ -75,9 +94,12 @@ def build_backtest(settings: Settings, settings_path: str | None, strategy: Stra
         return bad
 
     universe_hint = None if signals_path else strategy.universe
-    signals = load_signals(src, strategy=None if signals_path else strategy.name, source=strategy.signals,
-                           config_file=strategy.source, crypto_bases=crypto_bases(settings_path),
-                           symbol_check=check, universe=universe_hint)
+    sig = strategy.signals
+    signals = _once(cache, ("signals", src, signals_path is None, strategy.name, sig.model_dump_json(),
+                            tuple(universe_hint or ()), sim.venue, bars_key),
+                    lambda: load_signals(src, strategy=None if signals_path else strategy.name, source=sig,
+                                         config_file=strategy.source, crypto_bases=crypto_bases(settings_path),
+                                         symbol_check=check, universe=universe_hint))
     if t0 is not None or t1 is not None:
         keep = np.ones(len(signals.times), bool)
         if t0 is not None:

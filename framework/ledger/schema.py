@@ -34,6 +34,15 @@ CREATE TABLE IF NOT EXISTS equity (
 CREATE TABLE IF NOT EXISTS promotions (
   strategy TEXT NOT NULL, action TEXT NOT NULL, stage TEXT NOT NULL, config_hash TEXT NOT NULL, who TEXT,
   time TEXT NOT NULL, evidence TEXT, reason TEXT);
+CREATE TABLE IF NOT EXISTS sweeps (
+  sweep_id TEXT PRIMARY KEY, strategy TEXT NOT NULL, config_hash TEXT NOT NULL, spec TEXT NOT NULL,
+  created_at TEXT NOT NULL, status TEXT NOT NULL, n_points INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sweep_points (
+  sweep_id TEXT NOT NULL, point_id TEXT NOT NULL, window INTEGER NOT NULL, segment TEXT NOT NULL,
+  strategy TEXT NOT NULL, config_hash TEXT NOT NULL, params TEXT NOT NULL, start TEXT, end TEXT,
+  summary TEXT NOT NULL, sr REAL, skew REAL, kurt REAL, n_obs INTEGER, seconds REAL, run_id TEXT,
+  recorded_at TEXT NOT NULL, PRIMARY KEY (sweep_id, point_id, window, segment));
+CREATE INDEX IF NOT EXISTS sweep_points_strategy ON sweep_points (strategy);
 CREATE TABLE IF NOT EXISTS leases (
   account TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL, command TEXT, run_id TEXT,
   acquired_at REAL NOT NULL, expires_at REAL NOT NULL);

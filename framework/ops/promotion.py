@@ -5,7 +5,10 @@ are checked against evidence in the ledger for the strategy's CURRENT config has
 
 - to paper: the latest backtest of this config hash (the latest, not the best: re-running
   backtests until one passes is no evidence) meets ``min_sharpe``, ``max_drawdown`` (a positive
-  fraction, compared with the drawdown's size) and ``min_trades`` (orders that filled);
+  fraction, compared with the drawdown's size), ``min_trades`` (orders that filled) and
+  ``min_deflated_sharpe``: the Deflated Sharpe Ratio (framework/sweep/dsr.py) of that backtest,
+  where every point of every sweep of the strategy recorded in the ledger is a trial (N of them,
+  with the variance of their per-period Sharpe ratios; N = 1 without sweeps);
 - to live: the same backtest gates (the live block's thresholds where it sets them, else the
   paper block's), and paper evidence for this config hash: at least one paper cycle, at least
   ``min_paper_days`` distinct UTC dates on which a paper run of it traded a cycle, a
@@ -79,10 +82,29 @@ def backtest_evidence(ledger: Ledger, strategy: str, config_hash: str) -> tuple[
     if not mine:
         return None, {}, other
     rid = mine[-1]["run_id"]
-    s = load_run(ledger, rid).summary
+    data = load_run(ledger, rid)
+    s = data.summary
     trades = ledger.count_filled_orders(rid)
     return rid, {"sharpe": s.get("sharpe"), "max_drawdown": s.get("max_drawdown"), "trades": int(trades),
-                 "total_return": s.get("total_return"), "start": s.get("start"), "end": s.get("end")}, other
+                 "total_return": s.get("total_return"), "start": s.get("start"), "end": s.get("end"),
+                 **deflated_evidence(ledger, strategy, data)}, other
+
+
+def deflated_evidence(ledger: Ledger, strategy: str, data) -> dict:
+    """The backtest's Deflated Sharpe Ratio with every sweep point of ``strategy`` as a trial (SPEC §19)."""
+    import math
+
+    from framework.reports.metrics import returns_of
+    from framework.sweep import dsr
+
+    st = dsr.return_stats(returns_of(data.equity.set_index("time")["equity"]).to_numpy())
+    trials = ledger.sweep_trials(strategy)
+    n, var = max(len(trials), 1), dsr.trial_variance(trials)
+    sr0 = dsr.expected_max_sharpe(n, var)
+    value = None if st.sr is None else dsr.deflated_sharpe(st.sr, st.n_obs, st.skew, st.kurt, n, var)
+    ppy = math.sqrt(data.periods_per_year)
+    return {"deflated_sharpe": None if value is None or math.isnan(value) else value, "trials": n,
+            "luck_sharpe": sr0 * ppy}
 
 
 def paper_evidence(ledger: Ledger, strategy: str,
@@ -127,6 +149,13 @@ def check(target: str, strategy: StrategyConfig, ev: Evidence) -> list[Gate]:
         v = bt.get("sharpe")
         gates.append(Gate("min_sharpe", v is not None and v >= min_sharpe,
                           f"backtest Sharpe >= {min_sharpe:g}", _fmt(v)))
+    min_dsr = pick("min_deflated_sharpe")
+    if min_dsr is not None:
+        v, n = bt.get("deflated_sharpe"), bt.get("trials", 1)
+        why = (f" — Sharpe {_fmt(bt.get('sharpe'))} against {_fmt(bt.get('luck_sharpe'))}, the best Sharpe "
+               f"{n} trial(s) of this strategy's sweeps are expected to reach by luck alone")
+        gates.append(Gate("min_deflated_sharpe", v is not None and v >= min_dsr,
+                          f"Deflated Sharpe >= {min_dsr:g} over {n} trial(s)", _fmt(v) + why))
     if max_dd is not None:
         v = bt.get("max_drawdown")
         gates.append(Gate("max_drawdown", v is not None and abs(v) <= max_dd,
@@ -172,7 +201,9 @@ def refusal(name: str, target: str, gates: list[Gate]) -> PromotionRefused:
     hint = {"backtest": f"run `parity backtest --strategy {name}`",
             "paper_runs": f"trade it on paper (`parity execute --strategy {name} --paper ...`)",
             "min_paper_days": "keep trading it on paper",
-            "max_tracking_error": f"see `parity compare {name}` and `parity calibrate`"}
+            "max_tracking_error": f"see `parity compare {name}` and `parity calibrate`",
+            "min_deflated_sharpe": "the Sharpe ratio is no better than the best of the sweeps' trials by luck: "
+                                   "test a pre-registered config on new data"}
     hints = sorted({hint[g.name] for g in failed if g.name in hint})
     return PromotionRefused(f"promotion of {name!r} to {target} refused:\n  " + "\n  ".join(lines)
                             + (f"\n  next: {'; '.join(hints)}" if hints else ""), gates)
