@@ -22,6 +22,7 @@ from framework.ledger.records import OrderRecord
 from framework.ledger.rows import iso, now_iso
 from framework.ledger.runs import RunQueries
 from framework.ledger.schema import migrate
+from framework.ledger.sleeves import SleeveQueries
 from framework.types import OrderStatus
 
 _OPEN_LABELS = tuple(OrderStatus(s).label for s in (OrderStatus.PLANNED, OrderStatus.NEW, OrderStatus.PARTIAL))
@@ -31,7 +32,7 @@ _ORDER_COLUMNS = ("run_id, cycle_seq, client_order_id, broker_id, time, symbol, 
                   "ref_price, status, filled_qty, avg_price, message, updated_at, account")
 
 
-class Ledger(RunQueries, LeaseQueries):
+class Ledger(RunQueries, LeaseQueries, SleeveQueries):
     """The SQLite file (WAL). Every writing method commits before it returns unless called inside
     ``with ledger.tx():``, which makes several writes one transaction."""
 
