@@ -130,11 +130,13 @@ class PortfolioCycle:
         return self.pipeline.broker  # type: ignore[return-value]
 
     def plan(self, t: np.datetime64, batch_id: str, batches: dict[str, TargetPortfolio | None],
-             acct: AccountSnapshot, prices: np.ndarray, others: dict[str, float]) -> NettedPlan:
-        """Size every sleeve, check the sum with the account limits, cross; sends nothing."""
+             acct: AccountSnapshot, prices: np.ndarray, others: dict[str, float],
+             held_marks: dict[str, float] | None = None) -> NettedPlan:
+        """Size every sleeve, check the sum with the account limits, cross; sends nothing.
+        ``held_marks``: the account's marks of what it holds (symbols outside the sleeves' universe)."""
         u = self.pipeline.universe
         names = tuple(s.name for s in self.sleeves)
-        marks = dict(zip(u.symbols, np.nan_to_num(prices).tolist()))
+        marks = {**(held_marks or {}), **dict(zip(u.symbols, np.nan_to_num(prices).tolist()))}
         held = np.array([self.book.held(n, u.symbols) for n in names]).reshape(len(names), len(u))
         equity = np.array([self.book.equity(n, marks) for n in names])
         target = held.copy()
@@ -175,13 +177,15 @@ class PortfolioCycle:
             settle_previous(p, t)                # fills since the last cycle size this one
         acct = inner.account()
         prices = inner.prices(p.universe)
-        positions = {q.symbol: q.qty for q in (acct.positions or inner.positions())}
+        held = acct.positions or inner.positions()
+        positions = {q.symbol: q.qty for q in held}
         self.book.fund(self.sleeves, acct.equity, t)     # committed with the plan (never on a dry run)
         owned = self.book.total_positions()
         others = {s: q - owned.get(s, 0.0) for s, q in positions.items() if abs(q - owned.get(s, 0.0)) > 1e-12}
         plan = self.book.plan(batch_id)
         if plan is None:
-            plan = self.plan(t, batch_id, batches, acct, prices, others)
+            plan = self.plan(t, batch_id, batches, acct, prices, others,
+                             {q.symbol: float(q.market_price) for q in held if np.isfinite(q.market_price)})
             if not dry_run:
                 self.book.record_plan(plan)
                 self.book.commit()               # the crossings and shares are booked before any order
