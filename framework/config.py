@@ -90,6 +90,7 @@ class SignalSource(Model):
     timezone: str | None = None
     duplicates: Literal["last", "max_confidence", "mean"] | None = None
     absent: Literal["close", "hold"] = "close"
+    strategies: Literal["sleeves", "label"] | None = None   # an archive naming several strategies (SPEC §18)
 
 
 class BarSource(Model):

@@ -128,12 +128,43 @@ def load_portfolio(name_or_path: str, settings_path: str | Path | None = None) -
     return _validate(PortfolioConfig, data, p)
 
 
+def archive_strategies(path: str) -> list[str]:
+    """The strategies an archive's ``strategy`` column names, in order of appearance."""
+    from framework.signals import read_archive
+
+    df = read_archive(path)
+    if "strategy" not in df.columns:
+        return []
+    tags = df["strategy"].astype("string").fillna("").str.strip()
+    return [t for t in dict.fromkeys(tags.tolist()) if t]
+
+
+def portfolio_of_strategy(strategy: StrategyConfig, settings_path: str | Path | None,
+                          signals: str | None = None) -> PortfolioConfig:
+    """The portfolio a strategy with ``signals.strategies: sleeves`` runs as: ``portfolios/NAME.yaml``
+    when there is one (its allocations and settings win), else the strategy's own settings, with every
+    strategy of its archive the portfolio does not name as a sleeve of equal allocation."""
+    src = signals or strategy.signals.path
+    try:
+        base = load_portfolio(strategy.name, settings_path)
+    except ConfigError as e:
+        if "not found" not in str(e):
+            raise
+        base = PortfolioConfig(name=strategy.name, risk=strategy.risk, rebalance=strategy.rebalance,
+                               simulation=strategy.simulation, bars=strategy.bars, source=strategy.source)
+    inherit = {k: getattr(strategy, k) for k in ("risk", "rebalance", "simulation", "bars")
+               if k not in base.model_fields_set}
+    return base.model_copy(update={"signals": src or base.signals, **inherit})
+
+
 def resolve_sleeves(portfolio: PortfolioConfig, settings: Settings, settings_path: str | Path | None,
                     names: list[str] | None = None) -> list[Sleeve]:
-    """The sleeves with their strategy configs and limits. ``names`` (strategies found in an archive
-    run as sleeves) adds equal allocations of what the portfolio leaves unallocated for the sleeves
-    it does not name. A strategy without ``strategies/NAME.yaml`` trades with settings.yaml's limits."""
+    """The sleeves with their strategy configs and limits. The strategies of the portfolio's shared
+    archive (or ``names``) that it does not name get equal allocations of what it leaves unallocated.
+    A strategy without ``strategies/NAME.yaml`` trades with settings.yaml's limits."""
     alloc = portfolio.allocations()
+    if names is None and portfolio.signals:
+        names = archive_strategies(portfolio.signals)
     extra = [n for n in (names or []) if n not in alloc]
     if extra:
         left = max(1.0 - sum(a.fraction or 0.0 for a in alloc.values()), 0.0)
@@ -155,4 +186,7 @@ def resolve_sleeves(portfolio: PortfolioConfig, settings: Settings, settings_pat
             strat = StrategyConfig(name=name)
         out.append(Sleeve(name, strat, strat.limits(base), a.fraction, a.amount,
                           a.signals or portfolio.signals or strat.signals.path))
+    if portfolio.signals and not names and not any(a.signals for a in alloc.values()) and len(out) > 1:
+        raise ConfigError(f"{portfolio.source} [signals]: {portfolio.signals} has no strategy column, so its rows "
+                          "cannot be told apart between sleeves: give each sleeve its own signals:")
     return out

@@ -114,6 +114,22 @@ def backtest(ctx: click.Context, strategy_name: str | None, portfolio_name: str 
             print_report(rep)
         return
     strategy = load_strategy(strategy_name, ctx.obj["config"])
+    if strategy.signals.strategies == "sleeves":       # the archive's strategies run as sleeves (SPEC §18)
+        from framework.cli.portfolio import run_portfolio_backtest
+        from framework.portfolios import portfolio_of_strategy
+        from framework.sleeves.report import print_report
+
+        pf = portfolio_of_strategy(strategy, ctx.obj["config"], signals_path)
+        _, summary, out, rep = run_portfolio_backtest(settings, ctx.obj["config"], pf, bars_path=bars_path, cash=cash,
+                                                      out_dir=out_dir)
+        if json_out:
+            from framework.cli.output import emit_json
+
+            emit_json({**summary, "artifacts": str(out), "sleeves": rep})
+        else:
+            _finish(summary, out, False)
+            print_report(rep)
+        return
     run_id, summary, out = run_backtest(settings, ctx.obj["config"], strategy, signals_path=signals_path,
                                         bars_path=bars_path, start=start, end=end, cash=cash, out_dir=out_dir,
                                         progress=_progress(json_out))
@@ -236,6 +252,19 @@ def execute(ctx: click.Context, signals_path: str | None, strategy_name, portfol
                                        dry_run=dry_run, yes=yes, force=force, json_out=json_out))
     if signals_path is None:
         raise UsageError("Missing option '--signals' (or name a --portfolio)")
+    if strategy_name is not None:
+        from framework.config import load_strategy
+
+        strategy = load_strategy(strategy_name, ctx.obj["config"])
+        if strategy.signals.strategies == "sleeves":   # the archive's strategies run as sleeves (SPEC §18)
+            from framework.cli.portfolio import run_execute_portfolio
+            from framework.portfolios import portfolio_of_strategy
+
+            pf = portfolio_of_strategy(strategy, ctx.obj["config"], signals_path)
+            if broker_name:
+                pf = pf.model_copy(update={"account": pf.account.model_copy(update={"broker": broker_name})})
+            sys.exit(run_execute_portfolio(_settings(ctx), ctx.obj["config"], name=pf, live=live, paper=paper,
+                                           dry_run=dry_run, yes=yes, force=force, json_out=json_out))
     code = run_execute(_settings(ctx), ctx.obj["config"], signals_path=signals_path, strategy_name=strategy_name,
                        broker_name=broker_name, live=live, dry_run=dry_run, yes=yes, force=force, json_out=json_out)
     sys.exit(code)

@@ -17,6 +17,13 @@ from framework.config import RebalanceSettings, Settings
 from framework.errors import LiveSafetyError, RiskHalt, UsageError
 
 
+def _portfolio(name, settings_path: str | None):
+    """A portfolio by name (``portfolios/NAME.yaml``), or one already built (``signals.strategies: sleeves``)."""
+    from framework.portfolios import load_portfolio
+
+    return load_portfolio(name, settings_path) if isinstance(name, str) else name
+
+
 def account_rebalance(r: RebalanceSettings) -> RebalanceSettings:
     """The account's rebalancer: each sleeve already applied its own cash buffer and drift threshold."""
     return r.model_copy(update={"drift_threshold": 0.0, "cash_buffer_pct": 0.0})
@@ -45,7 +52,7 @@ def _absent(sleeves) -> dict[str, bool]:
 
 
 # ---------------------------------------------------------------- backtest
-def run_portfolio_backtest(settings: Settings, settings_path: str | None, name: str, *, bars_path: str | None = None,
+def run_portfolio_backtest(settings: Settings, settings_path: str | None, name, *, bars_path: str | None = None,
                            cash: float | None = None, out_dir: str | None = None) -> tuple[str, dict, Path, dict]:
     """All sleeves on one simulated account, netted as live: (run id, summary, artifacts, sleeves)."""
     from brokers.simulated import SimulatedBroker
@@ -57,7 +64,7 @@ def run_portfolio_backtest(settings: Settings, settings_path: str | None, name: 
     from framework.data import load_bars
     from framework.journal import BufferedJournal
     from framework.ledger import Ledger
-    from framework.portfolios import load_portfolio, resolve_sleeves
+    from framework.portfolios import resolve_sleeves
     from framework.rebalance import Rebalancer
     from framework.session import new_run_id, sim_account
     from framework.sleeves.book import SleeveBook
@@ -66,7 +73,7 @@ def run_portfolio_backtest(settings: Settings, settings_path: str | None, name: 
     from framework.sleeves.report import sleeve_report
     from framework.venue import universe_for, untradable
 
-    portfolio = load_portfolio(name, settings_path)
+    portfolio = _portfolio(name, settings_path)
     sleeves = resolve_sleeves(portfolio, settings, settings_path)
     sim = portfolio.simulation
     venue = load_venue(sim.venue, settings_path)
@@ -168,13 +175,13 @@ def _live_sleeves(ledger, sleeves, settings, venue: str, live: bool, echo) -> se
     return held
 
 
-def run_execute_portfolio(settings: Settings, settings_path: str | None, *, name: str, live: bool, paper: bool,
+def run_execute_portfolio(settings: Settings, settings_path: str | None, *, name, live: bool, paper: bool,
                           dry_run: bool, yes: bool, force: bool, json_out: bool) -> int:
     """One portfolio cycle on the portfolio's account (paper unless --live or the portfolio says live)."""
     from framework.cli.live import _tradability_check, confirm_live, print_plan
     from framework.cli.registry import BrokerRequest, account_of, build_broker
     from framework.ledger import Ledger
-    from framework.portfolios import load_portfolio, resolve_sleeves
+    from framework.portfolios import resolve_sleeves
     from framework.rebalance import Rebalancer
     from framework.session import LiveSession, RunInfo
     from framework.sleeves.book import SleeveBook
@@ -183,7 +190,7 @@ def run_execute_portfolio(settings: Settings, settings_path: str | None, *, name
     from framework.sleeves.report import print_report
     from framework.types import RunStatus, batch_key
 
-    portfolio = load_portfolio(name, settings_path)
+    portfolio = _portfolio(name, settings_path)
     live = live or (not paper and portfolio.account.environment == "live")
     mode = "live" if live else "paper"
     echo = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if json_out else print
@@ -302,12 +309,11 @@ def run_status_portfolio(settings: Settings, settings_path: str | None, *, name:
     from framework.cli.live import print_foreign, print_status, status_json
     from framework.cli.registry import BrokerRequest, account_of, build_broker
     from framework.ledger import Ledger
-    from framework.portfolios import load_portfolio
     from framework.session import LiveSession, RunInfo
     from framework.sleeves.book import SleeveBook
     from framework.sleeves.report import print_report
 
-    portfolio = load_portfolio(name, settings_path)
+    portfolio = _portfolio(name, settings_path)
     live = live or (not paper and portfolio.account.environment == "live")
     mode = "live" if live else "paper"
     ledger = Ledger(settings.ledger)

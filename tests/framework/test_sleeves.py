@@ -185,3 +185,34 @@ def test_backtest_portfolio_sleeves_add_up_to_the_account_and_netting_saves_fees
     saved = separate - summary["fees_paid"]
     print(f"fees: netted {summary['fees_paid']:.2f}, separate accounts {separate:.2f}, saved {saved:.2f}")
     assert summary["fees_paid"] < separate and saved > 0.05 * separate
+
+
+def test_an_archive_naming_several_strategies_runs_them_as_sleeves(home, shared_data):
+    from click.testing import CliRunner
+
+    from framework.cli import main
+
+    root, path = home
+    parts = []
+    for name in ("mom", "rev", "core"):
+        parts.append(pd.read_csv(root / f"{name}.csv").assign(strategy=name))
+    pd.concat(parts).to_csv(root / "all.csv", index=False)
+    (root / "config" / "strategies" / "combo.yaml").write_text(
+        f"name: combo\nsignals: {{path: {root / 'all.csv'}, strategies: sleeves}}\n"
+        f"bars: {{path: {shared_data / BARS}}}\n")
+    res = CliRunner().invoke(main, ["--config", str(path), "backtest", "--strategy", "combo", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    rep = out["sleeves"]
+    assert sorted(rep["sleeves"]) == ["core", "mom", "rev"]
+    funded = [s["funded"] for s in rep["sleeves"].values()]
+    assert max(funded) - min(funded) <= 0.01 and abs(sum(funded) - 100_000) <= 0.01   # equal allocations
+    assert abs(sum(s["equity"] for s in rep["sleeves"].values()) + rep["unallocated"]["equity"]
+               - rep["total"]["equity"]) <= 0.02
+    assert abs(rep["total"]["equity"] - out["final_equity"]) < 0.005
+    # a portfolio file of the same name sets the allocations
+    (root / "config" / "portfolios" / "combo.yaml").write_text("sleeves: {mom: 0.5, rev: 0.3}\n")
+    res = CliRunner().invoke(main, ["--config", str(path), "backtest", "--strategy", "combo", "--json"])
+    assert res.exit_code == 0, res.output
+    funded = {k: s["funded"] for k, s in json.loads(res.output)["sleeves"]["sleeves"].items()}
+    assert funded == pytest.approx({"mom": 50_000, "rev": 30_000, "core": 20_000}, abs=0.01)
