@@ -175,6 +175,22 @@ def test_three_sleeves_net_one_order_per_symbol_within_every_limit(home, srv):
     assert any(abs(s["pnl"]) > 1 for s in rep["sleeves"].values())
     assert {p["symbol"]: float(p["qty"]) for p in srv.positions().values()}["IBM"] == USER_IBM
 
+    # the nightly: one report for the account, one per sleeve; the parts add up there too
+    n = home.run("report", "nightly")
+    assert n.returncode == 0, n.stderr + n.stdout
+    day = now_utc().strftime("%Y-%m-%d")
+    folder = home.root / "reports" / "nightly" / day / "portfolio-three"
+    acct = json.loads((folder / "account.json").read_text())
+    assert abs(sum(s["pnl"] for s in acct["sleeves"].values()) + acct["unallocated"]["pnl"]
+               - acct["total"]["pnl"]) <= 0.011
+    assert abs(acct["total"]["pnl"] - rep["total"]["pnl"]) < 0.005
+    for name in SLEEVES:
+        sleeve = json.loads((folder / f"{name}.json").read_text())
+        assert sleeve["sleeve"] == name and sleeve["pnl"] == acct["sleeves"][name]["pnl"]
+        assert sleeve["equity_by_day"][day] == pytest.approx(sleeve["equity"], abs=0.01)
+    index = json.loads((home.root / "reports" / "nightly" / day / "portfolios.json").read_text())
+    assert [p["portfolio"] for p in index["portfolios"]] == ["three"]
+
 
 def test_portfolio_errors_exit_2_naming_file_and_key(home):
     (home.root / "config" / "portfolios" / "bad.yaml").write_text("sleeves: {alpha: 0.7, beta: 0.5}\n")

@@ -146,6 +146,7 @@ def nightly(settings, settings_path, date: str | None, out_dir: str | None) -> i
             ledger, n.targets(strategies), day, out,
             lambda t: _connect(t, settings, settings_path, ledger),
             log, time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+        failed += _portfolios_nightly(settings, settings_path, ledger, day, out, log)
     finally:
         ledger.close()
     log(f"{len(entries)} strategy report(s), {failed} failure(s); index {out / 'index.html'}")
@@ -373,6 +374,35 @@ def demote(ctx: click.Context, name: str, to: str | None, reason: str) -> None:
         ledger.close()
     click.echo(f"{done['strategy']} demoted from {done['from']} to {done['stage']} by {done['who']} at "
                f"{done['time']}; {done['file']} now says stage: {done['stage']}")
+
+
+def _portfolios_nightly(settings, settings_path, ledger, day: str, out: Path, log) -> int:
+    """The account report and one report per sleeve of every portfolio (SPEC §18); the failures."""
+    from framework.cli.registry import BrokerRequest, account_of, build_broker
+    from framework.errors import ParityError
+    from framework.ops.nightly import is_today
+    from framework.sleeves import nightly as sn
+
+    portfolios, problems = sn.discover(settings_path)
+    for p in problems:
+        log(f"portfolio file skipped: {p}")
+    entries, failed = [], 0
+    for pf in portfolios:
+        broker = None
+        try:
+            req = BrokerRequest(pf.account.broker, pf.account.environment == "live", pf.rebalance)
+            broker = build_broker(req, settings, settings_path, ledger)
+            entries.append(sn.report_portfolio(ledger, pf, broker, account_of(broker, req), day, is_today(day), out,
+                                               log))
+        except ParityError as e:
+            failed += 1
+            log(f"portfolio {pf.name}: failed: {e}")
+        finally:
+            if broker is not None:
+                broker.close()
+    if portfolios:
+        sn.write_index(out, day, entries)
+    return failed
 
 
 def _connect(target, settings, settings_path, ledger):
