@@ -216,3 +216,29 @@ def test_an_archive_naming_several_strategies_runs_them_as_sleeves(home, shared_
     assert res.exit_code == 0, res.output
     funded = {k: s["funded"] for k, s in json.loads(res.output)["sleeves"]["sleeves"].items()}
     assert funded == pytest.approx({"mom": 50_000, "rev": 30_000, "core": 20_000}, abs=0.01)
+
+
+def test_a_sleeve_trades_live_only_when_its_strategy_is_promoted_to_live(tmp_path):
+    from framework.cli.portfolio import _live_sleeves
+    from framework.config import Settings, StrategyConfig
+    from framework.errors import LiveSafetyError
+    from framework.ledger import Ledger
+    from framework.portfolios import Sleeve
+
+    ledger = Ledger(tmp_path / "parity.db")
+    strategies = {n: StrategyConfig(name=n, stage="live") for n in ("alpha", "beta")}
+    sleeves = [Sleeve(n, s, s.limits(Settings().execution.limits()), 0.5, None, "x.csv")
+               for n, s in strategies.items()]
+    notes: list[str] = []
+    settings = Settings()             # alpaca's own endpoint: production, the gate applies
+    with pytest.raises(LiveSafetyError, match="no sleeve of the portfolio is promoted to live"):
+        _live_sleeves(ledger, sleeves, settings, "alpaca", True, notes.append)
+    a = strategies["alpha"]
+    ledger.record_promotion("alpha", "promote", "live", a.config_hash(), "test", "2026-01-01T00:00:00Z", {}, "")
+    assert _live_sleeves(ledger, sleeves, settings, "alpaca", True, notes.append) == {"beta"}
+    assert any("sleeve beta holds" in n and "not promoted to live" in n for n in notes)
+    assert _live_sleeves(ledger, sleeves, settings, "alpaca", False, notes.append) == set()   # paper
+    local = Settings.model_validate({"execution": {"alpaca": {"base_url": "http://127.0.0.1:9"}}})
+    assert _live_sleeves(ledger, sleeves, local, "alpaca", True, notes.append) == set()
+    assert "live gate skipped" in notes[-1]
+    ledger.close()
