@@ -222,6 +222,7 @@ def run_execute_portfolio(settings: Settings, settings_path: str | None, *, name
                                      execution=execution_of(portfolio.rebalance), scope=account.scope)
             res = pc.run(t, bid, batches, dry_run=True)
             cp = res.order_plan
+            assert cp is not None
             _print_sleeve_plan(res.plan, echo, json_out, cp, universe, broker)
             if not json_out:
                 print_plan(cp, universe, header=f"{broker.describe()}, {mode}, portfolio {portfolio.name}",

@@ -22,6 +22,11 @@ UNALLOCATED = "*unallocated*"
 ACCOUNT = "*account*"
 
 
+def stamp(t: np.datetime64) -> str:
+    """ISO time of ``t`` as the ledger writes it."""
+    return iso(np.datetime64(t, "ns"))  # type: ignore[call-overload,return-value]
+
+
 def fill_key(client_order_id: str, trade_id: str | None, time: str, qty: float, price: float) -> str:
     """What identifies a venue fill: its trade id, or (order, time, quantity, price) without one."""
     return trade_id or f"{client_order_id}|{time}|{qty!r}|{price!r}"
@@ -95,13 +100,13 @@ class SleeveBook:
 
     def fund(self, sleeves, equity: float, t: np.datetime64) -> list[str]:
         """Give every sleeve not funded yet its allocation of ``equity``; return their names."""
-        stamp = iso(t)
+        at = stamp(t)
         if self.start_equity is None:
             self.start_equity = float(equity)
-            self._rows[0].append((self.account, self.portfolio, float(equity), stamp))
+            self._rows[0].append((self.account, self.portfolio, float(equity), at))
         new = [s for s in sleeves if s.name not in self.funded]
         for s in new:
-            self._book(s.name, "fund", "initial", None, stamp, None, 0.0, None, 0.0, float(s.funding(equity)))
+            self._book(s.name, "fund", "initial", None, at, None, 0.0, None, 0.0, float(s.funding(equity)))
         return [s.name for s in new]
 
     def plan(self, batch_id: str) -> NettedPlan | None:
@@ -114,11 +119,11 @@ class SleeveBook:
     def record_plan(self, plan: NettedPlan) -> None:
         """Record a cycle's plan and book its internal crossings (before any order is sent)."""
         self._plans[plan.batch_id] = plan
-        stamp = iso(plan.time)
+        at = stamp(plan.time)
         for k, name in enumerate(plan.names):
             for j, sym in enumerate(plan.symbols):
                 if abs(plan.target[k, j] - plan.held[k, j]) > 0 or plan.held[k, j]:
-                    self._rows[1].append((self.account, plan.batch_id, name, sym, stamp, float(plan.prices[j]),
+                    self._rows[1].append((self.account, plan.batch_id, name, sym, at, float(plan.prices[j]),
                                           float(plan.equity[k]), float(plan.held[k, j]), float(plan.target[k, j]),
                                           float(plan.crossed[k, j]), float(plan.residual[k, j])))
         for j, sym in enumerate(plan.symbols):
@@ -127,7 +132,7 @@ class SleeveBook:
                 continue
             cash = crossing_cash(col, float(plan.prices[j]))
             for k in np.flatnonzero(np.abs(col) > 0).tolist():
-                self._book(plan.names[k], "cross", f"{plan.batch_id}|{sym}", plan.batch_id, stamp, sym,
+                self._book(plan.names[k], "cross", f"{plan.batch_id}|{sym}", plan.batch_id, at, sym,
                            float(col[k]), float(plan.prices[j]), 0.0, float(cash[k]))
 
     def take(self, report: ExecutionReport) -> None:
@@ -194,7 +199,7 @@ class SleeveBook:
 
     def day_start(self, sleeve: str, t: np.datetime64) -> float | None:
         """The sleeve's last recorded equity before the UTC day of ``t``."""
-        day = iso(np.datetime64(t, "D"))
+        day = stamp(np.datetime64(t, "D"))  # type: ignore[call-overload]
         before = [e for (tt, s, e) in self._history if s == sleeve and tt < day]
         return before[-1] if before else None
 
@@ -225,11 +230,11 @@ class SleeveBook:
     def mark(self, t: np.datetime64, run_id: str | None, account_equity: float, account_cash: float,
              account_positions: dict[str, float], marks: dict[str, float]) -> dict[str, float]:
         """Record the ``values`` now (the sleeves' equity history); return each one's equity."""
-        stamp = iso(t)
+        at = stamp(t)
         vals = self.values(account_equity, account_cash, account_positions, marks)
         for name, (e, c, g) in vals.items():
-            self._rows[3].append((self.account, run_id, stamp, name, e, c, g))
-            self._history.append((stamp, name, e))
+            self._rows[3].append((self.account, run_id, at, name, e, c, g))
+            self._history.append((at, name, e))
         return {k: v[0] for k, v in vals.items()}
 
 
