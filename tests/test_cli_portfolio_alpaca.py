@@ -21,6 +21,7 @@ from tests.servers.alpaca_server import AlpacaServer
 from tests.test_cli_alpaca import KEY, PAPER_ENV, SECRET, Home, now_utc, write_home
 
 USER_IBM = 10.0
+FILL_BPS = 20.0             # the venue fills 20 bp worse than the price the cycle was sized with
 ACCOUNT_LIMIT = 0.5
 SLEEVES = {"alpha": 0.3, "beta": 0.5, "gamma": 0.2}
 # each sleeve's own limits (settings.yaml: max_position_size_pct 0.20, max_exposure_pct 0.95)
@@ -30,7 +31,7 @@ LIMITS = {"alpha": (0.35, 0.95), "beta": (0.40, 0.95), "gamma": (0.60, 0.90)}
 @pytest.fixture
 def srv():
     with AlpacaServer(key=KEY, secret=SECRET, cash=100_000.0, crypto_fee_bps=0.0, rate_limit=None,
-                      data_rate_limit=None) as s:
+                      data_rate_limit=None, fill_slippage_bps=FILL_BPS) as s:
         s.set_position("IBM", USER_IBM, 150.0)       # the user's own shares: no sleeve owns them
         yield s
 
@@ -174,6 +175,21 @@ def test_three_sleeves_net_one_order_per_symbol_within_every_limit(home, srv):
     rep = check_books(home, srv, {})
     assert any(abs(s["pnl"]) > 1 for s in rep["sleeves"].values())
     assert {p["symbol"]: float(p["qty"]) for p in srv.positions().values()}["IBM"] == USER_IBM
+
+    # paper vs simulation per sleeve, and the slippage each sleeve's fills imply
+    c = home.run("compare", "--portfolio", "three", "--json")
+    assert c.returncode == 0, c.stderr + c.stdout
+    cmp = json.loads(c.stdout)
+    assert cmp["cycles"] == 2 and set(cmp["sleeves"]) == set(SLEEVES)
+    for name, r in cmp["sleeves"].items():
+        assert r["shortfall_bps"] == pytest.approx(FILL_BPS, abs=0.5), name
+        assert r["sim_slippage_bps"] == 5.0
+        assert r["paper_pnl"] < r["sim_pnl"], name        # paper paid 20 bp, the simulator assumed 5
+    cal = home.run("calibrate", "--portfolio", "three", "--json")
+    assert cal.returncode == 0, cal.stderr + cal.stdout
+    proposals = json.loads(cal.stdout)["proposals"]
+    assert proposals["beta"]["simulation.slippage.bps"] == pytest.approx(FILL_BPS, abs=0.5)
+    assert proposals["beta"]["file"] == "strategies/beta.yaml"
 
     # the nightly: one report for the account, one per sleeve; the parts add up there too
     n = home.run("report", "nightly")
