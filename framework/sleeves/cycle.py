@@ -47,7 +47,8 @@ class SleeveView(Broker):
         for p in held:
             q = p.qty - self._others.get(p.symbol, 0.0)
             if abs(q) > 1e-12:
-                out.append(replace(p, qty=q, market_value=q * p.market_price, available_qty=None))
+                free = None if p.available_qty is None else min(abs(q), abs(p.available_qty))
+                out.append(replace(p, qty=q, market_value=q * p.market_price, available_qty=free))
         return tuple(out)
 
     def account(self) -> AccountSnapshot:
