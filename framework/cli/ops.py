@@ -392,7 +392,7 @@ def _portfolio_compare(ctx: click.Context, portfolio_name: str | None, run_a: st
                        calibrate: bool) -> None:
     """``compare|calibrate --portfolio NAME``: paper vs simulation per sleeve."""
     from framework.cli.output import emit_json
-    from framework.cli.portfolio import compare_portfolio, print_compare
+    from framework.cli.portfolio_compare import compare_portfolio, print_compare
 
     if portfolio_name is None:
         raise UsageError("name a run (or strategy), or --portfolio NAME" if calibrate is False
