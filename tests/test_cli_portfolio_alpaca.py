@@ -118,9 +118,11 @@ def test_three_sleeves_net_one_order_per_symbol_within_every_limit(home, srv):
     plan = json.loads(dry.stdout)
     assert sorted(o["symbol"] for o in plan["orders"]) == ["AAPL", "MSFT", "SPY"]
 
-    p = home.run("execute", "--portfolio", "three", "--paper")
+    p = home.run("execute", "--portfolio", "three", "--paper", "--json")
     assert p.returncode == 0, p.stderr + p.stdout
-    assert "SLEEVES" in p.stdout and "(unallocated)" in p.stdout
+    done = json.loads(p.stdout)
+    assert sorted(o["symbol"] for o in done["orders"]) == ["AAPL", "MSFT", "SPY"]
+    assert sorted(done["portfolio"]["sleeves"]) == sorted(SLEEVES)
     posts = [r for r in srv.requests if r.method == "POST" and r.path == "/v2/orders"]
     assert len(posts) == 3                                 # one order per symbol for three sleeves
     held = {s["symbol"]: float(s["qty"]) for s in srv.positions().values()}
@@ -150,6 +152,7 @@ def test_three_sleeves_net_one_order_per_symbol_within_every_limit(home, srv):
                          "gamma": {"AAPL": 0.50, "MSFT": 0.10, "SPY": 0.25}}, minutes_ago=1)
     p = home.run("execute", "--portfolio", "three", "--paper")
     assert p.returncode == 0, p.stderr + p.stdout
+    assert "SLEEVES" in p.stdout and "(unallocated)" in p.stdout
     posts = [r for r in srv.requests if r.method == "POST" and r.path == "/v2/orders"]
     sent = [r.body if isinstance(r.body, dict) else json.loads(r.body) for r in posts[before:]]
     aapl = [o for o in sent if o["symbol"] == "AAPL"]

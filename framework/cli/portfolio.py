@@ -249,20 +249,36 @@ def run_execute_portfolio(settings: Settings, settings_path: str | None, *, name
             acct = session.snapshot()
             halted = res.cycle is not None and res.cycle.halted
             session.finish(RunStatus.HALTED if halted else RunStatus.DONE, acct.equity)
-        from framework.cli.live import _print_result
-
-        if res.cycle is not None:
-            _print_result(res.cycle, broker, mode, session.run_id, json_out, echo)
         rep = _report(book, broker)
         if json_out:
-            print(json.dumps(rep, sort_keys=True))
+            print(json.dumps({"run_id": session.run_id, "broker": broker.name, "mode": mode, "halted": halted,
+                              "batch_id": bid, "orders": _order_rows(res.cycle), "portfolio": rep,
+                              "decisions": [d.reason for d in res.plan.decisions]}, sort_keys=True, default=str))
         else:
+            from framework.cli.live import _print_result
+
+            if res.cycle is not None:
+                _print_result(res.cycle, broker, mode, session.run_id, False, echo)
             print_report(rep, echo)
         if halted:
             raise RiskHalt("the risk manager blocked the whole cycle")
         return 0
     finally:
         ledger.close()
+
+
+def _order_rows(cycle) -> list[dict]:
+    """The netted orders of a cycle with what became of them (``--json``)."""
+    from framework.types import OrderStatus
+
+    rows = []
+    for rep in (cycle.reports if cycle is not None else ()):
+        b = rep.batch
+        for i, (sym, cid) in enumerate(zip(b.symbols(), b.client_order_ids())):
+            rows.append({"symbol": sym, "side": "buy" if b.side[i] > 0 else "sell", "qty": float(b.qty[i]),
+                         "status": OrderStatus(int(rep.status[i])).label, "filled_qty": float(rep.filled_qty[i]),
+                         "client_order_id": cid})
+    return rows
 
 
 def _report(book, broker) -> dict:
