@@ -34,7 +34,7 @@ Decisions where the spec is silent:
   names the tiers. Rows identical to a row of an earlier file are counted once (a run directory
   and its ``latest/`` copy; framework.signal_batches says more, with batching and tolerance).
 - ``strategies: label`` keeps every row as one portfolio whatever the strategy column says;
-  ``sleeves`` is refused until portfolios of sleeves exist.
+  ``sleeves`` runs each strategy as a sleeve of one account (SPEC §18, ``framework.sleeves``).
 - Symbols are read strictly: a bare ``...USD`` whose base no venue file lists is an error.
 - Percentages (``31.2%``) are accepted for weight and confidence, only when a value is not a
   plain number, so the all-numeric fast path is unchanged.
@@ -229,12 +229,13 @@ def _select_strategy(df: pd.DataFrame, strategy: str | None, root: str, problems
     """Return the rows to keep (None = all) and the strategy name of the batches.
 
     With ``signals.strategies: label`` and no strategy asked for, every row is kept: the column
-    labels rows of one portfolio. ``sleeves`` (one sleeve per strategy) is not available yet.
+    labels rows of one portfolio. With ``sleeves`` each sleeve reads its own strategy's rows
+    (``framework.sleeves``): a read of the whole archive as one portfolio is refused.
     """
-    if mode == "sleeves":
-        raise UsageError(f"signals.strategies: sleeves (in {home}) needs portfolios of sleeves (SPEC §18), which "
-                         "this version does not have yet: use signals.strategies: label for one portfolio, or "
-                         "--strategy NAME to trade one strategy's rows")
+    if mode == "sleeves" and strategy is None:
+        raise UsageError(f"signals.strategies: sleeves (in {home}) runs each strategy of the archive as a sleeve "
+                         "of one account: run it with --portfolio NAME (config/portfolios/NAME.yaml) or through "
+                         "`parity backtest --signals`, or set signals.strategies: label for one portfolio")
     if "strategy" not in df.columns:
         return None, strategy or "default"
     tags = _as_text(df["strategy"]).fillna("").str.strip()
@@ -244,8 +245,8 @@ def _select_strategy(df: pd.DataFrame, strategy: str | None, root: str, problems
         if len(found) > 1 and mode != "label":
             raise DataError([*problems, Problem(root, None, "strategy", (
                 f"several strategies in the archive ({listed}): set signals.strategies: label (one portfolio, "
-                "the column is a label) or signals.strategies: sleeves (a sleeve per strategy; not available "
-                f"yet) in {home}, or name one strategy's rows with --strategy NAME"))])
+                "the column is a label) or signals.strategies: sleeves (a sleeve per strategy on one account) "
+                f"in {home}, or name one strategy's rows with --strategy NAME"))])
         return None, found[0] if len(found) == 1 else "default"
     if not found:
         return None, strategy

@@ -74,7 +74,9 @@ def demo(ctx: click.Context, json_out: bool) -> None:
 
 
 @main.command()
-@click.option("--strategy", "strategy_name", required=True, help="strategy name (config/strategies/NAME.yaml) or a YAML path")
+@click.option("--strategy", "strategy_name", default=None, help="strategy name (config/strategies/NAME.yaml) or a YAML path")
+@click.option("--portfolio", "portfolio_name", default=None,
+              help="several strategies as sleeves of one account (config/portfolios/NAME.yaml)")
 @click.option("--signals", "signals_path", default=None, help="signal archive (file or directory); overrides the strategy's")
 @click.option("--bars", "bars_path", default=None, help="long bar CSV or store directory; overrides the strategy's")
 @click.option("--start", default=None, help="first batch time (inclusive)")
@@ -84,14 +86,50 @@ def demo(ctx: click.Context, json_out: bool) -> None:
 @click.option("--json", "json_out", is_flag=True, help="print the summary as JSON only")
 @config_option
 @click.pass_context
-def backtest(ctx: click.Context, strategy_name: str, signals_path, bars_path, start, end, cash, out_dir,
-             json_out: bool) -> None:
+def backtest(ctx: click.Context, strategy_name: str | None, portfolio_name: str | None, signals_path, bars_path, start,
+             end, cash, out_dir, json_out: bool) -> None:
     """Replay a signal archive through risk, rebalancer and the simulated broker."""
     from framework.cli.wiring import run_backtest
     from framework.config import load_strategy
+    from framework.errors import UsageError
 
     settings = _settings(ctx)
+    if (strategy_name is None) == (portfolio_name is None):
+        raise UsageError("name one of --strategy NAME or --portfolio NAME")
+    if portfolio_name is not None:
+        from framework.cli.portfolio import run_portfolio_backtest
+        from framework.sleeves.report import print_report
+
+        if signals_path or start or end:
+            raise UsageError("--portfolio takes each sleeve's archive from config/portfolios/NAME.yaml: "
+                             "--signals, --start and --end apply to --strategy only")
+        run_id, summary, out, rep = run_portfolio_backtest(settings, ctx.obj["config"], portfolio_name,
+                                                           bars_path=bars_path, cash=cash, out_dir=out_dir)
+        if json_out:
+            from framework.cli.output import emit_json
+
+            emit_json({**summary, "artifacts": str(out), "sleeves": rep})
+        else:
+            _finish(summary, out, False)
+            print_report(rep)
+        return
     strategy = load_strategy(strategy_name, ctx.obj["config"])
+    if strategy.signals.strategies == "sleeves":       # the archive's strategies run as sleeves (SPEC §18)
+        from framework.cli.portfolio import run_portfolio_backtest
+        from framework.portfolios import portfolio_of_strategy
+        from framework.sleeves.report import print_report
+
+        pf = portfolio_of_strategy(strategy, ctx.obj["config"], signals_path)
+        _, summary, out, rep = run_portfolio_backtest(settings, ctx.obj["config"], pf, bars_path=bars_path, cash=cash,
+                                                      out_dir=out_dir)
+        if json_out:
+            from framework.cli.output import emit_json
+
+            emit_json({**summary, "artifacts": str(out), "sleeves": rep})
+        else:
+            _finish(summary, out, False)
+            print_report(rep)
+        return
     run_id, summary, out = run_backtest(settings, ctx.obj["config"], strategy, signals_path=signals_path,
                                         bars_path=bars_path, start=start, end=end, cash=cash, out_dir=out_dir,
                                         progress=_progress(json_out))
@@ -157,15 +195,23 @@ def _mode_options(f):
 
 @main.command()
 @click.option("--broker", "broker_name", type=click.Choice(["alpaca", "coinbase"]), default="alpaca")
+@click.option("--portfolio", "portfolio_name", default=None, help="also show the account sleeve by sleeve")
 @_mode_options
 @click.option("--json", "json_out", is_flag=True)
 @config_option
 @click.pass_context
-def status(ctx: click.Context, broker_name: str, live: bool, paper: bool, json_out: bool) -> None:
+def status(ctx: click.Context, broker_name: str, portfolio_name: str | None, live: bool, paper: bool,
+           json_out: bool) -> None:
     """Portfolio summary: equity, cash, buying power, P&L, exposure and positions."""
     from framework.cli.live import run_status
 
     _exclusive(live, paper)
+    if portfolio_name is not None:
+        from framework.cli.portfolio import run_status_portfolio
+
+        run_status_portfolio(_settings(ctx), ctx.obj["config"], name=portfolio_name, live=live, paper=paper,
+                             json_out=json_out)
+        return
     run_status(_settings(ctx), ctx.obj["config"], broker_name=broker_name, live=live, json_out=json_out)
 
 
@@ -177,8 +223,10 @@ def _exclusive(live: bool, paper: bool) -> None:
 
 
 @main.command()
-@click.option("--signals", "signals_path", required=True, help="signal file or directory; the newest batch is traded")
+@click.option("--signals", "signals_path", default=None, help="signal file or directory; the newest batch is traded")
 @click.option("--strategy", "strategy_name", default=None, help="strategy (default: the limits of settings.yaml)")
+@click.option("--portfolio", "portfolio_name", default=None,
+              help="one cycle for all sleeves of config/portfolios/NAME.yaml (netted orders)")
 @click.option("--broker", "broker_name", type=click.Choice(["alpaca", "coinbase"]), default=None)
 @_mode_options
 @click.option("--dry-run", is_flag=True, help="print the full order plan and send nothing")
@@ -187,12 +235,36 @@ def _exclusive(live: bool, paper: bool) -> None:
 @click.option("--json", "json_out", is_flag=True)
 @config_option
 @click.pass_context
-def execute(ctx: click.Context, signals_path: str, strategy_name, broker_name, live: bool, paper: bool,
-            dry_run: bool, yes: bool, force: bool, json_out: bool) -> None:
+def execute(ctx: click.Context, signals_path: str | None, strategy_name, portfolio_name, broker_name, live: bool,
+            paper: bool, dry_run: bool, yes: bool, force: bool, json_out: bool) -> None:
     """Run one rebalance cycle on paper (default) or live."""
     from framework.cli.live import run_execute
+    from framework.errors import UsageError
 
     _exclusive(live, paper)
+    if portfolio_name is not None:
+        from framework.cli.portfolio import run_execute_portfolio
+
+        if signals_path or strategy_name or broker_name:
+            raise UsageError("--portfolio names its sleeves, their archives and its broker in "
+                             "config/portfolios/NAME.yaml: drop --signals, --strategy and --broker")
+        sys.exit(run_execute_portfolio(_settings(ctx), ctx.obj["config"], name=portfolio_name, live=live, paper=paper,
+                                       dry_run=dry_run, yes=yes, force=force, json_out=json_out))
+    if signals_path is None:
+        raise UsageError("Missing option '--signals' (or name a --portfolio)")
+    if strategy_name is not None:
+        from framework.config import load_strategy
+
+        strategy = load_strategy(strategy_name, ctx.obj["config"])
+        if strategy.signals.strategies == "sleeves":   # the archive's strategies run as sleeves (SPEC §18)
+            from framework.cli.portfolio import run_execute_portfolio
+            from framework.portfolios import portfolio_of_strategy
+
+            pf = portfolio_of_strategy(strategy, ctx.obj["config"], signals_path)
+            if broker_name:
+                pf = pf.model_copy(update={"account": pf.account.model_copy(update={"broker": broker_name})})
+            sys.exit(run_execute_portfolio(_settings(ctx), ctx.obj["config"], name=pf, live=live, paper=paper,
+                                           dry_run=dry_run, yes=yes, force=force, json_out=json_out))
     code = run_execute(_settings(ctx), ctx.obj["config"], signals_path=signals_path, strategy_name=strategy_name,
                        broker_name=broker_name, live=live, dry_run=dry_run, yes=yes, force=force, json_out=json_out)
     sys.exit(code)

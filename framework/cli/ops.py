@@ -146,6 +146,7 @@ def nightly(settings, settings_path, date: str | None, out_dir: str | None) -> i
             ledger, n.targets(strategies), day, out,
             lambda t: _connect(t, settings, settings_path, ledger),
             log, time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+        failed += _portfolios_nightly(settings, settings_path, ledger, day, out, log)
     finally:
         ledger.close()
     log(f"{len(entries)} strategy report(s), {failed} failure(s); index {out / 'index.html'}")
@@ -154,8 +155,10 @@ def nightly(settings, settings_path, date: str | None, out_dir: str | None) -> i
 
 # ---------------------------------------------------------------- compare
 @main.command()
-@click.argument("run_a")
+@click.argument("run_a", required=False)
 @click.argument("run_b", required=False)
+@click.option("--portfolio", "portfolio_name", default=None,
+              help="paper vs simulation per sleeve of config/portfolios/NAME.yaml")
 @click.option("--bars", "bars_path", default=None,
               help="paper vs simulation: bars for the replay (long CSV or store)")
 @click.option("--signals", "signals_path", default=None,
@@ -164,14 +167,17 @@ def nightly(settings, settings_path, date: str | None, out_dir: str | None) -> i
 @click.option("--json", "json_out", is_flag=True, help="print the result as JSON only")
 @config_option
 @click.pass_context
-def compare(ctx: click.Context, run_a: str, run_b: str | None, bars_path, signals_path, out_dir,
-            json_out: bool) -> None:
+def compare(ctx: click.Context, run_a: str | None, run_b: str | None, portfolio_name: str | None, bars_path,
+            signals_path, out_dir, json_out: bool) -> None:
     """Compare two runs side by side; one paper/live run (or strategy): reconcile it with the simulator."""
     from framework.artifacts import load_run
     from framework.cli.output import emit_json
     from framework.ledger import Ledger
 
     settings = _settings(ctx)
+    if portfolio_name is not None or run_a is None:
+        _portfolio_compare(ctx, portfolio_name, run_a, json_out, calibrate=False)
+        return
     if run_b is not None and (bars_path or signals_path):
         raise UsageError("--bars and --signals apply to the paper-vs-simulation form (one run)")
     ledger = Ledger(settings.ledger)
@@ -206,7 +212,9 @@ def compare(ctx: click.Context, run_a: str, run_b: str | None, bars_path, signal
 
 # ---------------------------------------------------------------- calibrate
 @main.command()
-@click.argument("runs", nargs=-1, required=True)
+@click.argument("runs", nargs=-1, required=False)
+@click.option("--portfolio", "portfolio_name", default=None,
+              help="the slippage each sleeve's fills imply (config/portfolios/NAME.yaml)")
 @click.option("--model", type=click.Choice(["fixed_bps", "spread_impact"]), default=None,
               help="slippage model to propose (default: the strategy's)")
 @click.option("--bars", "bars_path", default=None, help="bars for the replays (long CSV or store)")
@@ -216,14 +224,19 @@ def compare(ctx: click.Context, run_a: str, run_b: str | None, bars_path, signal
 @click.option("--json", "json_out", is_flag=True)
 @config_option
 @click.pass_context
-def calibrate(ctx: click.Context, runs: tuple[str, ...], model, bars_path, signals_path, write: bool,
-              json_out: bool) -> None:
+def calibrate(ctx: click.Context, runs: tuple[str, ...], portfolio_name: str | None, model, bars_path, signals_path,
+              write: bool, json_out: bool) -> None:
     """Fit the simulator's slippage and check the fee settings against the fills of paper/live RUNS."""
     from framework.cli.output import emit_json
     from framework.ledger import Ledger
     from framework.ops.replay import resolve_run
 
     settings, path = _settings(ctx), ctx.obj["config"]
+    if portfolio_name is not None or not runs:
+        if write:
+            raise UsageError("calibrate --portfolio proposes settings per sleeve; --write is for RUNS")
+        _portfolio_compare(ctx, portfolio_name, None, json_out, calibrate=True)
+        return
     ledger = Ledger(settings.ledger)
     try:
         # one window per (strategy, broker, mode, config): the newest run named ends it and covers the rest
@@ -373,6 +386,57 @@ def demote(ctx: click.Context, name: str, to: str | None, reason: str) -> None:
         ledger.close()
     click.echo(f"{done['strategy']} demoted from {done['from']} to {done['stage']} by {done['who']} at "
                f"{done['time']}; {done['file']} now says stage: {done['stage']}")
+
+
+def _portfolio_compare(ctx: click.Context, portfolio_name: str | None, run_a: str | None, json_out: bool, *,
+                       calibrate: bool) -> None:
+    """``compare|calibrate --portfolio NAME``: paper vs simulation per sleeve."""
+    from framework.cli.output import emit_json
+    from framework.cli.portfolio_compare import compare_portfolio, print_compare
+
+    if portfolio_name is None:
+        raise UsageError("name a run (or strategy), or --portfolio NAME" if calibrate is False
+                         else "name paper/live RUNS, or --portfolio NAME")
+    if run_a is not None:
+        raise UsageError("--portfolio compares every cycle of the portfolio: drop the run id")
+    result = compare_portfolio(_settings(ctx), ctx.obj["config"], portfolio_name)
+    if calibrate:
+        result["proposals"] = {n: {"simulation.slippage.bps": max(r["shortfall_bps"], 0.0),
+                                   "file": f"strategies/{n}.yaml"}
+                               for n, r in result["sleeves"].items() if r["shortfall_bps"] is not None}
+    if json_out:
+        emit_json(result)
+    else:
+        print_compare(result, calibrate)
+
+
+def _portfolios_nightly(settings, settings_path, ledger, day: str, out: Path, log) -> int:
+    """The account report and one report per sleeve of every portfolio (SPEC §18); the failures."""
+    from framework.cli.registry import BrokerRequest, account_of, build_broker
+    from framework.errors import ParityError
+    from framework.ops.nightly import is_today
+    from framework.sleeves import nightly as sn
+
+    portfolios, problems = sn.discover(settings_path)
+    for p in problems:
+        log(f"portfolio file skipped: {p}")
+    entries, failed = [], 0
+    for pf in portfolios:
+        broker = None
+        try:
+            req = BrokerRequest(pf.account.broker, pf.account.environment == "live", pf.rebalance)
+            broker = build_broker(req, settings, settings_path, ledger)
+            entries.append(sn.report_portfolio(ledger, pf, broker, account_of(broker, req), day, is_today(day), out,
+                                               log))
+        except ParityError as e:
+            failed += 1
+            log(f"portfolio {pf.name}: failed: {e}")
+        finally:
+            if broker is not None:
+                broker.close()
+    if portfolios:
+        sn.write_index(out, day, entries)
+    return failed
 
 
 def _connect(target, settings, settings_path, ledger):

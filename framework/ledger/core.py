@@ -22,6 +22,7 @@ from framework.ledger.records import OrderRecord
 from framework.ledger.rows import iso, now_iso
 from framework.ledger.runs import RunQueries
 from framework.ledger.schema import migrate
+from framework.ledger.sleeves import SleeveQueries
 from framework.ledger.sweeps import SweepQueries
 from framework.types import OrderStatus
 
@@ -32,7 +33,7 @@ _ORDER_COLUMNS = ("run_id, cycle_seq, client_order_id, broker_id, time, symbol, 
                   "ref_price, status, filled_qty, avg_price, message, updated_at, account")
 
 
-class Ledger(RunQueries, LeaseQueries, SweepQueries):
+class Ledger(RunQueries, LeaseQueries, SweepQueries, SleeveQueries):
     """The SQLite file (WAL). Every writing method commits before it returns unless called inside
     ``with ledger.tx():``, which makes several writes one transaction."""
 

@@ -43,6 +43,19 @@ CREATE TABLE IF NOT EXISTS sweep_points (
   summary TEXT NOT NULL, sr REAL, skew REAL, kurt REAL, n_obs INTEGER, seconds REAL, run_id TEXT,
   recorded_at TEXT NOT NULL, PRIMARY KEY (sweep_id, point_id, window, segment));
 CREATE INDEX IF NOT EXISTS sweep_points_strategy ON sweep_points (strategy);
+CREATE TABLE IF NOT EXISTS sleeve_accounts (
+  account TEXT PRIMARY KEY, portfolio TEXT NOT NULL, start_equity REAL NOT NULL, time TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sleeve_plans (
+  account TEXT NOT NULL, batch_id TEXT NOT NULL, sleeve TEXT NOT NULL, symbol TEXT NOT NULL, time TEXT NOT NULL,
+  price REAL, equity REAL, held REAL NOT NULL, target REAL NOT NULL, crossed REAL NOT NULL, residual REAL NOT NULL,
+  PRIMARY KEY (account, batch_id, sleeve, symbol));
+CREATE TABLE IF NOT EXISTS sleeve_trades (
+  account TEXT NOT NULL, sleeve TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, batch_id TEXT, time TEXT NOT NULL,
+  symbol TEXT, qty REAL NOT NULL, price REAL, fee REAL NOT NULL, cash REAL NOT NULL,
+  PRIMARY KEY (account, sleeve, kind, key));
+CREATE TABLE IF NOT EXISTS sleeve_equity (
+  account TEXT NOT NULL, run_id TEXT, time TEXT NOT NULL, sleeve TEXT NOT NULL, equity REAL NOT NULL,
+  cash REAL NOT NULL, gross REAL NOT NULL, PRIMARY KEY (account, time, sleeve));
 CREATE TABLE IF NOT EXISTS leases (
   account TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL, command TEXT, run_id TEXT,
   acquired_at REAL NOT NULL, expires_at REAL NOT NULL);

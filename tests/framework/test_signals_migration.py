@@ -150,9 +150,11 @@ def test_strategies_label_reads_one_portfolio(tmp_path):
         == "mine"
 
 
-def test_strategies_sleeves_is_not_available_yet(tmp_path):
-    with pytest.raises(UsageError, match=r"signals\.strategies: sleeves .* use signals\.strategies: label"):
+def test_strategies_sleeves_reads_one_strategy_per_sleeve_never_the_whole_archive(tmp_path):
+    with pytest.raises(UsageError, match=r"signals\.strategies: sleeves .* --portfolio NAME"):
         load(two_strategies(tmp_path), strategies="sleeves")
+    b = load_signals(two_strategies(tmp_path), strategy="donchian", source=SignalSource(strategies="sleeves"))
+    assert b.strategy == "donchian" and b.symbols == ("BTC/USD",)
 
 
 # ---------------------------------------------------------------------------- symbols
