@@ -61,6 +61,8 @@ class OrderState:
     order_type: str = "market"
     message: str = ""
     venue_status: str = ""   # the venue's own word for the state (``pending_cancel``, ``CANCEL_QUEUED``)
+    stop_price: float | None = None    # a stop order's trigger (protective exits, SPEC §20)
+    limit_price: float | None = None
 
     @property
     def owned(self) -> bool:
@@ -128,6 +130,24 @@ class Broker(ABC):
 
     def close(self) -> None:
         """Release connections; the default has none."""
+
+    # ---- protective exits (SPEC §20, issue 16) --------------------------------------------------------
+    def protect(self, orders: Protection, on_update: OnUpdate | None = None) -> list[ExecutionReport]:
+        """Place protective exits for held positions: ``orders.stops`` (stop orders) and
+        ``orders.takes`` (limit orders), a stop and a take-profit on one symbol being one-cancels-
+        the-other. The default sends them as separate orders (a venue without linked orders);
+        the simulator and the venue adapters override it with their own linked orders."""
+        return [self.execute(b, on_update) for b in (orders.stops, orders.takes) if len(b)]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Protection:
+    """Protective exits of one cycle (``framework.exits``): sells of longs / buys of shorts for
+    the held quantity, with the client order ids of legs ``stop`` and ``take`` of the batch that
+    placed them. ``stops.stop_price`` and ``takes.limit_price`` are the levels."""
+
+    stops: OrderBatch
+    takes: OrderBatch
 
 
 # ---- streaming (issue 16): what a venue's order stream hands to its consumer -----------------------
