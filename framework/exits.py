@@ -35,7 +35,9 @@ from framework.types import (
     RiskDecision,
     TargetPortfolio,
     Universe,
+    client_order_id,
     leg_of,
+    paired_exit_id,
 )
 
 if TYPE_CHECKING:
@@ -160,12 +162,21 @@ def _same(o: OrderState | None, qty: float, level: float, leg: str) -> bool:
             and abs(left - qty) <= 1e-9 * max(qty, 1.0))
 
 
+def exit_ids(batch_id: str, symbol: str) -> tuple[str, str]:
+    """Client order ids of the stop and the take-profit one batch places on one symbol: the stop's
+    is ``client_order_id(batch, symbol, "stop")``, the take-profit's its pair (``paired_exit_id``)."""
+    stop = client_order_id(batch_id, symbol, Leg.STOP_LOSS.value)
+    return stop, paired_exit_id(stop)
+
+
 def _batch(u: Universe, target: TargetPortfolio, qty: np.ndarray, prices: np.ndarray, want: np.ndarray,
            leg: Leg, level: np.ndarray) -> OrderBatch:
     idx = np.flatnonzero(want)
+    ids = tuple(exit_ids(target.batch_id, u.symbols[j])[0 if leg == Leg.STOP_LOSS else 1] for j in idx.tolist())
     side = (-np.sign(qty[idx])).astype(np.int8)
     px = level[idx]
     ref = np.where(np.isfinite(prices[idx]), prices[idx], px)
     stop = leg == Leg.STOP_LOSS
     return OrderBatch(u, target.time, target.batch_id, leg.value, idx.astype(np.int64), side, np.abs(qty[idx]), ref,
-                      OrderType.STOP if stop else OrderType.LIMIT, None if stop else px, px if stop else None)
+                      OrderType.STOP if stop else OrderType.LIMIT, None if stop else px, px if stop else None,
+                      client_ids=ids)

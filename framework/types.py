@@ -281,6 +281,15 @@ def client_order_id(batch_id: str, symbol: str, leg: str) -> str:
     return f"{OWNED_PREFIX}{readable}-{digest}"
 
 
+def paired_exit_id(client_id: str) -> str:
+    """The client order id of the other half of a protective pair (``stop`` <-> ``take``, SPEC §20):
+    the same batch, symbol and digest, so a venue adapter that knows one half (an Alpaca OCO order
+    carries one client order id for both, Alpaca-API#115) can name the other."""
+    head, leg, digest = client_id.rsplit("-", 2)
+    other = {Leg.STOP_LOSS.value: Leg.TAKE_PROFIT.value, Leg.TAKE_PROFIT.value: Leg.STOP_LOSS.value}[leg]
+    return f"{head}-{other}-{digest}"
+
+
 def leg_of(client_id: str | None) -> str:
     """The (last part of the) leg an owned client order id was made for (``stop``, ``take``, ``add``,
     ``r1`` for ``add-r1``); empty for an order Parity does not own."""
