@@ -10,7 +10,8 @@ symbols the cycle trades, because a venue holds their quantity (an Alpaca sell o
 stop holds is refused) and the quantity they protect is about to change.
 
 Levels: a price, or a distance from the entry fill (``3%``), where the entry fill is the
-position's average cost at the broker after the legs. Orders are placed under the client order
+position's average cost at the broker after the legs. Equities are protected in whole shares (the
+venues' protective orders take no fractional quantity); crypto in full. Orders are placed under the client order
 ids ``client_order_id(batch, symbol, "stop" | "take")`` of the batch that placed them, journaled
 before they are sent; a re-run of that batch (crash recovery) finds them working with the same
 levels and sends nothing. A later batch with the same levels and quantity keeps them; one that
@@ -88,7 +89,10 @@ def protect_positions(p: Pipeline, seq: int, target: TargetPortfolio) -> list:
     have = working_exits(p)
     if lv is None and not have:
         return []
-    qty = p.broker.position_vector(u)
+    held_qty = p.broker.position_vector(u)
+    # venues protect whole shares: Alpaca's complex and GTC orders take no fractional equity quantity
+    # (BROKER_API_NOTES §1.5: fractional only for market/limit day orders); crypto any quantity
+    qty = np.where(u.crypto, held_qty, np.sign(held_qty) * np.floor(np.abs(held_qty) + 1e-9))
     entry = np.full(len(u), np.nan)
     for pos in p.broker.positions():
         k = u.index.get(pos.symbol)
@@ -97,7 +101,7 @@ def protect_positions(p: Pipeline, seq: int, target: TargetPortfolio) -> list:
     prices = p.broker.prices(u)
     w = target.weights
     held = np.isfinite(w) & (np.sign(w) == np.sign(qty)) & (qty != 0)
-    keep_absent = target.absent_hold & np.isnan(w) & (qty != 0)     # absent, held as is: leave its exits alone
+    keep_absent = target.absent_hold & np.isnan(w) & (held_qty != 0)   # absent, held as is: leave its exits alone
     stop, take = np.full(len(u), np.nan), np.full(len(u), np.nan)
     if lv is not None:
         stop, take = levels_for(lv, qty, entry)

@@ -1195,9 +1195,10 @@ class AlpacaServer(_VenueBehaviours):
                 self.statuses[i] = status
 
     def orders_submitted(self) -> List[dict]:
-        """Every order the server accepted (API JSON), oldest first."""
+        """Every order the server accepted (API JSON), oldest first; a complex order's legs inside it."""
         with self._lock:
-            return [self._order_json(o) for o in self._orders.values()]
+            return [{**self._order_json(o), "legs": alpaca_classes.legs_json(self, o)}
+                    for o in self._orders.values() if not o.get("_parent")]
 
     def count_orders(self, client_order_id: Optional[str] = None, symbol: Optional[str] = None,
                      side: Optional[str] = None, status: Optional[str] = None) -> int:
@@ -1216,7 +1217,7 @@ class AlpacaServer(_VenueBehaviours):
             o = self._orders.get(id_or_client_order_id)
             if o is None and id_or_client_order_id in self._by_cid:
                 o = self._orders[self._by_cid[id_or_client_order_id]]
-            return None if o is None else self._order_json(o)
+            return None if o is None else {**self._order_json(o), "legs": alpaca_classes.legs_json(self, o)}
 
     def positions(self) -> Dict[str, dict]:
         """{position symbol ("AAPL", "BTCUSD"): Position JSON as GET /v2/positions returns it}."""
