@@ -193,6 +193,10 @@ class ExitLevels:
     def row(self, i: int) -> ExitLevels:
         return ExitLevels(self.stop[i], self.take[i], self.stop_pct[i], self.take_pct[i])
 
+    def rows(self, sel) -> ExitLevels:
+        """The rows ``sel`` (a slice, mask or index array) of per-batch levels."""
+        return ExitLevels(self.stop[sel], self.take[sel], self.stop_pct[sel], self.take_pct[sel])
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class TargetPortfolio:
@@ -232,6 +236,11 @@ class SignalBatches:
         bid = batch_key(self.strategy, t, scope) if batch_id is None else batch_id
         lv = None if self.levels is None else self.levels.row(i)
         return TargetPortfolio(t, bid, self.weights[i], self.confidence[i], absent_hold, lv)
+
+    def rows(self, sel) -> SignalBatches:
+        """The batches ``sel`` (a slice, mask or index array), exit levels included."""
+        return SignalBatches(self.strategy, self.symbols, self.times[sel], self.weights[sel], self.confidence[sel],
+                             self.sources, None if self.levels is None else self.levels.rows(sel))
 
     def batch_ids(self) -> list[str]:
         """``batch_key`` of every batch, computed at once (what a replay of the whole archive needs)."""
