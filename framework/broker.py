@@ -41,7 +41,7 @@ from typing import Callable
 
 import numpy as np
 
-from framework.types import AccountSnapshot, ExecutionReport, OrderBatch, Position, Universe, owned
+from framework.types import AccountSnapshot, ExecutionReport, FillBatch, OrderBatch, Position, Universe, owned
 
 OnUpdate = Callable[[ExecutionReport], None]
 
@@ -135,9 +135,22 @@ class Broker(ABC):
     def protect(self, orders: Protection, on_update: OnUpdate | None = None) -> list[ExecutionReport]:
         """Place protective exits for held positions: ``orders.stops`` (stop orders) and
         ``orders.takes`` (limit orders), a stop and a take-profit on one symbol being one-cancels-
-        the-other. The default sends them as separate orders (a venue without linked orders);
-        the simulator and the venue adapters override it with their own linked orders."""
-        return [self.execute(b, on_update) for b in (orders.stops, orders.takes) if len(b)]
+        the-other, left working; returns a report per batch. The simulator and the venue adapters
+        place them; the default places nothing and says so in each order's message (a broker that
+        cannot hold a stop must never turn it into a market order)."""
+        from framework.types import OrderStatus
+
+        out = []
+        for b in (orders.stops, orders.takes):
+            if len(b):
+                n = len(b)
+                rep = ExecutionReport(b, np.full(n, int(OrderStatus.CANCELED), np.int8), np.zeros(n), np.full(n, np.nan),
+                                      FillBatch.empty(), None,
+                                      dict.fromkeys(range(n), f"not placed: {self.name} places no protective orders"))
+                if on_update is not None:
+                    on_update(rep)
+                out.append(rep)
+        return out
 
 
 @dataclass(frozen=True, slots=True, eq=False)
