@@ -12,8 +12,6 @@ take-profit, a limit, fills at its price or better; both pay the venue's fees.
 
 from __future__ import annotations
 
-import numpy as np
-
 from brokers.sim_orders import Working, cross_price
 from framework.data import BarArrays
 from framework.types import OrderType
@@ -53,11 +51,3 @@ def linked(working: list[Working], fired: set[str]) -> tuple[list[Working], list
     for w in working:
         (gone if w.oco and w.oco in fired and not w.filled else keep).append(w)
     return keep, gone
-
-
-def levels_of(w: Working) -> tuple[float | None, float | None]:
-    """(stop price, limit price) of a working order, as the venue reports them."""
-    b = w.batch
-    stop = None if b.stop_price is None else float(b.stop_price[w.pos]) / w.ratio
-    lim = None if b.limit_price is None else float(b.limit_price[w.pos]) / w.ratio
-    return (None if stop is None or np.isnan(stop) else stop), (None if lim is None or np.isnan(lim) else lim)
