@@ -27,7 +27,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from framework.broker import Broker, OnUpdate, OrderState
+from framework.broker import Broker, OnUpdate, OrderState, Protection
 from framework.errors import BrokerError, OrderRejected, TransientBrokerError
 from framework.types import ExecutionReport, FillBatch, OrderBatch, OrderStatus, owned
 
@@ -127,6 +127,7 @@ class OrderRequest:
     order_type: str = "market"
     limit_price: float | None = None
     notional: float | None = None
+    stop_price: float | None = None      # a protective stop's trigger (SPEC §20)
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,6 +454,19 @@ class LiveBroker(Broker):
     def _cancel_pending(self, state: OrderState) -> bool:
         """Whether the venue still has a cancel of this order under way (adapters that see it say so)."""
         return False
+
+    # ---- protective exits (SPEC §20; brokers/live_exits.py) ----------------------------------------
+    def protect(self, orders: Protection, on_update: OnUpdate | None = None) -> list[ExecutionReport]:
+        """Place protective exits idempotently and leave them working (``brokers.live_exits``)."""
+        from brokers.live_exits import place
+
+        return place(self, orders, on_update)
+
+    def _submit_protective(self, stop: OrderRequest | None,
+                           take: OrderRequest | None) -> tuple[OrderState | None, OrderState | None]:
+        """Send one symbol's stop and take-profit; the default sends two separate orders (adapters
+        override it with the venue's linked orders)."""
+        return (None if stop is None else self._submit(stop), None if take is None else self._submit(take))
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from framework.broker import Broker, OnUpdate, OrderState
+from framework.broker import Broker, OnUpdate, OrderState, Protection
 from framework.config import RebalanceSettings
 from framework.rebalance import Rebalancer
 from framework.types import (
@@ -157,6 +157,30 @@ class RoutedBroker(Broker):
 
     def sync(self) -> list[ExecutionReport]:
         return [r for b in self.brokers.values() for r in b.sync()]
+
+    # ---- protective exits (SPEC §20) ----------------------------------------------------------------
+    def protect(self, orders: Protection, on_update: OnUpdate | None = None) -> list[ExecutionReport]:
+        """Each venue places the exits of its own symbols (its reports are over its sub-universe, with
+        the same symbols and client order ids, so they book as they are)."""
+        parts: dict[str, list[OrderBatch]] = {}
+        for b in (orders.stops, orders.takes):
+            for name, pos in self._split(b.symbols()).items():
+                mine = np.zeros(len(b), bool)
+                mine[pos] = True
+                part = b.subset(mine)
+                sub_u = _sub_universe(b.universe, part.symbol_idx)
+                parts.setdefault(name, []).append(OrderBatch(
+                    sub_u, part.time, part.batch_id, part.leg, np.arange(len(part)), part.side, part.qty,
+                    part.ref_price, part.order_type, part.limit_price, part.stop_price, None,
+                    tuple(part.client_order_ids())))
+        out: list[ExecutionReport] = []
+        for name, batches in parts.items():
+            stops = [x for x in batches if x.leg == orders.stops.leg]
+            takes = [x for x in batches if x.leg == orders.takes.leg]
+            empty = OrderBatch.empty(orders.stops.universe, orders.stops.time, orders.stops.batch_id, "")
+            out += self.brokers[name].protect(Protection(stops[0] if stops else empty, takes[0] if takes else empty),
+                                              on_update)
+        return out
 
     def lookup(self, client_ids: list[str]) -> dict[str, OrderState]:
         out: dict[str, OrderState] = {}

@@ -27,14 +27,18 @@ class Working:
     notional: float = 0.0
     from_bar: int = 0        # first bar on which it may fill
     ratio: float = 1.0       # split adjustment since it was sized
+    oco: str = ""            # protective exits: the key linking a stop and its take-profit (sim_exits)
 
     def state(self, status: OrderStatus | None = None, message: str = "") -> OrderState:
         """The order as the venue reports it (working, unless ``status`` says otherwise)."""
         st = status if status is not None else (OrderStatus.PARTIAL if self.filled else OrderStatus.NEW)
-        return OrderState(self.client_id, None, self.batch.universe.symbols[self.sym], self.side,
+        b = self.batch
+        stop = None if b.stop_price is None else float(b.stop_price[self.pos]) / self.ratio
+        lim = None if b.limit_price is None else float(b.limit_price[self.pos]) / self.ratio
+        return OrderState(self.client_id, None, b.universe.symbols[self.sym], self.side,
                           self.filled + self.remaining, self.filled,
                           (self.notional / self.filled) if self.filled else None, int(st),
-                          str(self.batch.order_type), message)
+                          str(b.order_type), message, stop_price=stop, limit_price=lim)
 
 
 def order_state(rep: ExecutionReport, i: int, cid: str, working: Working | None) -> OrderState:

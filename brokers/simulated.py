@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 
 from brokers.sim_book import Book
+from brokers.sim_exits import linked, oco_key, trigger_price
 from brokers.sim_orders import Working, cross_price, in_universe, order_state, refusals, report_for
-from framework.broker import Broker, OnUpdate, OrderState
+from framework.broker import Broker, OnUpdate, OrderState, Protection
 from framework.clock import SimClock
 from framework.costs import CostInputs, FeeModel, FixedBps, NoFees, SlippageModel, SpreadImpact
 from framework.data import BarArrays
@@ -468,6 +469,8 @@ class SimulatedBroker(Broker):
         """
         still: list[Working] = []
         got: list[tuple[Working, FillBatch, float]] = []
+        fired: set[str] = set()        # protective pairs one of which filled on this bar
+        gone: list[Working] = []
         for w in self._working:
             if (only and batch is not None and w.batch is not batch) or bar < w.from_bar:
                 still.append(w)
@@ -477,8 +480,11 @@ class SimulatedBroker(Broker):
                 still.append(w)            # no bar for this symbol now (closed session)
                 continue
             base = None
+            if w.oco and w.oco in fired:
+                gone.append(w)             # its linked sibling fired earlier on this bar
+                continue
             if b.order_type != OrderType.MARKET:
-                base = cross_price(self.bars, bar, w)
+                base = trigger_price(self.bars, bar, w, self._working) if w.oco else cross_price(self.bars, bar, w)
                 if base is None:
                     still.append(w)
                     continue
@@ -497,6 +503,8 @@ class SimulatedBroker(Broker):
             fills = self._fill(bar, b, np.array([w.pos]), fq, msgs, None if base is None else np.array([base]),
                                slip=b.order_type != OrderType.LIMIT)
             g = float(fills.qty.sum())
+            if w.oco and g > 0:
+                fired.add(w.oco)
             w.filled += g
             w.remaining -= g
             w.notional += float((fills.qty * fills.price).sum())
@@ -513,8 +521,54 @@ class SimulatedBroker(Broker):
                 FillBatch(fills.time, fills.symbol_idx, fills.side, fills.qty, fills.price, fills.fee,
                           fills.slippage, np.zeros(len(fills), np.int64)),
                 None, {0: msgs[w.pos]} if msgs else {}, np.array([self.times[bar]])))
+        if fired:
+            still, more = linked(still, fired)
+            for w in gone + more:
+                self._unsynced.append(self._cancelled(w, bar, "canceled: its linked stop-loss/take-profit filled"))
         self._working = still
         return got
+
+    def _cancelled(self, w: Working, bar: int, message: str) -> ExecutionReport:
+        sub = w.batch.subset(np.arange(len(w.batch)) == w.pos)
+        return ExecutionReport(sub, np.array([int(_S.CANCELED)], np.int8), np.array([w.filled]),
+                               np.array([w.notional / w.filled if w.filled else np.nan]), FillBatch.empty(),
+                               None, {0: message}, np.array([self.times[bar]]))
+
+    # ------------------------------------------------------------------ protective exits (SPEC §20)
+    def protect(self, orders: Protection, on_update: OnUpdate | None = None) -> list[ExecutionReport]:
+        """Place a stop and a take-profit per position as working orders linked one-cancels-the-
+        other (``brokers.sim_exits``). They may fire from the bar after the cycle's time on (the bar
+        the cycle's market orders fill at the open); fills reach the journal through ``sync()``.
+        Orders whose client order id the simulator has seen are not placed again."""
+        k0 = self._now()
+        fb = k0 if self.fill == "close" else k0 + 1
+        reports, new = [], []
+        for b in (orders.stops, orders.takes):
+            if not len(b):
+                continue
+            key = (b.batch_id, b.leg)
+            if key in self._sent:
+                rep = self._execute_again(b, self._sent[key])
+            else:
+                n = len(b)
+                rep = ExecutionReport(b, np.full(n, int(_S.NEW), np.int8), np.zeros(n), np.full(n, np.nan), _NO_FILLS,
+                                      None, {}, self._stamps(max(k0, 0), n))
+                self._sent[key] = [rep]
+                cids = b.client_order_ids()
+                for i in range(n):
+                    new.append(Working(b, i, cids[i], int(b.symbol_idx[i]), int(b.side[i]), float(b.qty[i]),
+                                       from_bar=fb, oco=oco_key(b.batch_id, int(b.symbol_idx[i]))))
+            if on_update is not None:
+                on_update(rep)
+            reports.append(rep)
+        if new and fb < self.n_bars and fb <= self._processed:
+            # the cycle's orders already filled on bar fb: the new exits take their turn on it now
+            others, self._working = self._working, new
+            self._fill_working(fb, None, only=False)
+            self._working = others + self._working
+        else:
+            self._working += new
+        return reports
 
     def _state(self, rep: ExecutionReport, i: int, cid: str) -> OrderState:
         return order_state(rep, i, cid, next((w for w in self._working if w.client_id == cid), None))

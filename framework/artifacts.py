@@ -41,7 +41,12 @@ def load_run(ledger: Ledger, run_id: str):
     fills = fills[["time", "symbol", "side", "qty", "price", "fee", "order_id", "client_order_id", "slippage"]]
     orders = ledger.frame("orders", run_id)
     orders["time"] = _utc(orders["time"])
-    orders = orders[["time", "symbol", "side", "qty", "type", "status", "client_order_id", "filled_qty", "avg_price"]]
+    orders = orders[["time", "symbol", "side", "qty", "type", "status", "client_order_id", "filled_qty", "avg_price",
+                     "leg"]]
+    # which part of a cycle each fill belongs to: a protective exit (``stop``, ``take``, SPEC §20)
+    # shows as its own rows, next to the cycle's ``reduce``/``add`` legs
+    fills["leg"] = fills["client_order_id"].map(orders.drop_duplicates("client_order_id", keep="last")
+                                                .set_index("client_order_id")["leg"])
     decisions = ledger.frame("decisions", run_id)
     decisions["time"] = _utc(decisions["time"])
     decisions = decisions[["time", "symbol", "rule", "action", "requested", "approved", "reason"]]
@@ -97,7 +102,8 @@ def write_run_files(data, out: Path, report: bool = True) -> None:
     (out / "summary.json").write_text(json.dumps(data.summary, indent=2, default=str) + "\n")
     _csv(data.equity, out / "equity.csv")
     _csv(data.orders, out / "orders.csv")
-    _csv(data.fills[["time", "symbol", "side", "qty", "price", "fee", "order_id", "client_order_id"]],
+    _csv(data.fills[["time", "symbol", "side", "qty", "price", "fee", "order_id", "client_order_id",
+                     *(["leg"] if "leg" in data.fills.columns else [])]],
          out / "fills.csv")
     _csv(data.decisions, out / "decisions.csv")
     if report:

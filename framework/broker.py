@@ -41,7 +41,7 @@ from typing import Callable
 
 import numpy as np
 
-from framework.types import AccountSnapshot, ExecutionReport, OrderBatch, Position, Universe, owned
+from framework.types import AccountSnapshot, ExecutionReport, FillBatch, OrderBatch, Position, Universe, owned
 
 OnUpdate = Callable[[ExecutionReport], None]
 
@@ -61,6 +61,8 @@ class OrderState:
     order_type: str = "market"
     message: str = ""
     venue_status: str = ""   # the venue's own word for the state (``pending_cancel``, ``CANCEL_QUEUED``)
+    stop_price: float | None = None    # a stop order's trigger (protective exits, SPEC §20)
+    limit_price: float | None = None
 
     @property
     def owned(self) -> bool:
@@ -128,6 +130,37 @@ class Broker(ABC):
 
     def close(self) -> None:
         """Release connections; the default has none."""
+
+    # ---- protective exits (SPEC §20, issue 16) --------------------------------------------------------
+    def protect(self, orders: Protection, on_update: OnUpdate | None = None) -> list[ExecutionReport]:
+        """Place protective exits for held positions: ``orders.stops`` (stop orders) and
+        ``orders.takes`` (limit orders), a stop and a take-profit on one symbol being one-cancels-
+        the-other, left working; returns a report per batch. The simulator and the venue adapters
+        place them; the default places nothing and says so in each order's message (a broker that
+        cannot hold a stop must never turn it into a market order)."""
+        from framework.types import OrderStatus
+
+        out = []
+        for b in (orders.stops, orders.takes):
+            if len(b):
+                n = len(b)
+                rep = ExecutionReport(b, np.full(n, int(OrderStatus.CANCELED), np.int8), np.zeros(n), np.full(n, np.nan),
+                                      FillBatch.empty(), None,
+                                      dict.fromkeys(range(n), f"not placed: {self.name} places no protective orders"))
+                if on_update is not None:
+                    on_update(rep)
+                out.append(rep)
+        return out
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Protection:
+    """Protective exits of one cycle (``framework.exits``): sells of longs / buys of shorts for
+    the held quantity, with the client order ids of legs ``stop`` and ``take`` of the batch that
+    placed them. ``stops.stop_price`` and ``takes.limit_price`` are the levels."""
+
+    stops: OrderBatch
+    takes: OrderBatch
 
 
 # ---- streaming (issue 16): what a venue's order stream hands to its consumer -----------------------

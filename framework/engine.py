@@ -11,6 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
+from framework import exits
 from framework.broker import Broker
 from framework.rebalance import RebalancePlan, Rebalancer
 from framework.risk import RiskManager, RiskResult
@@ -108,6 +109,8 @@ def working_quantities(broker: Broker, universe: Universe) -> np.ndarray:
     """
     out = np.zeros(len(universe))
     for o in broker.open_orders():
+        if exits.protective(o):      # a resting protective exit is not a quantity on its way
+            continue
         k = universe.index.get(o.symbol)
         if k is not None:
             out[k] += o.side * max(o.qty - o.filled_qty, 0.0)
@@ -121,7 +124,8 @@ def settle_previous(p: Pipeline, now: np.datetime64) -> None:
     if updates:
         j.updates(updates)
     if p.unfilled == "cancel":
-        working = p.broker.open_orders()        # Parity's own orders only (SPEC §17)
+        # Parity's own orders only (SPEC §17); protective exits stay (framework.exits keeps them)
+        working = [o for o in p.broker.open_orders() if not exits.protective(o)]
         if working:
             ids = [o.client_order_id for o in working]
             p.broker.cancel(ids)
@@ -141,6 +145,7 @@ def run_cycle(p: Pipeline, target: TargetPortfolio) -> CycleResult:
     broker = p.broker
     gate: tuple[RiskDecision, ...] = cp.plan.skipped      # per-order gates: market hours, then buying power
     j.decisions(seq, gate)
+    exits.release(p, {*cp.plan.reduce.symbols(), *cp.plan.add.symbols()}, target.time)   # SPEC §20
     reports = send_leg(p, seq, cp.plan.reduce)
     adds = cp.plan.add
     if len(adds):
@@ -149,6 +154,7 @@ def run_cycle(p: Pipeline, target: TargetPortfolio) -> CycleResult:
         j.decisions(seq, sized)
         gate += sized
     reports += send_leg(p, seq, adds)
+    reports += exits.protect_positions(p, seq, target)    # stop-loss / take-profit (SPEC §20)
     j.end_cycle(seq, CycleStatus.DONE)
     return CycleResult(cp, tuple(reports), gate, seq)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from framework.accounts import Account
 from framework.ledger import Ledger, OrderRecord
-from framework.types import Leg, OrderBatch, OrderStatus
+from framework.types import PROTECTIVE_LEGS, Leg, OrderBatch, OrderStatus, leg_of
 
 _NEVER_SENT = "never reached the venue (found at reconcile)"
 
@@ -114,7 +114,9 @@ def _settle_at(ledger: Ledger, venue, journal, found: list[tuple[OrderRecord, ob
     n = len(rows)
     # one batch per reconcile; each order keeps its own client order id (the report carries them)
     batch = _recovered_batch(universe, rows)
+    # protective exits (SPEC §20) rest until a level is reached: found, never waited for
     wait = [i for i in range(n) if resume_batch is not None and OrderStatus(states[i].status).is_open  # type: ignore[attr-defined]
+            and leg_of(rows[i].client_order_id) not in PROTECTIVE_LEGS
             and ledger.batch_of_cycle(rows[i].run_id, rows[i].cycle_seq) == resume_batch]
     notes: list[str] = []
     if wait:

@@ -70,6 +70,7 @@ from framework.signal_files import (
     _Rows,
     _show,
 )
+from framework.signal_levels import check_levels, level_matrices
 from framework.signal_times import check_times as _check_times
 from framework.symbols import canonical
 from framework.types import SignalBatches
@@ -157,8 +158,9 @@ def load_signals(
     side, side_ok = _check_side(df["side"], rows, problems)
     weight, w_ok = _check_unit_interval(df["weight"], "weight", rows, problems)
     conf, c_ok = _check_unit_interval(df["confidence"], "confidence", rows, problems)
+    stop, take, lv_ok = check_levels(df, side, rows, problems)
 
-    valid = np.flatnonzero(sym_ok & t_ok & side_ok & w_ok & c_ok)
+    valid = np.flatnonzero(sym_ok & t_ok & side_ok & w_ok & c_ok & lv_ok)
     times, row_batch = window_batches(t_ns[valid], src.window_ns())
     signed = side * weight
     repeat, first = repeated_in_earlier_file(row_batch, sym[valid], signed[valid], conf[valid], rows.fcode[valid])
@@ -180,8 +182,9 @@ def load_signals(
     weights[cells.batch, cells.column] = cells.weight
     confidence[cells.batch, cells.column] = cells.confidence
     warn_if_split(cells.batch, len(cells.times), len(symbols), home)
+    levels = level_matrices(stop, take, valid, row_batch, sym, side, conf, duplicates, shape)
     return SignalBatches(name, tuple(symbols), cells.times.astype("datetime64[ns]"), weights, confidence,
-                         sources=tuple(f.path for f in usable))
+                         sources=tuple(f.path for f in usable), levels=levels)
 
 
 def _read_options(src: SignalSource, home: str) -> ReadOptions:

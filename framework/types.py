@@ -88,6 +88,11 @@ class Leg(StrEnum):
     ADD = "add"
     CLOSE = "close"
     RECONCILE = "reconcile"
+    STOP_LOSS = "stop"        # a protective stop that fired (SPEC §20)
+    TAKE_PROFIT = "take"      # a protective take-profit that fired
+
+
+PROTECTIVE_LEGS = (Leg.STOP_LOSS.value, Leg.TAKE_PROFIT.value)
 
 
 def smart_leg(leg: str, step: int, last: bool) -> str:
@@ -175,6 +180,25 @@ class Universe:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class ExitLevels:
+    """Stop-loss and take-profit levels (SPEC §20), aligned to symbols (a row per batch in
+    ``SignalBatches``, one per symbol in a ``TargetPortfolio``): a price, or where ``*_pct`` is set a
+    fraction of the entry fill (0.03 for ``3%``); NaN where there is none."""
+
+    stop: np.ndarray
+    take: np.ndarray
+    stop_pct: np.ndarray      # bool
+    take_pct: np.ndarray      # bool
+
+    def row(self, i: int) -> ExitLevels:
+        return ExitLevels(self.stop[i], self.take[i], self.stop_pct[i], self.take_pct[i])
+
+    def rows(self, sel) -> ExitLevels:
+        """The rows ``sel`` (a slice, mask or index array) of per-batch levels."""
+        return ExitLevels(self.stop[sel], self.take[sel], self.stop_pct[sel], self.take_pct[sel])
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class TargetPortfolio:
     """One signal batch: the complete target portfolio at ``time``.
 
@@ -187,6 +211,7 @@ class TargetPortfolio:
     weights: np.ndarray
     confidence: np.ndarray
     absent_hold: bool = False
+    levels: ExitLevels | None = None     # stop-loss / take-profit per symbol (None: the archive has none)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -199,6 +224,7 @@ class SignalBatches:
     weights: np.ndarray        # (n_batches, n_symbols) side x weight, NaN = absent
     confidence: np.ndarray     # (n_batches, n_symbols), NaN = absent
     sources: tuple[str, ...] = ()
+    levels: ExitLevels | None = None   # (n_batches, n_symbols) exit levels, when the archive has the columns
 
     def __len__(self) -> int:
         return len(self.times)
@@ -208,7 +234,13 @@ class SignalBatches:
         ``scope`` is the account's (``Account.scope``)."""
         t = self.times[i]
         bid = batch_key(self.strategy, t, scope) if batch_id is None else batch_id
-        return TargetPortfolio(t, bid, self.weights[i], self.confidence[i], absent_hold)
+        lv = None if self.levels is None else self.levels.row(i)
+        return TargetPortfolio(t, bid, self.weights[i], self.confidence[i], absent_hold, lv)
+
+    def rows(self, sel) -> SignalBatches:
+        """The batches ``sel`` (a slice, mask or index array), exit levels included."""
+        return SignalBatches(self.strategy, self.symbols, self.times[sel], self.weights[sel], self.confidence[sel],
+                             self.sources, None if self.levels is None else self.levels.rows(sel))
 
     def batch_ids(self) -> list[str]:
         """``batch_key`` of every batch, computed at once (what a replay of the whole archive needs)."""
@@ -253,7 +285,27 @@ def client_order_id(batch_id: str, symbol: str, leg: str) -> str:
     raw = f"{batch_id}|{symbol}|{leg}"
     digest = hashlib.sha1(raw.encode()).hexdigest()[:10]
     readable = f"{batch_id.split('@')[0][:16]}-{batch_id.split('@')[-1]}-{symbol.replace('/', '')}-{leg}"
-    return f"{OWNED_PREFIX}{readable[:48]}-{digest}"
+    if len(readable) > 48:      # keep the leg readable (``leg_of``): shorten what comes before it
+        readable = readable[:47 - len(leg)] + "-" + leg
+    return f"{OWNED_PREFIX}{readable}-{digest}"
+
+
+def paired_exit_id(client_id: str) -> str:
+    """The client order id of the other half of a protective pair (``stop`` <-> ``take``, SPEC §20):
+    the same batch, symbol and digest, so a venue adapter that knows one half (an Alpaca OCO order
+    carries one client order id for both, Alpaca-API#115) can name the other."""
+    head, leg, digest = client_id.rsplit("-", 2)
+    other = {Leg.STOP_LOSS.value: Leg.TAKE_PROFIT.value, Leg.TAKE_PROFIT.value: Leg.STOP_LOSS.value}[leg]
+    return f"{head}-{other}-{digest}"
+
+
+def leg_of(client_id: str | None) -> str:
+    """The (last part of the) leg an owned client order id was made for (``stop``, ``take``, ``add``,
+    ``r1`` for ``add-r1``); empty for an order Parity does not own."""
+    if not owned(client_id):
+        return ""
+    parts = client_id.rsplit("-", 2)   # type: ignore[union-attr]
+    return parts[-2] if len(parts) == 3 else ""
 
 
 @dataclass(frozen=True, slots=True, eq=False)

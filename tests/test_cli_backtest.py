@@ -149,6 +149,11 @@ BAD_SIGNALS = {
     "unknown_symbol": (f"{H}\nAAPL,{T},,1,0.2,0.9,\nZZZZ,{T},,1,0.2,0.9,\n", 3, "symbol"),
     "gross_above_1": (f"{H}\nAAPL,{T},,1,0.6,0.9,\nMSFT,{T},,1,0.5,0.9,\n", 2, "weight"),
     "duplicate_time_symbol": (f"{H}\nAAPL,{T},,1,0.2,0.9,\nAAPL,{T},,1,0.3,0.8,\n", 3, "symbol"),
+    # exit levels (SPEC §20): a long's stop above its price, a NaN level, a distance of 150%
+    "stop_above_a_long": (f"{H},stop_loss,take_profit,close\nAAPL,{T},,1,0.2,0.9,,95,110,100\n"
+                          f"MSFT,{T},,1,0.2,0.9,,105,110,100\n", 3, "stop_loss"),
+    "take_profit_nan": (f"{H},stop_loss,take_profit\nAAPL,{T},,1,0.2,0.9,,95,NaN\n", 2, "take_profit"),
+    "stop_150_percent": (f"{H},stop_loss\nAAPL,{T},,-1,0.2,0.9,,150%\n", 2, "stop_loss"),
 }
 BAD_CONFIG = {
     # name -> (settings.yaml text, file named in the message, key named in the message)

@@ -76,7 +76,12 @@ def test_the_regime_frameworks_files_backtest_with_one_note_about_its_other_sect
     assert s["n_cycles"] == 6
     assert "9 row(s) repeat identical rows of an earlier file and are counted once" in p.stderr
     orders = artifacts(regime, s, "orders.csv")
-    assert s["n_orders"] == len(orders) == 6
+    exits = orders["leg"].isin(["stop", "take"])       # the files' stop_loss/take_profit (SPEC §20)
+    assert s["n_orders"] == len(orders) and (~exits).sum() == 6
+    assert set(orders.loc[exits, "symbol"]) == {"BTC/USD", "POL/USD", "ATOM/USD"}
+    fills = artifacts(regime, s, "fills.csv")
+    assert not fills["leg"].isin(["stop", "take"]).any()   # levels 20% under / 30% over: never reached
+    orders = orders[~exits]
     first = orders[orders["time"] == "2025-01-06T09:00:00Z"].set_index("symbol")
     assert set(first.index) == {"BTC/USD", "POL/USD", "ATOM/USD"}
     assert (first["side"] == "buy").all()
@@ -116,16 +121,18 @@ def test_naive_times_without_a_zone_name_the_timezone_setting(regime):
 def test_per_symbol_run_directories_warn_and_batch_window_makes_one_portfolio_per_round(regime):
     before = parity(regime, "backtest", "--strategy", "default", "--signals", "per_symbol/data/signals", "--json")
     b = summary(before)
-    assert (b["n_cycles"], b["n_orders"]) == (6, 10)    # each run closed the others' positions
+    trades = artifacts(regime, b, "orders.csv")["leg"].isin(["reduce", "add"])
+    assert (b["n_cycles"], trades.sum()) == (6, 10)    # each run closed the others' positions
     assert re.search(r"warning: 6 of 6 batches hold a single symbol while the archive holds 3: .*set "
                      r"signals\.batch_window \(e\.g\. 5m\) in \S*default\.yaml", before.stderr), before.stderr
 
     edit(regime / "config/strategies/default.yaml", "  strategies: label", "  strategies: label\n  batch_window: 5m")
     after = parity(regime, "backtest", "--strategy", "default", "--signals", "per_symbol/data/signals", "--json")
     a = summary(after)
-    assert (a["n_cycles"], a["n_orders"]) == (2, 6)     # 3 buys, then BTC down, POL up, ATOM closed
-    assert "batch_window" not in after.stderr
     orders = artifacts(regime, a, "orders.csv")
+    orders = orders[orders["leg"].isin(["reduce", "add"])]
+    assert (a["n_cycles"], len(orders)) == (2, 6)     # 3 buys, then BTC down, POL up, ATOM closed
+    assert "batch_window" not in after.stderr
     # stamped at the last run of each round (09:02:29 and 11:02:29)
     assert sorted(set(orders["time"])) == ["2025-01-06T09:02:29Z", "2025-01-06T11:02:29Z"]
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
 
-from brokers.alpaca import wire
+from brokers.alpaca import exits, wire
 from brokers.alpaca.client import AlpacaEndpoints, DuplicateClientOrderId, NotFound, make_clients, translate
 from brokers.live import (
+    OPEN,
     LiveBroker,
     LiveOptions,
     OrderRequest,
@@ -127,8 +129,10 @@ class AlpacaBroker(LiveBroker):
     def _list_open(self) -> list[OrderState]:
         from alpaca.trading.requests import GetOrdersRequest
 
-        orders = self._do("open orders", lambda: self.trading.get_orders(GetOrdersRequest(status="open", limit=500)))
-        return [wire.order_state(o) for o in orders]  # type: ignore[union-attr]
+        # nested: an OCO exit's held stop leg comes with its parent (brokers/alpaca/exits.py)
+        orders = self._do("open orders", lambda: self.trading.get_orders(GetOrdersRequest(status="open", limit=500,
+                                                                                         nested=True)))
+        return [st for o in orders for st in exits.states(o) if st.status in OPEN]  # type: ignore[union-attr]
 
     # ---- live-loop primitives ------------------------------------------------------------------
     def _submit(self, req: OrderRequest) -> OrderState:
@@ -155,9 +159,18 @@ class AlpacaBroker(LiveBroker):
             o = self._sdk("order", lambda: self.trading.get_order_by_id(state.broker_id))
         else:
             o = self._sdk("order", lambda: self.trading.get_order_by_client_id(state.client_order_id))
-        return wire.order_state(o)
+        st = wire.order_state(o)
+        # an OCO exit's leg keeps the client order id Parity knows it by (exits.py)
+        return st if st.client_order_id == state.client_order_id else replace(st, client_order_id=state.client_order_id)
 
     def _find(self, client_ids: list[str], since: np.datetime64) -> dict[str, OrderState]:
+        found = self._find_orders(client_ids, since)
+        missing = set(client_ids) - set(found)
+        if missing:      # the stop leg of one of Parity's OCO exits is known by its parent (exits.py)
+            found.update(exits.find_legs(self, missing))
+        return found
+
+    def _find_orders(self, client_ids: list[str], since: np.datetime64) -> dict[str, OrderState]:
         wanted = set(client_ids)
         found: dict[str, OrderState] = {}
         if len(wanted) <= 3 or since <= np.datetime64("1971-01-01"):
@@ -267,4 +280,9 @@ class AlpacaBroker(LiveBroker):
 
     def cancel_all(self) -> None:
         self._do("cancel all", self.trading.cancel_orders)
+
+    # ---- protective exits (SPEC §20): brokers/alpaca/exits.py ----------------------------------------
+    def _submit_protective(self, stop: OrderRequest | None,
+                           take: OrderRequest | None) -> tuple[OrderState | None, OrderState | None]:
+        return exits.submit(self, stop, take)
 

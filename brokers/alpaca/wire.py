@@ -40,7 +40,8 @@ def order_state(o) -> OrderState:
         qty = filled
     return OrderState(o.client_order_id, str(o.id), canonical(o.symbol), 1 if _enum(o.side) == "buy" else -1,
                       qty, filled, _f(o.filled_avg_price), int(status), _enum(o.type or o.order_type), "",
-                      _enum(o.status).lower())
+                      _enum(o.status).lower(), stop_price=_f(getattr(o, "stop_price", None)),
+                      limit_price=_f(getattr(o, "limit_price", None)))
 
 
 def position(p) -> Position:

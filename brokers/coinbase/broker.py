@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from brokers.coinbase import wire
+from brokers.coinbase import exits, wire
 from brokers.coinbase.client import CoinbaseEndpoints, NotFound, make_client, rejection, translate
 from brokers.live import (
     LiveBroker,
@@ -172,7 +172,8 @@ class CoinbaseBroker(LiveBroker):
 
     def _list_open(self) -> list[OrderState]:
         resp = wire.to_dict(self._do("open orders", lambda: self.client.list_orders(order_status=["OPEN"], limit=250)))
-        return [wire.order_state(wire.to_dict(o)) for o in resp.get("orders", [])]
+        # a bracket is Parity's stop and take-profit (brokers/coinbase/exits.py)
+        return [st for o in resp.get("orders", []) for st in exits.states(wire.to_dict(o))]
 
     # ---- live-loop primitives ---------------------------------------------------------------------
     def execute(self, batch: OrderBatch, on_update: OnUpdate | None = None) -> ExecutionReport:
@@ -234,7 +235,8 @@ class CoinbaseBroker(LiveBroker):
             o = wire.to_dict(self.client.get_order(state.broker_id))
         except Exception as e:  # noqa: BLE001
             raise translate(e, "order") from e
-        return wire.order_state(wire.to_dict(o.get("order", o)))
+        found = exits.states(wire.to_dict(o.get("order", o)))
+        return exits.pick(found, state.client_order_id) or found[0]
 
     def _get_many(self, states: list[OrderState]) -> list[OrderState | None]:
         if len(states) <= 2:
@@ -243,8 +245,8 @@ class CoinbaseBroker(LiveBroker):
             resp = wire.to_dict(self.client.list_orders(order_ids=[s.broker_id for s in states], limit=250))
         except Exception as e:  # noqa: BLE001
             raise translate(e, "orders") from e
-        got = {o["order_id"]: wire.order_state(o) for o in map(wire.to_dict, resp.get("orders", []))}
-        return [got.get(s.broker_id) for s in states]
+        got = {st.client_order_id: st for o in map(wire.to_dict, resp.get("orders", [])) for st in exits.states(o)}
+        return [got.get(s.client_order_id) for s in states]
 
     def _find(self, client_ids: list[str], since: np.datetime64) -> dict[str, OrderState]:
         wanted = set(client_ids)
@@ -257,9 +259,9 @@ class CoinbaseBroker(LiveBroker):
             except Exception as e:  # noqa: BLE001
                 raise translate(e, "orders") from e
             for o in resp.get("orders", []):
-                o = wire.to_dict(o)
-                if o.get("client_order_id") in wanted:
-                    found[o["client_order_id"]] = wire.order_state(o)
+                for st in exits.states(wire.to_dict(o)):     # a bracket: its stop and its take-profit
+                    if st.client_order_id in wanted:
+                        found[st.client_order_id] = st
             if not resp.get("has_next") or not resp.get("cursor") or len(found) == len(wanted):
                 return found
             cursor = resp["cursor"]
@@ -291,3 +293,23 @@ class CoinbaseBroker(LiveBroker):
         now = np.datetime64(time.time_ns(), "ns")
         return fill_batch(batch, [VenueFill(i, q, px, fee, tid, np.datetime64(str(t).replace("Z", ""), "ns") if t else now)
                                   for i, q, px, fee, tid, t in rows])
+
+    # ---- protective exits (SPEC §20): brokers/coinbase/exits.py ----------------------------------------
+    def _submit_protective(self, stop: OrderRequest | None,
+                           take: OrderRequest | None) -> tuple[OrderState | None, OrderState | None]:
+        return exits.submit(self, stop, take)
+
+    def place(self, fn: Callable[[], object], what: str) -> str:
+        """Send one create-order call; return the venue's order id (a refusal raises OrderRejected)."""
+        try:
+            resp = wire.to_dict(fn())
+        except Exception as e:  # noqa: BLE001
+            raise translate(e, f"order {what}") from e
+        if not resp.get("success", False):
+            raise rejection(resp, what)
+        return str((resp.get("success_response") or {}).get("order_id") or resp.get("order_id"))
+
+    def order_dict(self, order_id: str) -> dict:
+        """The venue's order ``order_id`` as a plain dict."""
+        o = wire.to_dict(self._do("order", lambda: self.client.get_order(order_id)))
+        return wire.to_dict(o.get("order", o))

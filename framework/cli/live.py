@@ -126,8 +126,6 @@ def live_gate(ledger, strategy: StrategyConfig, settings: Settings, venue: str, 
 
 
 def latest_batch(signals, strategy: StrategyConfig, limits, force: bool, scope: str = ""):
-    from framework.types import SignalBatches
-
     if len(signals) == 0:
         raise UsageError("the signal archive has no batches")
     i = len(signals) - 1
@@ -141,9 +139,7 @@ def latest_batch(signals, strategy: StrategyConfig, limits, force: bool, scope: 
                               "batch spacing), "
                               f"older than max_signal_age_minutes={limits.max_signal_age_minutes:g}: refusing "
                               "(use --force to trade it anyway)")
-    return SignalBatches(signals.strategy, signals.symbols, signals.times[i:], signals.weights[i:],
-                         signals.confidence[i:], signals.sources).batch(0, strategy.signals.absent == "hold",
-                                                                        scope=scope)
+    return signals.rows(slice(i, None)).batch(0, strategy.signals.absent == "hold", scope=scope)   # levels kept
 
 
 def run_execute(settings: Settings, settings_path: str | None, *, signals_path: str, strategy_name: str | None,

@@ -106,10 +106,7 @@ def build_backtest(settings: Settings, settings_path: str | None, strategy: Stra
             keep &= signals.times >= t0
         if t1 is not None:
             keep &= signals.times <= t1
-        from framework.types import SignalBatches
-
-        signals = SignalBatches(signals.strategy, signals.symbols, signals.times[keep], signals.weights[keep],
-                                signals.confidence[keep], signals.sources)
+        signals = signals.rows(keep)      # exit levels included (SPEC §20)
         if len(signals.times) == 0:
             raise UsageError(f"no signal batches between {start} and {end}")
     universe = universe_for(venue, signals.symbols)

@@ -90,6 +90,9 @@ def write_reconciliation(result: dict, rows: pd.DataFrame, out_dir: Path) -> Pat
     ]
     order_list = [{
         "time": fmt_time(r["time"]), "symbol": r["symbol"], "side": r["side"], "state": r["state"],
+        "leg": r.get("leg") or "",
+        "fired": (f"{fmt_time(r['paper_fill_time'])} / {fmt_time(r['sim_fill_time'])}"
+                  if r.get("leg") in ("stop", "take") else ""),
         "qty": f"{fmt(r['paper_qty'], 'qty')} / {fmt(r['sim_qty'], 'qty')}",
         "filled": f"{fmt(r['paper_filled'], 'qty')} / {fmt(r['sim_filled'], 'qty')}",
         "price": f"{fmt(r['paper_price'], 'price')} / {fmt(r['sim_price'], 'price')}",

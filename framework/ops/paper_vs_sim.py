@@ -40,12 +40,13 @@ from framework.ledger import Ledger
 from framework.ops.replay import ReplayPlan, SimReplay
 from framework.ops.track import track_frames
 
-ORDER_ROW_FIELDS = ("client_order_id", "time", "symbol", "side", "match", "state", "paper_qty", "sim_qty",
+ORDER_ROW_FIELDS = ("client_order_id", "time", "symbol", "side", "leg", "match", "state", "paper_qty", "sim_qty",
                     "paper_filled", "sim_filled", "paper_price", "sim_price", "shortfall_bps",
                     "shortfall_cost", "paper_fee", "sim_fee", "paper_delay_s", "sim_delay_s", "paper_status",
-                    "sim_status")
+                    "sim_status", "paper_fill_time", "sim_fill_time")
 ORDER_TABLE = ("client_order_id", "time", "symbol", "side", "sign", "qty", "status", "filled", "price", "fee",
-               "submitted", "first_fill", "ref_price")
+               "submitted", "first_fill", "ref_price", "leg")
+EXIT_LEGS = ("stop", "take")   # protective exits (SPEC §20): rows of their own, with where they fired
 DAILY = ("date", "paper_pnl", "sim_pnl", "pnl_diff", "paper_return", "sim_return", "return_diff")
 EPS = 1e-9
 
@@ -80,6 +81,7 @@ def order_table(orders: pd.DataFrame, fills: pd.DataFrame,
     o["submitted"] = o["client_order_id"].map(submitted) if submitted is not None else pd.NaT
     if "ref_price" not in o:
         o["ref_price"] = np.nan
+    o["leg"] = o["leg"].fillna("") if "leg" in o else ""
     return o[list(ORDER_TABLE)].reset_index(drop=True)
 
 
@@ -157,7 +159,8 @@ def order_rows(paper: pd.DataFrame, sim: pd.DataFrame) -> pd.DataFrame:
             "paper_fee": float(p["fee"]), "sim_fee": float(s["fee"]),
             "paper_delay_s": _seconds(p["first_fill"], p["submitted"]),
             "sim_delay_s": _seconds(s["first_fill"], s["time"]),
-            "paper_status": p["status"], "sim_status": s["status"]})
+            "paper_status": p["status"], "sim_status": s["status"], "leg": p["leg"],
+            "paper_fill_time": p["first_fill"], "sim_fill_time": s["first_fill"]})
     for side, idx, frame in (("paper", only_p, paper), ("sim", only_s, sim)):
         for i in idx:
             o = frame.loc[i]
@@ -167,7 +170,8 @@ def order_rows(paper: pd.DataFrame, sim: pd.DataFrame) -> pd.DataFrame:
                 "side": o["side"], "match": f"only_{side}", "state": f"only_{side}",
                 f"{side}_qty": float(o["qty"]),
                 f"{side}_filled": filled, f"{side}_price": float(o["price"]) if filled > EPS else None,
-                f"{side}_fee": float(o["fee"]), f"{side}_status": o["status"]})
+                f"{side}_fee": float(o["fee"]), f"{side}_status": o["status"], "leg": o["leg"],
+                f"{side}_fill_time": o["first_fill"]})
     table = pd.DataFrame(rows, columns=list(ORDER_ROW_FIELDS))
     return table.sort_values(["time", "symbol", "side"], kind="stable").reset_index(drop=True)
 
@@ -280,6 +284,10 @@ def reconcile(ledger: Ledger, plan: ReplayPlan, sim: SimReplay, *,
         "daily": [{k: (_num(v) if k != "date" else v) for k, v in r.items()}
                   for r in daily.to_dict("records")],
         "order_rows": [{k: _jsonable(v) for k, v in r.items()} for r in rows.to_dict("records")],
+        "exits": [{k: _jsonable(r[k]) for k in ("leg", "symbol", "side", "state", "paper_fill_time", "paper_price",
+                                                "sim_fill_time", "sim_price", "shortfall_bps", "client_order_id")}
+                  for r in rows.to_dict("records") if r["leg"] in EXIT_LEGS
+                  and (r["paper_filled"] or 0) + (r["sim_filled"] or 0) > EPS],
     }
     return result, rows
 

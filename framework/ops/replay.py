@@ -36,7 +36,7 @@ from framework.data import BarArrays
 from framework.errors import UsageError
 from framework.ledger import Ledger, unpack_prices
 from framework.ops.track import ledger_runs
-from framework.types import SignalBatches, strategy_of_batch
+from framework.types import ExitLevels, SignalBatches, strategy_of_batch
 
 
 class MarketFactory(Protocol):
@@ -144,6 +144,7 @@ def _batches(cycles: list[PaperCycle], strategy: StrategyConfig, signals_overrid
     cache: dict[str, SignalBatches] = {}
     symbols: list[str] = []
     rows: list[tuple[dict[str, float], dict[str, float]]] = []
+    levels: list = []
     for c in cycles:
         path = str(_archive_path(c.signals, signals_override))
         if path not in cache:
@@ -164,10 +165,28 @@ def _batches(cycles: list[PaperCycle], strategy: StrategyConfig, signals_overrid
         w = {s: float(v) for s, v in zip(sb.symbols, sb.weights[i].tolist())}
         k = {s: float(v) for s, v in zip(sb.symbols, sb.confidence[i].tolist())}
         rows.append((w, k))
+        levels.append(None if sb.levels is None else (sb.symbols, sb.levels.row(i)))
     weights = np.array([[w.get(s, np.nan) for s in symbols] for w, _ in rows])
     conf = np.array([[k.get(s, np.nan) for s in symbols] for _, k in rows])
     times = np.array([c.time for c in cycles], dtype="datetime64[ns]")
-    return SignalBatches(prefix, tuple(symbols), times, weights, conf)
+    return SignalBatches(prefix, tuple(symbols), times, weights, conf, levels=_levels(levels, symbols))
+
+
+def _levels(per_cycle: list, symbols: list[str]) -> ExitLevels | None:
+    """Each cycle's exit levels (SPEC §20) over the replay's symbols; None when no archive has any."""
+    if all(x is None for x in per_cycle):
+        return None
+    shape = (len(per_cycle), len(symbols))
+    stop, take = np.full(shape, np.nan), np.full(shape, np.nan)
+    stop_pct, take_pct = np.zeros(shape, bool), np.zeros(shape, bool)
+    col = {s: j for j, s in enumerate(symbols)}
+    for r, x in enumerate(per_cycle):
+        if x is None:
+            continue
+        syms, lv = x
+        js = [col[s] for s in syms]
+        stop[r, js], take[r, js], stop_pct[r, js], take_pct[r, js] = lv.stop, lv.take, lv.stop_pct, lv.take_pct
+    return ExitLevels(stop, take, stop_pct, take_pct)
 
 
 def _prior_positions(ledger: Ledger, first: dict, symbols: tuple[str, ...]) -> dict[str, float]:

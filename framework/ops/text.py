@@ -45,6 +45,10 @@ def print_reconciliation(r: dict, out: Path) -> None:
     print(f"Shortfall:         {_bps(s['weighted_bps'])} bps notional-weighted (mean {_bps(s['mean_bps'])}, "
           f"min {_bps(s['min_bps'])}, max {_bps(s['max_bps'])}); cost $ {_f(s['cost'])}")
     print(f"Fees:              paper $ {_f(r['fees']['paper'])}, simulated $ {_f(r['fees']['simulated'])}")
+    for e in r.get("exits", []):     # protective exits that fired (SPEC §20), on either side
+        print(f"Exit {e['leg']:<5}        {e['symbol']} {e['side']}: paper {e['paper_fill_time'] or '-'} at "
+              f"{_f(e['paper_price'], '.4f')}, simulated {e['sim_fill_time'] or '-'} at {_f(e['sim_price'], '.4f')} "
+              f"({_bps(e['shortfall_bps'])} bps)")
     print(f"Paper fill delay:  median {_f(r['timing']['paper_median_delay_s'], '.3f')} s")
     print(f"Tracking error:    {_f(te, '.4f')}% (RMS of {t['days']} daily return difference(s)); "
           f"final equity paper $ {_f(t['final_equity_paper'])}, simulated $ {_f(t['final_equity_sim'])}")

@@ -14,7 +14,9 @@ fills        time, symbol, side ("buy"/"sell"), qty (> 0), price (executed, slip
              fee (every charge, quote ccy), order_id, client_order_id; optional ``slippage``:
              the cost of slippage in quote currency, >= 0 when adverse (NaN or absent when the
              run cannot measure it, e.g. no reference price).
-orders       time, symbol, side, qty, type, status, client_order_id, filled_qty, avg_price
+             Optional ``leg``: the part of a cycle the order was for (``reduce``, ``add``,
+             ``stop``, ``take``: a protective exit that fired, SPEC §20).
+orders       time, symbol, side, qty, type, status, client_order_id, filled_qty, avg_price; optional ``leg``
 decisions    time, symbol, rule, action, requested, approved, reason
 prices       wide: index time (UTC), one column per canonical symbol, the closes used for
              marking; may be empty (live runs without a bar feed).

@@ -225,7 +225,7 @@ def capped_rows(frame: pd.DataFrame, columns: dict[str, str]) -> tuple[list[dict
     return rows, len(frame)
 
 
-TRADE_COLUMNS = {"time": "time", "symbol": "str", "side": "str", "qty": "qty", "price": "price",
+TRADE_COLUMNS = {"time": "time", "symbol": "str", "side": "str", "leg": "str", "qty": "qty", "price": "price",
                  "notional": "money", "fee": "money", "slippage": "money", "client_order_id": "str"}
 DECISION_TABLE_COLUMNS = {"time": "time", "symbol": "str", "rule": "str", "action": "str",
                           "requested": "num", "approved": "num", "reason": "str"}
@@ -234,6 +234,9 @@ DECISION_TABLE_COLUMNS = {"time": "time", "symbol": "str", "rule": "str", "actio
 def trade_rows(fills: pd.DataFrame) -> tuple[list[dict], int]:
     """Return the trades list (fills with notional) capped at MAX_ROWS, and the total count."""
     frame = fills.copy()
+    if "leg" not in frame.columns:      # a fill's leg: a protective exit (stop, take) shows as its own row
+        frame["leg"] = ""
+    frame["leg"] = frame["leg"].fillna("")
     if len(frame):
         frame["notional"] = frame["qty"].astype(float) * frame["price"].astype(float)
     return capped_rows(frame, TRADE_COLUMNS)

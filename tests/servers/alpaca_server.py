@@ -58,6 +58,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from tests.servers import alpaca_classes
+
 try:  # New York time for the clock and daily bar stamps
     from zoneinfo import ZoneInfo
 
@@ -1193,9 +1195,10 @@ class AlpacaServer(_VenueBehaviours):
                 self.statuses[i] = status
 
     def orders_submitted(self) -> List[dict]:
-        """Every order the server accepted (API JSON), oldest first."""
+        """Every order the server accepted (API JSON), oldest first; a complex order's legs inside it."""
         with self._lock:
-            return [self._order_json(o) for o in self._orders.values()]
+            return [{**self._order_json(o), "legs": alpaca_classes.legs_json(self, o)}
+                    for o in self._orders.values() if not o.get("_parent")]
 
     def count_orders(self, client_order_id: Optional[str] = None, symbol: Optional[str] = None,
                      side: Optional[str] = None, status: Optional[str] = None) -> int:
@@ -1214,7 +1217,7 @@ class AlpacaServer(_VenueBehaviours):
             o = self._orders.get(id_or_client_order_id)
             if o is None and id_or_client_order_id in self._by_cid:
                 o = self._orders[self._by_cid[id_or_client_order_id]]
-            return None if o is None else self._order_json(o)
+            return None if o is None else {**self._order_json(o), "legs": alpaca_classes.legs_json(self, o)}
 
     def positions(self) -> Dict[str, dict]:
         """{position symbol ("AAPL", "BTCUSD"): Position JSON as GET /v2/positions returns it}."""
@@ -1349,6 +1352,8 @@ class AlpacaServer(_VenueBehaviours):
     def _held_for_orders(self, a: dict) -> Tuple[Decimal, List[str]]:
         held, ids = ZERO, []
         for o in [o for o in self._orders.values() if o["status"] in NOT_FINAL_STATUSES]:
+            if o.get("_shares_qty") or alpaca_classes.waiting(o):
+                continue   # an exit pair holds the quantity once; a bracket's exits hold none before the entry fills
             if o["symbol"] == a["symbol"] and o["side"] == "sell":
                 held += self._remaining_qty(o)
                 ids.append(o["id"])
@@ -1545,9 +1550,10 @@ class AlpacaServer(_VenueBehaviours):
             raise _err(422, 40010001, "invalid order type")
         if otype == "trailing_stop":
             raise _err(422, 40010001, "trailing_stop orders are not supported by this test server")
-        order_class = str(body.get("order_class") or "").lower()
-        if order_class not in ("", "simple"):
-            raise _err(422, 40010001, f"order_class {order_class} is not supported by this test server")
+        # bracket / oco / oto (equities): tests/servers/alpaca_classes.py, with its sources
+        spec = alpaca_classes.parse(self, body, a, crypto, otype, side, _err)
+        if spec is not None and spec.order_class == "oco" and body.get("limit_price") is None:
+            body = {**body, "limit_price": str(spec.take)}   # the blog's OCO names its limit in take_profit only
         if tif not in EQUITY_TIFS:
             raise _err(422, 40010001, "invalid time_in_force")
         if crypto and tif not in CRYPTO_TIFS:
@@ -1650,9 +1656,12 @@ class AlpacaServer(_VenueBehaviours):
                 intent = "sell_to_open"
             else:
                 intent = "sell_to_close"
-        return self._create_order(a, side=side, otype=otype, tif=tif, qty=qty, notional=notional,
-                                  limit_price=limit_price, stop_price=stop_price, cid=cid,
-                                  extended=extended, intent=intent, reject_later=reject_later)
+        o = self._create_order(a, side=side, otype=otype, tif=tif, qty=qty, notional=notional,
+                               limit_price=limit_price, stop_price=stop_price, cid=cid,
+                               extended=extended, intent=intent, reject_later=reject_later)
+        if spec is not None:
+            alpaca_classes.attach(self, o, spec, a)
+        return o
 
     def _create_order(self, a: dict, *, side: str, otype: str, tif: str, qty: Optional[Decimal],
                       notional: Optional[Decimal], limit_price=None, stop_price=None, cid=None,
@@ -1687,7 +1696,7 @@ class AlpacaServer(_VenueBehaviours):
 
     def _event(self, o: dict) -> None:
         """One fill event for an open order."""
-        if o["status"] not in OPEN_STATUSES:
+        if o["status"] not in OPEN_STATUSES or alpaca_classes.waiting(o):
             return
         now = _iso(self._ts())
         self._mark()
@@ -1772,6 +1781,7 @@ class AlpacaServer(_VenueBehaviours):
         if q > 0:  # the activity record of this fill
             self._fills[-1]["type"] = "fill" if done else "partial_fill"
             self._fills[-1]["order_status"] = o["status"]
+            alpaca_classes.after_event(self, o)   # bracket/oco/oto: arm the exits, or cancel the other exit
 
     def _apply_fill(self, a: dict, o: dict, q: Decimal, fp: Decimal) -> None:
         crypto = self._is_crypto(a)
@@ -1824,6 +1834,7 @@ class AlpacaServer(_VenueBehaviours):
             o["status"], o["updated_at"] = "pending_cancel", now
         else:
             o["status"], o["canceled_at"], o["updated_at"] = "canceled", now, now
+        alpaca_classes.cancel_group(self, o)   # a complex order is cancelled as a whole (GUESS)
         self._mark()
 
     def _poll(self, o: dict) -> None:
@@ -2125,7 +2136,7 @@ class AlpacaServer(_VenueBehaviours):
                 raise _err(404, 40410000, "order not found")
             o = self._orders[oid]
             self._poll(o)
-            return 200, self._order_json(o), None
+            return 200, {**self._order_json(o), "legs": alpaca_classes.legs_json(self, o)}, None
         if head == "orders":
             return self._route_orders(method, r, q, body, reject_later)
         raise _err(404, 40410000, "endpoint not found")
@@ -2135,6 +2146,7 @@ class AlpacaServer(_VenueBehaviours):
             if method == "POST":
                 o = self._submit(body, reject_later=reject_later)
                 payload = self._order_json(o)
+                payload["legs"] = alpaca_classes.legs_json(self, o)
                 post = (lambda: self._event(o)) if self.fill_mode == "immediate" else None
                 return 200, payload, post
             if method == "GET":
@@ -2158,7 +2170,7 @@ class AlpacaServer(_VenueBehaviours):
             raise _err(404, 40410000, "order not found")
         if method == "GET":
             self._poll(o)
-            return 200, self._order_json(o), None
+            return 200, {**self._order_json(o), "legs": alpaca_classes.legs_json(self, o)}, None
         if method == "DELETE":
             if o["status"] not in OPEN_STATUSES or o["status"] == "pending_cancel":
                 raise _err(422, 42210000, "order is not cancelable")
@@ -2225,6 +2237,10 @@ class AlpacaServer(_VenueBehaviours):
         elif status == "closed":
             cands = [o for o in cands if o["status"] not in OPEN_STATUSES]
         cands.sort(key=lambda o: o["submitted_at"], reverse=(direction == "desc"))
+        if _truthy(q.get("nested")):   # legs rolled up into their parent (the documented ``nested`` parameter)
+            listed = {o["id"] for o in cands}
+            cands = [o for o in cands if not o.get("_parent") or o["_parent"] not in listed]
+            return [{**self._order_json(o), "legs": alpaca_classes.legs_json(self, o)} for o in cands[:limit]]
         return [self._order_json(o) for o in cands[:limit]]
 
     def _route_positions(self, method: str, r: List[str], q: dict):

@@ -57,7 +57,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from tests.servers import certs
+from tests.servers import certs, coinbase_brackets
 
 log = logging.getLogger("parity.tests.coinbase_server")
 log.addHandler(logging.NullHandler())
@@ -1064,6 +1064,8 @@ class CoinbaseServer(_VenueBehaviours):
         mode = self._mode_refusal(body, spec, side, kind, params)  # venue behaviour: product modes
         if mode is not None:
             return mode, {}
+        if kind == "trigger_bracket_gtc":   # protective exits: tests/servers/coinbase_brackets.py (sources there)
+            return coinbase_brackets.check(self, body, pid, side, params, spec)
         if kind not in ("market_market_ioc", "limit_limit_gtc"):
             return self._reject(body, "UNSUPPORTED_ORDER_CONFIGURATION", "PREVIEW_INVALID_ORDER_CONFIG",
                                 f"{kind} is not supported by the local test server",
@@ -1356,7 +1358,10 @@ class CoinbaseServer(_VenueBehaviours):
         for o in self._st["orders"]:
             if o["status"] in ("OPEN", "CANCEL_QUEUED"):  # venue behaviour: CANCEL_QUEUED is still live
                 n = o["number_of_fills"]
-                self._match_order(o)
+                if o["order_type"] == "BRACKET":
+                    coinbase_brackets.match(self, o)
+                else:
+                    self._match_order(o)
                 changed |= n != o["number_of_fills"]
         changed |= self._finish_queued_cancels()
         return changed
@@ -1419,6 +1424,8 @@ class CoinbaseServer(_VenueBehaviours):
         o = self._new_order(cid, pid, side, kind, params, sizes)
         if kind == "market_market_ioc":
             self._execute_market(o, sizes)
+        elif kind == "trigger_bracket_gtc":
+            coinbase_brackets.place(self, o, sizes)
         else:
             self._place_limit(o, sizes)
         self._save()
