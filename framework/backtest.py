@@ -112,6 +112,9 @@ def persist(ledger: Ledger, journal: BufferedJournal, outcome: ReplayOutcome, ma
             marks = market.prices(market.instruments(list(universe)))
             ledger.write_cycles([(run_id, outcome.n_cycles, "final-mark", iso(t_end), "mark",
                                   float(eq["equity"].iloc[-1]), pack_prices(marks))])
+            if journal.tables is not None:   # the same row beside the columns the artifacts are made from
+                journal.tables.add_cycle(run_id, outcome.n_cycles, "final-mark", t_end, "mark",
+                                         float(eq["equity"].iloc[-1]), marks)
     ledger.finish_run(run_id, "done",
                       eq["time"].iloc[0].isoformat() if len(eq) else None,
                       eq["time"].iloc[-1].isoformat() if len(eq) else None,

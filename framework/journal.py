@@ -33,6 +33,7 @@ class BufferedJournal:
         self.n_orders = 0
         self.n_fills = 0
         self.n_rejected = 0
+        self.tables = None           # RunTables, once flushed
 
     def day_start_equity(self, t: np.datetime64) -> float | None:
         return None
@@ -69,25 +70,17 @@ class BufferedJournal:
         self._cancels.extend((c, t, reason) for c in client_ids)
 
     def flush(self, ledger: Ledger) -> None:
-        rid = self.run_id
+        """Write every buffered record to the ledger in one transaction, as columns (framework.bulk).
+
+        The rows are those the write-ahead journal would have written, each order in its final
+        state; ``self.tables`` keeps them for the run's artifacts, and the buffers are released."""
+        from framework.bulk import RunTables
+
+        self.tables = RunTables.build(self.run_id, self._cycles, self._decisions, self._reports, self._updates,
+                                      self._cancels)
+        self._decisions, self._reports, self._updates, self._cancels = [], [], [], []
         with ledger.tx():
-            ledger.write_cycles([(rid, seq, bid, iso(t), c[5] if len(c) > 5 else "done", eq, pack_prices(px))
-                                 for c in self._cycles for seq, bid, t, px, eq in [c[:5]]])
-            for seq, ds in self._decisions:
-                ledger.write_decisions(rid, seq, ds)
-            for seq, r in self._reports:
-                ledger.write_orders(order_rows(rid, seq, r.batch, r.status, r.filled_qty, r.avg_price, r.broker_ids,
-                                               r.messages))
-                ledger.write_fills(fill_rows(rid, r))
-            _apply_updates(ledger, rid, self._updates)
-            upd = now_iso()
-            ledger.db.executemany("UPDATE orders SET status='canceled', message=?, updated_at=? "
-                                  "WHERE run_id=? AND client_order_id=?",
-                                  [(reason, upd, rid, cid) for cid, _, reason in self._cancels])
-            ledger.write_events([(rid, cid, iso(t), "canceled", None, reason) for cid, t, reason in self._cancels])
-            ledger.db.executemany("UPDATE orders SET filled_qty=(SELECT COALESCE(SUM(qty),0) FROM fills f WHERE "
-                                  "f.run_id=orders.run_id AND f.client_order_id=orders.client_order_id) "
-                                  "WHERE run_id=? AND client_order_id=?", [(rid, c) for c, _, _ in self._cancels])
+            self.tables.write(ledger)
 
 
 def _apply_updates(ledger: Ledger, rid: str, reports: list[ExecutionReport]) -> None:

@@ -198,6 +198,57 @@ class Ledger:
                             zip([run_id] * len(df), times, df["equity"].tolist(), df["cash"].tolist(),
                                 df["gross_exposure"].tolist(), df["net_exposure"].tolist()))
 
+    # ------------------------------------------------------------ columnar bulk writes (issue 15)
+    # A backtest's records arrive as whole columns (framework.bulk). They are written in chunks
+    # straight from the columns, so no list of per-row tuples for a million orders is ever held.
+    # Columns are named, so a table that gains a column with a default still takes these rows.
+    BULK_VERBS = {"cycles": "INSERT OR REPLACE", "orders": "INSERT OR IGNORE", "fills": "INSERT OR IGNORE",
+                  "decisions": "INSERT", "order_events": "INSERT", "equity": "INSERT OR REPLACE"}
+
+    def write_columns(self, table: str, columns: dict[str, object], chunk: int = 50_000) -> None:
+        """Insert the rows of ``columns`` ({column name: sequence}, equal lengths) into ``table``.
+
+        A sequence is a list, a numpy array (floats: NaN is stored as NULL, as SQLite does for a
+        bound NaN) or an ``IsoTimes`` (written as the ISO 8601 text every ledger time uses)."""
+        verb = self.BULK_VERBS[table]
+        names = list(columns)
+        n = len(next(iter(columns.values()))) if names else 0
+        if n == 0:
+            return
+        sql = f"{verb} INTO {table} ({', '.join(names)}) VALUES ({','.join('?' * len(names))})"
+        cols = list(columns.values())
+        for lo in range(0, n, chunk):
+            hi = min(lo + chunk, n)
+            self.db.executemany(sql, zip(*(_chunk(c, lo, hi) for c in cols)))
+
+
+class IsoTimes:
+    """A column of times (datetime64) stored as ISO 8601 UTC text with microseconds and a Z.
+
+    Repeated times (a batch's orders share its time) are formatted once each."""
+
+    def __init__(self, times: np.ndarray):
+        self.times = np.asarray(times).astype("datetime64[us]")
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def strings(self, lo: int = 0, hi: int | None = None) -> list[str]:
+        part = self.times[lo:hi]
+        if len(part) == 0:
+            return []
+        uniq, inv = np.unique(part, return_inverse=True)
+        text = np.char.add(np.datetime_as_string(uniq, unit="us"), "Z").astype(object)
+        return text[inv.reshape(-1)].tolist()
+
+
+def _chunk(col, lo: int, hi: int) -> list:
+    if isinstance(col, IsoTimes):
+        return col.strings(lo, hi)
+    if isinstance(col, np.ndarray):
+        return col[lo:hi].tolist()
+    return col[lo:hi]  # type: ignore[index]
+
 
 class _Tx:
     def __init__(self, db: sqlite3.Connection):

@@ -181,6 +181,16 @@ def client_order_id(batch_id: str, symbol: str, leg: str) -> str:
     return f"p-{readable[:48]}-{digest}"
 
 
+def client_order_ids(batch_id: str, symbols: list[str], leg: str) -> list[str]:
+    """``client_order_id`` for many symbols of one batch and leg (the per-batch parts made once:
+    a backtest names a million orders this way)."""
+    head = f"{batch_id.split('@')[0][:16]}-{batch_id.split('@')[-1]}-"
+    pre, post, tail = f"{batch_id}|", f"|{leg}", f"-{leg}"
+    sha1 = hashlib.sha1
+    return [f"p-{(head + s.replace('/', '') + tail)[:48]}-{sha1((pre + s + post).encode()).hexdigest()[:10]}"
+            for s in symbols]
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class OrderBatch:
     """Orders of one leg of one cycle, as arrays aligned by order (not by symbol).
@@ -210,7 +220,7 @@ class OrderBatch:
         return [s[i] for i in self.symbol_idx.tolist()]
 
     def client_order_ids(self) -> list[str]:
-        return [client_order_id(self.batch_id, sym, self.leg) for sym in self.symbols()]
+        return client_order_ids(self.batch_id, self.symbols(), self.leg)
 
     def subset(self, mask: np.ndarray) -> OrderBatch:
         return OrderBatch(

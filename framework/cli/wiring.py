@@ -127,7 +127,8 @@ def run_backtest(settings: Settings, settings_path: str | None, strategy: Strate
                 run_id=setup.run_id, strategy=strategy.name, config_hash=strategy.config_hash(),
                 universe=setup.pipeline.universe.symbols, initial_equity=setup.initial_cash,  # type: ignore[attr-defined]
                 settings=setup.settings_dump, signals=setup.signals_source)
-        out = write_artifacts(ledger, setup.run_id, out_dir or settings.reports_dir, report=report)
+        out = write_artifacts(ledger, setup.run_id, out_dir or settings.reports_dir, report=report,
+                              tables=setup.journal.tables, equity=outcome.equity)  # type: ignore[attr-defined]
     finally:
         ledger.close()
     summary = json.loads((out / "summary.json").read_text())

@@ -1,0 +1,282 @@
+"""A backtest's records as whole columns: what ``BufferedJournal.flush`` writes to the ledger.
+
+The journal keeps the pipeline's own values during a replay (reports of whole order batches,
+decision tuples, cycle prices). ``RunTables.build`` turns them, once, into the ledger's tables as
+columns (numpy arrays and lists): the rows the row-at-a-time journal writes, with every order in its
+final state (the broker updates and the end-of-run cancels applied in memory, exactly as the SQL
+updates apply them). The same columns are then
+
+- bulk-written to the ledger (``Ledger.write_columns``, in chunks: no list of per-row tuples), and
+- the input of the run's artifacts and report (``framework.artifacts.tables_frames``), so a
+  backtest does not read back what it has just written. ``parity report RUN_ID`` builds the same
+  frames from the ledger, and both feed the one ``run_data``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from framework.ledger import IsoTimes, Ledger, now_iso, pack_prices
+from framework.types import ExecutionReport, OrderStatus, RiskDecision
+
+_LABELS = np.array([OrderStatus(k).label for k in range(len(OrderStatus))], dtype=object)
+_SIDES = np.array(["sell", "buy"], dtype=object)   # index: side > 0
+
+
+def _repeat(value, n: int) -> list:
+    return [value] * n
+
+
+@dataclass
+class RunTables:
+    """Column dicts per ledger table, named as the ledger's columns (``run_id`` included)."""
+
+    cycles: dict[str, object] = field(default_factory=dict)
+    decisions: dict[str, object] = field(default_factory=dict)
+    orders: dict[str, object] = field(default_factory=dict)
+    fills: dict[str, object] = field(default_factory=dict)
+    events: dict[str, object] = field(default_factory=dict)
+    prices: np.ndarray | None = None      # (n_cycles, n_symbols) closes each cycle was sized with
+    cycle_times: np.ndarray | None = None  # datetime64[ns] of each cycle row
+
+    @staticmethod
+    def build(run_id: str, cycles: list[tuple], decisions: list[tuple[int, tuple[RiskDecision, ...]]],
+              reports: list[tuple[int, ExecutionReport]], updates: list[ExecutionReport],
+              cancels: list[tuple[str, np.datetime64, str]]) -> RunTables:
+        t = RunTables()
+        upd = now_iso()
+        t._cycles(run_id, cycles)
+        t._decisions(run_id, decisions)
+        index = t._orders(run_id, reports, upd)
+        t._fills(run_id, reports, updates, index)
+        t._updates(run_id, updates, index, upd)
+        t._cancels(run_id, cancels, upd)
+        return t
+
+    def add_cycle(self, run_id: str, seq: int, batch_id: str, time: np.datetime64, status: str, equity: float,
+                  prices: np.ndarray) -> None:
+        """Append one cycle row (the final mark a backtest records after its last batch)."""
+        c = self.cycles
+        for k, v in (("run_id", run_id), ("seq", seq), ("batch_id", batch_id), ("status", status),
+                     ("equity", equity), ("prices", pack_prices(prices))):
+            c[k] = list(c[k]) + [v]  # type: ignore[call-overload]
+        c["time"] = IsoTimes(np.append(c["time"].times, np.datetime64(time, "us")))  # type: ignore[union-attr]
+        row = np.asarray(prices, np.float64)[None, :]
+        self.prices = row if self.prices is None or not len(self.prices) else np.vstack([self.prices, row])
+        self.cycle_times = np.append(self.cycle_times, np.datetime64(time, "ns"))
+
+    def write(self, ledger: Ledger) -> None:
+        """Insert every table's rows (the caller holds the transaction)."""
+        ledger.write_columns("cycles", self.cycles)
+        ledger.write_columns("decisions", self.decisions)
+        ledger.write_columns("orders", self.orders)
+        ledger.write_columns("fills", self.fills)
+        ledger.write_columns("order_events", self.events)
+
+    # ------------------------------------------------------------------ tables
+    def _cycles(self, rid: str, cycles: list[tuple]) -> None:
+        n = len(cycles)
+        times = np.array([c[2] for c in cycles], dtype="datetime64[ns]")
+        self.cycle_times = times
+        self.prices = (np.vstack([np.asarray(c[3], np.float64) for c in cycles]) if n else np.zeros((0, 0)))
+        self.cycles = {"run_id": _repeat(rid, n), "seq": [c[0] for c in cycles], "batch_id": [c[1] for c in cycles],
+                       "time": IsoTimes(times), "status": [c[5] if len(c) > 5 else "done" for c in cycles],
+                       "equity": [c[4] for c in cycles], "prices": [pack_prices(c[3]) for c in cycles]}
+
+    def _decisions(self, rid: str, decisions: list[tuple[int, tuple[RiskDecision, ...]]]) -> None:
+        ds = [d for _, group in decisions for d in group]
+        seqs = [s for s, group in decisions for _ in group]
+        n = len(ds)
+        self.decisions = {
+            "run_id": _repeat(rid, n), "cycle_seq": seqs,
+            "time": IsoTimes(np.array([d.time for d in ds], dtype="datetime64[ns]")),
+            "symbol": [d.symbol for d in ds], "rule": [d.rule for d in ds], "action": [d.action for d in ds],
+            "requested": np.array([np.nan if d.requested is None else d.requested for d in ds], np.float64),
+            "approved": np.array([np.nan if d.approved is None else d.approved for d in ds], np.float64),
+            "reason": [d.reason for d in ds]}
+
+    def _orders(self, rid: str, reports: list[tuple[int, ExecutionReport]], upd: str) -> dict:
+        """Orders as the reports left them; returns {(batch id, leg): (first row, symbol_idx)}."""
+        index: dict[tuple[str, str], list[tuple[int, np.ndarray]]] = {}
+        parts: list[tuple[int, ExecutionReport, np.ndarray | None, list[str]]] = []
+        self._cids: list[list[str]] = []         # per report: its orders' client ids (made once)
+        row = 0
+        for seq, r in reports:
+            b = r.batch
+            self._cids.append(b.client_order_ids())
+            key = (b.batch_id, b.leg)
+            keep = None
+            if key in index:   # the same client order ids again: the ledger keeps the first row
+                seen = np.concatenate([s for _, s in index[key]])
+                keep = ~np.isin(b.symbol_idx, seen)
+                if not keep.any():
+                    continue
+            sym = b.symbol_idx if keep is None else b.symbol_idx[keep]
+            index.setdefault(key, []).append((row, sym))
+            parts.append((seq, r, keep, self._cids[-1]))
+            row += len(sym)
+        cols: dict[str, list] = {k: [] for k in ("cycle_seq", "client_order_id", "broker_id", "symbol", "side", "type",
+                                                 "leg", "message", "time")}
+        nums: dict[str, list] = {k: [] for k in ("qty", "limit_price", "ref_price", "status", "filled_qty",
+                                                 "avg_price")}
+        for seq, r, keep, cids in parts:
+            b = r.batch
+            n = len(b)
+            syms = np.array(b.universe.symbols, dtype=object)[b.symbol_idx]
+            lim = b.limit_price if b.limit_price is not None else np.full(n, np.nan)
+            bids = list(r.broker_ids) if r.broker_ids else _repeat(None, n)
+            msgs = [r.messages.get(i) for i in range(n)] if r.messages else _repeat(None, n)
+            arrays = {"qty": b.qty, "limit_price": lim, "ref_price": b.ref_price, "status": r.status,
+                      "filled_qty": r.filled_qty, "avg_price": r.avg_price}
+            strs = {"cycle_seq": _repeat(seq, n), "client_order_id": cids, "broker_id": bids, "symbol": syms.tolist(),
+                    "side": _SIDES[(b.side > 0).astype(np.intp)].tolist(), "type": _repeat(str(b.order_type), n),
+                    "leg": _repeat(b.leg, n), "message": msgs, "time": _repeat(b.time, n)}
+            if keep is not None:
+                pick = np.flatnonzero(keep).tolist()
+                strs = {k: [v[i] for i in pick] for k, v in strs.items()}
+                arrays = {k: v[keep] for k, v in arrays.items()}
+            for k, v in strs.items():
+                cols[k].extend(v)
+            for k, a in arrays.items():
+                nums[k].append(np.asarray(a))
+        cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in nums.items()}
+        n = len(cols["client_order_id"])
+        self.orders = {
+            "run_id": _repeat(rid, n), "cycle_seq": cols["cycle_seq"], "client_order_id": cols["client_order_id"],
+            "broker_id": cols["broker_id"], "time": IsoTimes(np.array(cols["time"], dtype="datetime64[ns]")),
+            "symbol": cols["symbol"], "side": cols["side"], "qty": cat["qty"].astype(np.float64),
+            "type": cols["type"], "limit_price": cat["limit_price"].astype(np.float64), "leg": cols["leg"],
+            "ref_price": cat["ref_price"].astype(np.float64),
+            "status": _LABELS[cat["status"].astype(np.intp)].tolist() if n else [],
+            "filled_qty": cat["filled_qty"].astype(np.float64), "avg_price": cat["avg_price"].astype(np.float64),
+            "message": cols["message"], "updated_at": _repeat(upd, n)}
+        return index
+
+    def _fills(self, rid: str, reports: list[tuple[int, ExecutionReport]], updates: list[ExecutionReport],
+               index: dict) -> None:
+        """Every report's fills in report order, then the updates' fills (the ledger's row order)."""
+        parts = []
+        for k, (_, r) in enumerate(reports):
+            if len(r.fills):
+                parts.append((r, self._cids[k]))
+        for r in updates:
+            if len(r.fills):
+                parts.append((r, r.batch.client_order_ids()))
+        cols: dict[str, list] = {k: [] for k in ("client_order_id", "broker_order_id", "trade_id", "symbol", "side")}
+        nums: dict[str, list] = {k: [] for k in ("time", "qty", "price", "fee", "slippage")}
+        for r, cids in parts:
+            f = r.fills
+            pos = f.order_pos.tolist()
+            cols["client_order_id"].extend([cids[p] for p in pos])
+            cols["broker_order_id"].extend([r.broker_ids[p] for p in pos] if r.broker_ids else _repeat(None, len(f)))
+            cols["trade_id"].extend(list(f.trade_ids) if f.trade_ids else _repeat(None, len(f)))
+            cols["symbol"].extend(np.array(r.batch.universe.symbols, dtype=object)[f.symbol_idx].tolist())
+            cols["side"].extend(_SIDES[(f.side > 0).astype(np.intp)].tolist())
+            for k in nums:
+                nums[k].append(np.asarray(getattr(f, k)))
+        n = len(cols["client_order_id"])
+        cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in nums.items()}
+        self.fills = {"run_id": _repeat(rid, n), **{k: cols[k] for k in ("client_order_id", "broker_order_id",
+                                                                         "trade_id")},
+                      "time": IsoTimes(cat["time"].astype("datetime64[ns]")), "symbol": cols["symbol"],
+                      "side": cols["side"], **{k: cat[k].astype(np.float64) for k in ("qty", "price", "fee",
+                                                                                       "slippage")}}
+        self._dedupe_trades()
+
+    def _dedupe_trades(self) -> None:
+        """A venue trade id is booked once per run (the ledger's unique index): keep the first."""
+        tids = self.fills["trade_id"]
+        if not any(t is not None for t in tids):  # type: ignore[union-attr]
+            return
+        seen: set = set()
+        keep = []
+        for i, t in enumerate(tids):  # type: ignore[arg-type]
+            if t is None or t not in seen:
+                keep.append(i)
+                if t is not None:
+                    seen.add(t)
+        if len(keep) < len(tids):  # type: ignore[arg-type]
+            self.fills = _take(self.fills, keep)
+
+    def _updates(self, rid: str, updates: list[ExecutionReport], index: dict, upd: str) -> None:
+        """Broker updates: the order's new state (broker id and message kept when the update has
+        none), one event row per order, in update order."""
+        ev: dict[str, list] = {k: [] for k in ("client_order_id", "time", "status", "filled_qty", "message")}
+        o = self.orders
+        for r in updates:
+            b = r.batch
+            cids = b.client_order_ids()
+            rows = _rows_of(index, b.batch_id, b.leg, b.symbol_idx)
+            for i, cid in enumerate(cids):
+                st = OrderStatus(int(r.status[i])).label
+                fq = float(r.filled_qty[i])
+                msg = r.messages.get(i)
+                j = rows[i]
+                if j >= 0:
+                    o["status"][j] = st  # type: ignore[index]
+                    o["filled_qty"][j] = fq  # type: ignore[index]
+                    o["avg_price"][j] = r.avg_price[i]  # type: ignore[index]
+                    if r.broker_ids and r.broker_ids[i] is not None:
+                        o["broker_id"][j] = r.broker_ids[i]  # type: ignore[index]
+                    if msg is not None:
+                        o["message"][j] = msg  # type: ignore[index]
+                    o["updated_at"][j] = upd  # type: ignore[index]
+                ev["client_order_id"].append(cid)
+                ev["time"].append(IsoTimes(np.array([r.status_times[i]])).strings()[0]
+                                  if r.status_times is not None else upd)
+                ev["status"].append(st)
+                ev["filled_qty"].append(fq)
+                ev["message"].append(msg)
+        self.events = {"run_id": _repeat(rid, len(ev["client_order_id"])), **ev}
+
+    def _cancels(self, rid: str, cancels: list[tuple[str, np.datetime64, str]], upd: str) -> None:
+        """End-of-run and next-batch cancels: status, reason, and the quantity the fills booked."""
+        if not cancels:
+            return
+        o, f, ev = self.orders, self.fills, self.events
+        want = {c for c, _, _ in cancels}
+        rows: dict[str, list[int]] = {}
+        for j, c in enumerate(o["client_order_id"]):  # type: ignore[arg-type]
+            if c in want:
+                rows.setdefault(c, []).append(j)
+        booked: dict[str, float] = {}
+        for c, q in zip(f["client_order_id"], f["qty"].tolist()):  # type: ignore[union-attr,call-overload]
+            if c in want:
+                booked[c] = booked.get(c, 0.0) + q       # SQLite's SUM: in row order
+        for c, t, reason in cancels:
+            for j in rows.get(c, ()):
+                o["status"][j] = "canceled"  # type: ignore[index]
+                o["message"][j] = reason  # type: ignore[index]
+                o["updated_at"][j] = upd  # type: ignore[index]
+                o["filled_qty"][j] = booked.get(c, 0.0)  # type: ignore[index]
+            ev["run_id"].append(rid)  # type: ignore[union-attr]
+            ev["client_order_id"].append(c)  # type: ignore[union-attr]
+            ev["time"].append(IsoTimes(np.array([t])).strings()[0])  # type: ignore[union-attr]
+            ev["status"].append("canceled")  # type: ignore[union-attr]
+            ev["filled_qty"].append(None)  # type: ignore[union-attr]
+            ev["message"].append(reason)  # type: ignore[union-attr]
+
+
+def _rows_of(index: dict, batch_id: str, leg: str, symbol_idx: np.ndarray) -> list[int]:
+    """Order-table rows of the orders (batch, leg, symbol), -1 where the run has no such order."""
+    out = [-1] * len(symbol_idx)
+    for start, syms in index.get((batch_id, leg), ()):
+        where = {int(s): start + k for k, s in enumerate(syms.tolist())}
+        for i, s in enumerate(symbol_idx.tolist()):
+            if out[i] < 0 and s in where:
+                out[i] = where[s]
+    return out
+
+
+def _take(cols: dict, keep: list[int]) -> dict:
+    out = {}
+    for k, v in cols.items():
+        if isinstance(v, IsoTimes):
+            out[k] = IsoTimes(v.times[keep])
+        elif isinstance(v, np.ndarray):
+            out[k] = v[keep]
+        else:
+            out[k] = [v[i] for i in keep]
+    return out
