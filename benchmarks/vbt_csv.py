@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     equity = pf.value()
     stats = pf.stats()
     print(json.dumps({"final_equity": float(np.asarray(equity).reshape(-1)[-1]),
-                      "n_orders": int(len(pf.order_records)), "total_return": float(stats["Total Return [%]"])}))
+                      "n_orders": len(pf.order_records), "total_return": float(stats["Total Return [%]"])}))
     return 0
 
 

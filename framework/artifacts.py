@@ -139,13 +139,15 @@ def summarize(run: dict, equity: pd.DataFrame, fills: pd.DataFrame, orders: pd.D
 
 
 def write_artifacts(ledger: Ledger, run_id: str, reports_dir: str | Path, report: bool = True, tables=None,
-                    equity: pd.DataFrame | None = None) -> Path:
+                    equity: pd.DataFrame | None = None, record: bool = True) -> Path:
     """Write reports/RUN_ID/: summary.json, equity/orders/fills/decisions CSVs and report.html
-    (from ``tables`` and ``equity`` when the caller has just written them: see ``load_run``)."""
+    (from ``tables`` and ``equity`` when the caller has just written them: see ``load_run``).
+    ``record`` stores the path in the run's row (a backtest does it when it marks the run done)."""
     data = load_run(ledger, run_id, tables, equity)
     out = Path(reports_dir) / run_id
     write_run_files(data, out, report=report)
-    ledger.db.execute("UPDATE runs SET artifacts=? WHERE run_id=?", (str(out), run_id))
+    if record:
+        ledger.db.execute("UPDATE runs SET artifacts=? WHERE run_id=?", (str(out), run_id))
     return out
 
 

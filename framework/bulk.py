@@ -174,8 +174,8 @@ class RunTables:
             cols["trade_id"].extend(list(f.trade_ids) if f.trade_ids else _repeat(None, len(f)))
             cols["symbol"].extend(np.array(r.batch.universe.symbols, dtype=object)[f.symbol_idx].tolist())
             cols["side"].extend(_SIDES[(f.side > 0).astype(np.intp)].tolist())
-            for k in nums:
-                nums[k].append(np.asarray(getattr(f, k)))
+            for k, parts_of in nums.items():
+                parts_of.append(np.asarray(getattr(f, k)))
         n = len(cols["client_order_id"])
         cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in nums.items()}
         self.fills = {"run_id": _repeat(rid, n), **{k: cols[k] for k in ("client_order_id", "broker_order_id",

@@ -74,13 +74,19 @@ class BufferedJournal:
 
         The rows are those the write-ahead journal would have written, each order in its final
         state; ``self.tables`` keeps them for the run's artifacts, and the buffers are released."""
+        tables = self.collect()
+        with ledger.tx():
+            tables.write(ledger)
+
+    def collect(self):
+        """The buffered records as the ledger's columns (``framework.bulk.RunTables``), kept in
+        ``self.tables``; the buffers are released."""
         from framework.bulk import RunTables
 
         self.tables = RunTables.build(self.run_id, self._cycles, self._decisions, self._reports, self._updates,
                                       self._cancels)
         self._decisions, self._reports, self._updates, self._cancels = [], [], [], []
-        with ledger.tx():
-            self.tables.write(ledger)
+        return self.tables
 
 
 def _apply_updates(ledger: Ledger, rid: str, reports: list[ExecutionReport]) -> None:

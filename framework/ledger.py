@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS promotions (
 """
 
 SIDE = {1: "buy", -1: "sell"}
+# How the bulk writer inserts into each table: the same conflict rules as the row writers.
+BULK_VERBS = {"cycles": "INSERT OR REPLACE", "orders": "INSERT OR IGNORE", "fills": "INSERT OR IGNORE",
+              "decisions": "INSERT", "order_events": "INSERT", "equity": "INSERT OR REPLACE"}
 
 
 def iso(t: np.datetime64 | np.ndarray) -> str | list[str]:
@@ -202,15 +205,12 @@ class Ledger:
     # A backtest's records arrive as whole columns (framework.bulk). They are written in chunks
     # straight from the columns, so no list of per-row tuples for a million orders is ever held.
     # Columns are named, so a table that gains a column with a default still takes these rows.
-    BULK_VERBS = {"cycles": "INSERT OR REPLACE", "orders": "INSERT OR IGNORE", "fills": "INSERT OR IGNORE",
-                  "decisions": "INSERT", "order_events": "INSERT", "equity": "INSERT OR REPLACE"}
-
     def write_columns(self, table: str, columns: dict[str, object], chunk: int = 50_000) -> None:
         """Insert the rows of ``columns`` ({column name: sequence}, equal lengths) into ``table``.
 
         A sequence is a list, a numpy array (floats: NaN is stored as NULL, as SQLite does for a
         bound NaN) or an ``IsoTimes`` (written as the ISO 8601 text every ledger time uses)."""
-        verb = self.BULK_VERBS[table]
+        verb = BULK_VERBS[table]
         names = list(columns)
         n = len(next(iter(columns.values()))) if names else 0
         if n == 0:

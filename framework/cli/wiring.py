@@ -123,12 +123,20 @@ def run_backtest(settings: Settings, settings_path: str | None, strategy: Strate
                      absent_hold=strategy.signals.absent == "hold", progress=progress)
     ledger = Ledger(settings.ledger)
     try:
-        persist(ledger, setup.journal, outcome, setup.market,  # type: ignore[arg-type]
-                run_id=setup.run_id, strategy=strategy.name, config_hash=strategy.config_hash(),
-                universe=setup.pipeline.universe.symbols, initial_equity=setup.initial_cash,  # type: ignore[attr-defined]
-                settings=setup.settings_dump, signals=setup.signals_source)
-        out = write_artifacts(ledger, setup.run_id, out_dir or settings.reports_dir, report=report,
-                              tables=setup.journal.tables, equity=outcome.equity)  # type: ignore[attr-defined]
+        # the ledger's bulk write runs beside the artifacts, which are made from the same columns
+        writing = persist(ledger, setup.journal, outcome, setup.market,  # type: ignore[arg-type]
+                          run_id=setup.run_id, strategy=strategy.name, config_hash=strategy.config_hash(),
+                          universe=setup.pipeline.universe.symbols,  # type: ignore[attr-defined]
+                          initial_equity=setup.initial_cash, settings=setup.settings_dump,
+                          signals=setup.signals_source, background=True)
+        try:
+            out = write_artifacts(ledger, setup.run_id, out_dir or settings.reports_dir, report=report,
+                                  tables=setup.journal.tables, equity=outcome.equity,  # type: ignore[attr-defined]
+                                  record=False)
+        except BaseException:
+            writing.wait(quiet=True)      # never leave the write running behind an error
+            raise
+        writing.finish(str(out))
     finally:
         ledger.close()
     summary = json.loads((out / "summary.json").read_text())

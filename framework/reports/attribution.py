@@ -63,7 +63,7 @@ def _symbol_row(symbol: str, group: pd.DataFrame, mark: tuple[float, str] | floa
     signs = np.where(group["side"].astype(str).str.lower() == "buy", 1.0, -1.0)
     qtys = group["qty"].astype(float).to_numpy() * signs
     prices = group["price"].astype(float).to_numpy()
-    position, avg_cost, realised = _average_cost(qtys.tolist(), prices.tolist())
+    position, avg_cost, realised = _average_cost(qtys, prices)
     if isinstance(mark, tuple):
         mark_price, source = mark
     elif mark is None:
@@ -89,31 +89,15 @@ def _symbol_row(symbol: str, group: pd.DataFrame, mark: tuple[float, str] | floa
     }
 
 
-def _average_cost(qtys: list[float], prices: list[float]) -> tuple[float, float, float]:
+def _average_cost(qtys: np.ndarray, prices: np.ndarray) -> tuple[float, float, float]:
     """Replay signed fill quantities at their prices: (position, average cost, realised P&L).
 
-    Plain floats (the same IEEE arithmetic as numpy scalars, without their per-operation cost: a
-    backtest can have a million fills)."""
-    position, avg_cost, realised = 0.0, 0.0, 0.0
-    for d, p in zip(qtys, prices, strict=True):
-        if position == 0.0 or _sign(d) == _sign(position):
-            new_position = position + d
-            avg_cost = (abs(position) * avg_cost + abs(d) * p) / abs(new_position)
-            position = new_position
-            continue
-        closed = min(abs(d), abs(position))
-        realised += closed * (p - avg_cost) * _sign(position)
-        if abs(d) > abs(position):
-            avg_cost = p
-        position += d
-        if abs(position) < 1e-12:
-            position, avg_cost = 0.0, 0.0
-    return position, avg_cost, realised
+    A compiled loop (``framework.reports.kernels``): a backtest can have a million fills."""
+    from framework.reports.kernels import average_cost
 
-
-def _sign(x: float) -> float:
-    """``np.sign`` of a float: -1.0, 0.0 or 1.0 (NaN stays NaN)."""
-    return 1.0 if x > 0 else (-1.0 if x < 0 else x * 0.0 if x != x else 0.0)
+    position, avg_cost, realised = average_cost(np.ascontiguousarray(qtys, np.float64),
+                                                np.ascontiguousarray(prices, np.float64))
+    return float(position), float(avg_cost), float(realised)
 
 
 def attribution_for(prices: pd.DataFrame, fills: pd.DataFrame) -> pd.DataFrame:
