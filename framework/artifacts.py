@@ -67,15 +67,14 @@ def tables_frames(tables, equity: pd.DataFrame | None, run: dict) -> tuple:
     eq["time"] = _us(eq["time"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]"))
     eq = eq.drop_duplicates("time", keep="last").sort_values("time", kind="stable").reset_index(drop=True)
     f, o, d = tables.fills, tables.orders, tables.decisions
-    fills = pd.DataFrame({"time": _us(f["time"].times), "symbol": f["symbol"], "side": f["side"], "qty": f["qty"],
-                          "price": f["price"], "fee": f["fee"], "broker_order_id": f["broker_order_id"],
-                          "client_order_id": f["client_order_id"], "slippage": f["slippage"]})
-    orders = pd.DataFrame({k: o[k] for k in ("symbol", "side", "qty", "type", "status", "client_order_id",
-                                             "filled_qty", "avg_price")})
-    orders.insert(0, "time", _us(o["time"].times))
-    decisions = pd.DataFrame({"time": _us(d["time"].times), **{k: d[k] for k in ("symbol", "rule", "action",
-                                                                                  "requested", "approved",
-                                                                                  "reason")}})
+    fills = pd.DataFrame({"time": _us(f["time"].times), **_shared(f, ("symbol", "side", "qty", "price", "fee",
+                                                                       "broker_order_id", "client_order_id",
+                                                                       "slippage"))})
+    orders = pd.DataFrame({"time": _us(o["time"].times), **_shared(o, ("symbol", "side", "qty", "type", "status",
+                                                                        "client_order_id", "filled_qty",
+                                                                        "avg_price"))})
+    decisions = pd.DataFrame({"time": _us(d["time"].times), **_shared(d, ("symbol", "rule", "action", "requested",
+                                                                           "approved", "reason"))})
     status = pd.Series(tables.cycles["status"], dtype=object)
     universe = json.loads(run["universe"] or "[]")
     if len(status) and universe:
@@ -101,6 +100,12 @@ def run_data(run: dict, equity: pd.DataFrame, fills: pd.DataFrame, orders: pd.Da
     ppy = settings.get("periods_per_year") or periods_per_year_for(pd.DatetimeIndex(equity["time"]), crypto_only)
     summary = summarize(run, equity, fills, orders, cycle_status, ppy)
     return RunData(summary, equity, fills, orders, decisions, prices, float(ppy))
+
+
+def _shared(columns: dict, names: tuple[str, ...]) -> dict:
+    """Columns for a frame without copying them: text stays the Python strings the table holds
+    (object dtype; pandas would otherwise copy a million client ids into new string storage)."""
+    return {k: (pd.Series(columns[k], dtype=object) if isinstance(columns[k], list) else columns[k]) for k in names}
 
 
 def _us(times: np.ndarray) -> pd.Series:
@@ -169,18 +174,28 @@ def write_run_files(data, out: Path, report: bool = True) -> None:
 def _csv(df: pd.DataFrame, path: Path, chunk: int = 100_000) -> None:
     """Write ``df`` as pandas' ``to_csv(index=False)`` would, byte for byte, in a fraction of its time.
 
-    Times become ISO 8601 UTC (``...T00:00:00Z``, microseconds only when there are some); floats
-    their shortest round-trip text (``repr``, as pandas writes them); NaN and None an empty field;
-    quoting is the csv module's minimal quoting, as pandas uses it."""
-    import csv
-
+    Every column becomes its text once, as pandas writes it: times ISO 8601 UTC (``...T00:00:00Z``,
+    microseconds only when there are some), floats their shortest round-trip text (``repr``), NaN
+    and None an empty field, other values ``str``; a field holding a comma, a quote or a line
+    break is quoted with its quotes doubled (the csv module's minimal quoting, which pandas uses).
+    The rows are then joined in chunks."""
     cols = [_csv_column(df[c]) for c in df.columns]
+    n = len(df)
     with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow([str(c) for c in df.columns])
-        n = len(df)
+        f.write(",".join(_quoted([str(c) for c in df.columns])) + "\n")
         for lo in range(0, n, chunk):
-            w.writerows(zip(*(c(lo, min(lo + chunk, n)) for c in cols)))
+            hi = min(lo + chunk, n)
+            f.write("\n".join(map(",".join, zip(*(c(lo, hi) for c in cols)))) + "\n")
+
+
+_SPECIAL = frozenset(',"\r\n')
+
+
+def _quoted(texts: list[str]) -> list[str]:
+    """``texts`` with the csv module's minimal quoting applied where a field needs it."""
+    if not any(_SPECIAL.intersection(t) for t in set(texts)):
+        return texts
+    return ['"' + t.replace('"', '""') + '"' if _SPECIAL.intersection(t) else t for t in texts]
 
 
 def _csv_column(s: pd.Series):
@@ -189,27 +204,33 @@ def _csv_column(s: pd.Series):
         t = s.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]")
         nat = np.isnat(t)
 
-        def times(lo: int, hi: int) -> list:
+        def times(lo: int, hi: int) -> list[str]:
             part = t[lo:hi]
             if not len(part):
                 return []
             uniq, inv = np.unique(part, return_inverse=True)
-            text = np.datetime_as_string(uniq, unit="us")
-            text = np.array([x.replace(".000000", "") + "Z" for x in text.tolist()], dtype=object)
+            text = np.array([x.replace(".000000", "") + "Z" for x in np.datetime_as_string(uniq, unit="us").tolist()],
+                            dtype=object)
             out = text[inv.reshape(-1)]
-            out[nat[lo:hi]] = None
+            out[nat[lo:hi]] = ""
             return out.tolist()
         return times
     if s.dtype.kind == "f":
         v = s.to_numpy(np.float64)
-        if not np.isnan(v).any():
-            return lambda lo, hi: v[lo:hi].tolist()
-        o = v.astype(object)
-        o[np.isnan(v)] = None
-        return lambda lo, hi: o[lo:hi].tolist()
+        missing = np.isnan(v)
+
+        def floats(lo: int, hi: int) -> list[str]:
+            out = list(map(repr, v[lo:hi].tolist()))
+            for i in np.flatnonzero(missing[lo:hi]).tolist():
+                out[i] = ""
+            return out
+        return floats
     if s.dtype.kind in "iub":
         v = s.to_numpy()
-        return lambda lo, hi: v[lo:hi].tolist()
+        return lambda lo, hi: list(map(str, v[lo:hi].tolist()))
     o = s.to_numpy(dtype=object, na_value=None)
     o = np.where(pd.isna(o), None, o)
-    return lambda lo, hi: o[lo:hi].tolist()
+
+    def objects(lo: int, hi: int) -> list[str]:
+        return _quoted(["" if x is None else (repr(x) if type(x) is float else str(x)) for x in o[lo:hi].tolist()])
+    return objects

@@ -53,6 +53,7 @@ class RunTables:
         t._fills(run_id, reports, updates, index)
         t._updates(run_id, updates, index, upd)
         t._cancels(run_id, cancels, upd)
+        del t._cids
         return t
 
     def add_cycle(self, run_id: str, seq: int, batch_id: str, time: np.datetime64, status: str, equity: float,
@@ -86,16 +87,54 @@ class RunTables:
                        "equity": [c[4] for c in cycles], "prices": [pack_prices(c[3]) for c in cycles]}
 
     def _decisions(self, rid: str, decisions: list[tuple[int, tuple[RiskDecision, ...]]]) -> None:
-        ds = [d for _, group in decisions for d in group]
-        seqs = [s for s, group in decisions for _ in group]
-        n = len(ds)
+        """Decision rows in record order; blocks of a ``Decisions`` sequence go in as columns."""
+        from framework.decisions import DecisionBlock, Decisions
+
+        cols: dict[str, list] = {k: [] for k in ("cycle_seq", "symbol", "rule", "action", "reason")}
+        nums: dict[str, list] = {k: [] for k in ("time", "requested", "approved")}
+        single: list[RiskDecision] = []
+        single_seq: list[int] = []
+
+        def add_single() -> None:
+            if not single:
+                return
+            cols["cycle_seq"].extend(single_seq)
+            cols["symbol"].extend([d.symbol for d in single])
+            cols["rule"].extend([d.rule for d in single])
+            cols["action"].extend([d.action for d in single])
+            cols["reason"].extend([d.reason for d in single])
+            nums["time"].append(np.array([d.time for d in single], dtype="datetime64[ns]"))
+            for k in ("requested", "approved"):
+                nums[k].append(np.array([np.nan if getattr(d, k) is None else getattr(d, k) for d in single],
+                                        np.float64))
+            single.clear()
+            single_seq.clear()
+
+        for seq, group in decisions:
+            parts = group.parts if isinstance(group, Decisions) else group
+            for p in parts:
+                if not isinstance(p, DecisionBlock):
+                    single.append(p)
+                    single_seq.append(seq)
+                    continue
+                add_single()
+                n = len(p)
+                cols["cycle_seq"].extend(_repeat(seq, n))
+                cols["symbol"].extend(p.symbols)
+                cols["rule"].extend(_repeat(p.rule, n))
+                cols["action"].extend(_repeat(p.action, n))
+                cols["reason"].extend(p.reasons())
+                nums["time"].append(np.full(n, p.time, dtype="datetime64[ns]"))
+                nums["requested"].append(np.asarray(p.requested, np.float64))
+                nums["approved"].append(np.asarray(p.approved, np.float64))
+        add_single()
+        n = len(cols["cycle_seq"])
+        cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in nums.items()}
         self.decisions = {
-            "run_id": _repeat(rid, n), "cycle_seq": seqs,
-            "time": IsoTimes(np.array([d.time for d in ds], dtype="datetime64[ns]")),
-            "symbol": [d.symbol for d in ds], "rule": [d.rule for d in ds], "action": [d.action for d in ds],
-            "requested": np.array([np.nan if d.requested is None else d.requested for d in ds], np.float64),
-            "approved": np.array([np.nan if d.approved is None else d.approved for d in ds], np.float64),
-            "reason": [d.reason for d in ds]}
+            "run_id": _repeat(rid, n), "cycle_seq": cols["cycle_seq"],
+            "time": IsoTimes(cat["time"].astype("datetime64[ns]")), "symbol": cols["symbol"], "rule": cols["rule"],
+            "action": cols["action"], "requested": cat["requested"].astype(np.float64),
+            "approved": cat["approved"].astype(np.float64), "reason": cols["reason"]}
 
     def _orders(self, rid: str, reports: list[tuple[int, ExecutionReport]], upd: str) -> dict:
         """Orders as the reports left them; returns {(batch id, leg): (first row, symbol_idx)}."""

@@ -53,16 +53,35 @@ def attribute_pnl(fills: pd.DataFrame, marks: Mapping[str, tuple[float, str] | f
     rows = []
     if len(fills):
         ordered = fills.sort_values("time", kind="stable")
-        for symbol, group in ordered.groupby("symbol", sort=True):
-            rows.append(_symbol_row(str(symbol), group, marks.get(str(symbol))))
+        # one pass over whole columns, then each symbol's rows (in time order) as array slices
+        codes, symbols = pd.factorize(ordered["symbol"], sort=True)
+        rank = np.argsort(codes, kind="stable")
+        rank = rank[codes[rank] >= 0]                       # no symbol: no row (as groupby drops it)
+        bounds = np.searchsorted(codes[rank], np.arange(len(symbols) + 1))
+        side_codes, sides = pd.factorize(ordered["side"].astype(str))      # each distinct text once
+        side_sign = np.where(pd.Index(sides).str.lower() == "buy", 1.0, -1.0)
+        signs = side_sign[side_codes][rank]
+        qtys = ordered["qty"].astype(float).to_numpy()[rank] * signs
+        prices = ordered["price"].astype(float).to_numpy()[rank]
+        fees = ordered["fee"].astype(float).to_numpy()[rank]
+        slip = ordered["slippage"].astype(float).to_numpy()[rank] if "slippage" in ordered else None
+        for k, symbol in enumerate(symbols):
+            part = slice(int(bounds[k]), int(bounds[k + 1]))
+            rows.append(_symbol_row(str(symbol), qtys[part], prices[part], fees[part],
+                                    None if slip is None else slip[part], marks.get(str(symbol))))
     table = pd.DataFrame(rows, columns=list(ATTRIBUTION_COLUMNS))
     return table.sort_values("pnl", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def _symbol_row(symbol: str, group: pd.DataFrame, mark: tuple[float, str] | float | None) -> dict:
-    signs = np.where(group["side"].astype(str).str.lower() == "buy", 1.0, -1.0)
-    qtys = group["qty"].astype(float).to_numpy() * signs
-    prices = group["price"].astype(float).to_numpy()
+def _sum(values: np.ndarray) -> float:
+    """A column's sum as pandas gives it (NaN skipped)."""
+    nan = np.isnan(values)
+    return float(np.where(nan, 0.0, values).sum() if nan.any() else values.sum())
+
+
+def _symbol_row(symbol: str, qtys: np.ndarray, prices: np.ndarray, fee: np.ndarray, slip: np.ndarray | None,
+                mark: tuple[float, str] | float | None) -> dict:
+    """One symbol's row from its signed fill quantities, prices, fees and slippage in time order."""
     position, avg_cost, realised = _average_cost(qtys, prices)
     if isinstance(mark, tuple):
         mark_price, source = mark
@@ -71,11 +90,11 @@ def _symbol_row(symbol: str, group: pd.DataFrame, mark: tuple[float, str] | floa
     else:
         mark_price, source = float(mark), "given"
     unrealised = 0.0 if position == 0.0 else position * (mark_price - avg_cost)
-    fees = float(group["fee"].astype(float).sum())
-    slippage = float(group["slippage"].astype(float).sum()) if "slippage" in group else float("nan")
+    fees = _sum(fee)
+    slippage = _sum(slip) if slip is not None else float("nan")
     return {
         "symbol": symbol,
-        "n_fills": len(group),
+        "n_fills": len(qtys),
         "traded_notional": float(np.abs(qtys * prices).sum()),
         "position": position,
         "avg_cost": avg_cost if position else float("nan"),
