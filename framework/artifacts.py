@@ -104,8 +104,32 @@ def run_data(run: dict, equity: pd.DataFrame, fills: pd.DataFrame, orders: pd.Da
 
 def _shared(columns: dict, names: tuple[str, ...]) -> dict:
     """Columns for a frame without copying them: text stays the Python strings the table holds
-    (object dtype; pandas would otherwise copy a million client ids into new string storage)."""
-    return {k: (pd.Series(columns[k], dtype=object) if isinstance(columns[k], list) else columns[k]) for k in names}
+    (object dtype; pandas would otherwise copy a million client ids into new string storage), and
+    a column of few values stays codes (a categorical with sorted categories)."""
+    from framework.ledger import Coded
+
+    out = {}
+    for k in names:
+        v = columns[k]
+        if isinstance(v, Coded):
+            out[k] = _categorical(v)
+        elif isinstance(v, list):
+            out[k] = pd.Series(v, dtype=object)
+        else:
+            out[k] = v
+    return out
+
+
+def _categorical(col) -> pd.Series:
+    """A ``Coded`` column as a pandas categorical (None as a missing value)."""
+    named = [(v, k) for k, v in enumerate(col.values) if v is not None]
+    if not all(isinstance(v, str) for v, _ in named):
+        return pd.Series(col.rows(), dtype=object)
+    named.sort()
+    remap = np.full(len(col.values), -1, np.int32)
+    for new, (_, old) in enumerate(named):
+        remap[old] = new
+    return pd.Series(pd.Categorical.from_codes(remap[col.codes], [v for v, _ in named]))
 
 
 def _us(times: np.ndarray) -> pd.Series:
@@ -193,7 +217,8 @@ _SPECIAL = frozenset(',"\r\n')
 
 def _quoted(texts: list[str]) -> list[str]:
     """``texts`` with the csv module's minimal quoting applied where a field needs it."""
-    if not any(_SPECIAL.intersection(t) for t in set(texts)):
+    joined = "".join(texts)        # one scan in C for the rare field that needs quotes
+    if not any(c in joined for c in _SPECIAL):
         return texts
     return ['"' + t.replace('"', '""') + '"' if _SPECIAL.intersection(t) else t for t in texts]
 
@@ -215,6 +240,11 @@ def _csv_column(s: pd.Series):
             out[nat[lo:hi]] = ""
             return out.tolist()
         return times
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        table = np.array(_quoted([repr(x) if type(x) is float else str(x) for x in s.cat.categories.tolist()]) + [""],
+                         dtype=object)
+        codes = s.cat.codes.to_numpy()          # -1 (missing) picks the empty field at the end
+        return lambda lo, hi: table[codes[lo:hi]].tolist()
     if s.dtype.kind == "f":
         v = s.to_numpy(np.float64)
         missing = np.isnan(v)

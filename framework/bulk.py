@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from framework.ledger import IsoTimes, Ledger, now_iso, pack_prices
+from framework.ledger import Coded, IsoTimes, Ledger, now_iso, pack_prices
 from framework.types import ExecutionReport, OrderStatus, RiskDecision
 
 _LABELS = np.array([OrderStatus(k).label for k in range(len(OrderStatus))], dtype=object)
@@ -137,7 +137,7 @@ class RunTables:
             "approved": cat["approved"].astype(np.float64), "reason": cols["reason"]}
 
     def _orders(self, rid: str, reports: list[tuple[int, ExecutionReport]], upd: str) -> dict:
-        """Orders as the reports left them; returns {(batch id, leg): (first row, symbol_idx)}."""
+        """Orders as the reports left them; returns {(batch id, leg): [(first row, symbol_idx)]}."""
         index: dict[tuple[str, str], list[tuple[int, np.ndarray]]] = {}
         parts: list[tuple[int, ExecutionReport, np.ndarray | None, list[str]]] = []
         self._cids: list[list[str]] = []         # per report: its orders' client ids (made once)
@@ -156,41 +156,44 @@ class RunTables:
             index.setdefault(key, []).append((row, sym))
             parts.append((seq, r, keep, self._cids[-1]))
             row += len(sym)
-        cols: dict[str, list] = {k: [] for k in ("cycle_seq", "client_order_id", "broker_id", "symbol", "side", "type",
-                                                 "leg", "message", "time")}
-        nums: dict[str, list] = {k: [] for k in ("qty", "limit_price", "ref_price", "status", "filled_qty",
-                                                 "avg_price")}
-        for seq, r, keep, cids in parts:
+        books = {k: _Book() for k in ("broker_id", "symbol", "type", "leg", "message")}
+        cids: list[str] = []
+        nums: dict[str, list] = {k: [] for k in ("cycle_seq", "time", "qty", "limit_price", "ref_price", "status",
+                                                 "filled_qty", "avg_price", "side", "broker_id", "symbol", "type",
+                                                 "leg", "message")}
+        for seq, r, keep, ids in parts:
             b = r.batch
             n = len(b)
-            syms = np.array(b.universe.symbols, dtype=object)[b.symbol_idx]
-            lim = b.limit_price if b.limit_price is not None else np.full(n, np.nan)
-            bids = list(r.broker_ids) if r.broker_ids else _repeat(None, n)
-            msgs = [r.messages.get(i) for i in range(n)] if r.messages else _repeat(None, n)
-            arrays = {"qty": b.qty, "limit_price": lim, "ref_price": b.ref_price, "status": r.status,
-                      "filled_qty": r.filled_qty, "avg_price": r.avg_price}
-            strs = {"cycle_seq": _repeat(seq, n), "client_order_id": cids, "broker_id": bids, "symbol": syms.tolist(),
-                    "side": _SIDES[(b.side > 0).astype(np.intp)].tolist(), "type": _repeat(str(b.order_type), n),
-                    "leg": _repeat(b.leg, n), "message": msgs, "time": _repeat(b.time, n)}
+            msgs = books["message"].codes([r.messages.get(i) for i in range(n)]) if r.messages else \
+                np.full(n, books["message"].code(None), np.int32)
+            arrays = {
+                "cycle_seq": np.full(n, seq, np.int64), "time": np.full(n, b.time, "datetime64[ns]"), "qty": b.qty,
+                "limit_price": b.limit_price if b.limit_price is not None else np.full(n, np.nan),
+                "ref_price": b.ref_price, "status": r.status, "filled_qty": r.filled_qty, "avg_price": r.avg_price,
+                "side": (b.side > 0).astype(np.int8),
+                "broker_id": books["broker_id"].codes(list(r.broker_ids)) if r.broker_ids else
+                np.full(n, books["broker_id"].code(None), np.int32),
+                "symbol": books["symbol"].universe(b.universe.symbols)[b.symbol_idx],
+                "type": np.full(n, books["type"].code(str(b.order_type)), np.int32),
+                "leg": np.full(n, books["leg"].code(b.leg), np.int32), "message": msgs}
             if keep is not None:
-                pick = np.flatnonzero(keep).tolist()
-                strs = {k: [v[i] for i in pick] for k, v in strs.items()}
-                arrays = {k: v[keep] for k, v in arrays.items()}
-            for k, v in strs.items():
-                cols[k].extend(v)
+                arrays = {k: np.asarray(v)[keep] for k, v in arrays.items()}
+                ids = [ids[i] for i in np.flatnonzero(keep).tolist()]
+            cids.extend(ids)
             for k, a in arrays.items():
                 nums[k].append(np.asarray(a))
         cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in nums.items()}
-        n = len(cols["client_order_id"])
+        n = len(cids)
         self.orders = {
-            "run_id": _repeat(rid, n), "cycle_seq": cols["cycle_seq"], "client_order_id": cols["client_order_id"],
-            "broker_id": cols["broker_id"], "time": IsoTimes(np.array(cols["time"], dtype="datetime64[ns]")),
-            "symbol": cols["symbol"], "side": cols["side"], "qty": cat["qty"].astype(np.float64),
-            "type": cols["type"], "limit_price": cat["limit_price"].astype(np.float64), "leg": cols["leg"],
-            "ref_price": cat["ref_price"].astype(np.float64),
-            "status": _LABELS[cat["status"].astype(np.intp)].tolist() if n else [],
+            "run_id": Coded.constant(rid, n), "cycle_seq": cat["cycle_seq"].astype(np.int64),
+            "client_order_id": cids, "broker_id": books["broker_id"].column(cat["broker_id"]),
+            "time": IsoTimes(cat["time"].astype("datetime64[ns]")), "symbol": books["symbol"].column(cat["symbol"]),
+            "side": Coded(cat["side"].astype(np.int8), list(_SIDES)), "qty": cat["qty"].astype(np.float64),
+            "type": books["type"].column(cat["type"]), "limit_price": cat["limit_price"].astype(np.float64),
+            "leg": books["leg"].column(cat["leg"]), "ref_price": cat["ref_price"].astype(np.float64),
+            "status": Coded(cat["status"].astype(np.int8), list(_LABELS)),
             "filled_qty": cat["filled_qty"].astype(np.float64), "avg_price": cat["avg_price"].astype(np.float64),
-            "message": cols["message"], "updated_at": _repeat(upd, n)}
+            "message": books["message"].column(cat["message"]), "updated_at": Coded.constant(upd, n)}
         return index
 
     def _fills(self, rid: str, reports: list[tuple[int, ExecutionReport]], updates: list[ExecutionReport],
@@ -203,40 +206,47 @@ class RunTables:
         for r in updates:
             if len(r.fills):
                 parts.append((r, r.batch.client_order_ids()))
-        cols: dict[str, list] = {k: [] for k in ("client_order_id", "broker_order_id", "trade_id", "symbol", "side")}
-        nums: dict[str, list] = {k: [] for k in ("time", "qty", "price", "fee", "slippage")}
-        for r, cids in parts:
+        books = {k: _Book() for k in ("broker_order_id", "trade_id", "symbol")}
+        cids: list[str] = []
+        nums: dict[str, list] = {k: [] for k in ("time", "qty", "price", "fee", "slippage", "side", "broker_order_id",
+                                                 "trade_id", "symbol")}
+        for r, ids in parts:
             f = r.fills
+            n = len(f)
             pos = f.order_pos.tolist()
-            cols["client_order_id"].extend([cids[p] for p in pos])
-            cols["broker_order_id"].extend([r.broker_ids[p] for p in pos] if r.broker_ids else _repeat(None, len(f)))
-            cols["trade_id"].extend(list(f.trade_ids) if f.trade_ids else _repeat(None, len(f)))
-            cols["symbol"].extend(np.array(r.batch.universe.symbols, dtype=object)[f.symbol_idx].tolist())
-            cols["side"].extend(_SIDES[(f.side > 0).astype(np.intp)].tolist())
-            for k, parts_of in nums.items():
-                parts_of.append(np.asarray(getattr(f, k)))
-        n = len(cols["client_order_id"])
+            cids.extend([ids[p] for p in pos])
+            nums["broker_order_id"].append(books["broker_order_id"].codes([r.broker_ids[p] for p in pos])
+                                           if r.broker_ids else np.full(n, books["broker_order_id"].code(None),
+                                                                        np.int32))
+            nums["trade_id"].append(books["trade_id"].codes(list(f.trade_ids)) if f.trade_ids else
+                                    np.full(n, books["trade_id"].code(None), np.int32))
+            nums["symbol"].append(books["symbol"].universe(r.batch.universe.symbols)[f.symbol_idx])
+            nums["side"].append((f.side > 0).astype(np.int8))
+            for k in ("time", "qty", "price", "fee", "slippage"):
+                nums[k].append(np.asarray(getattr(f, k)))
+        n = len(cids)
         cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in nums.items()}
-        self.fills = {"run_id": _repeat(rid, n), **{k: cols[k] for k in ("client_order_id", "broker_order_id",
-                                                                         "trade_id")},
-                      "time": IsoTimes(cat["time"].astype("datetime64[ns]")), "symbol": cols["symbol"],
-                      "side": cols["side"], **{k: cat[k].astype(np.float64) for k in ("qty", "price", "fee",
-                                                                                       "slippage")}}
+        self.fills = {"run_id": Coded.constant(rid, n), "client_order_id": cids,
+                      **{k: books[k].column(cat[k]) for k in ("broker_order_id", "trade_id")},
+                      "time": IsoTimes(cat["time"].astype("datetime64[ns]")), "symbol": books["symbol"].column(cat["symbol"]),
+                      "side": Coded(cat["side"].astype(np.int8), list(_SIDES)),
+                      **{k: cat[k].astype(np.float64) for k in ("qty", "price", "fee", "slippage")}}
         self._dedupe_trades()
 
     def _dedupe_trades(self) -> None:
         """A venue trade id is booked once per run (the ledger's unique index): keep the first."""
         tids = self.fills["trade_id"]
-        if not any(t is not None for t in tids):  # type: ignore[union-attr]
+        assert isinstance(tids, Coded)
+        if all(v is None for v in tids.values):
             return
         seen: set = set()
         keep = []
-        for i, t in enumerate(tids):  # type: ignore[arg-type]
+        for i, t in enumerate(tids.rows()):
             if t is None or t not in seen:
                 keep.append(i)
                 if t is not None:
                     seen.add(t)
-        if len(keep) < len(tids):  # type: ignore[arg-type]
+        if len(keep) < len(tids):
             self.fills = _take(self.fills, keep)
 
     def _updates(self, rid: str, updates: list[ExecutionReport], index: dict, upd: str) -> None:
@@ -244,24 +254,25 @@ class RunTables:
         none), one event row per order, in update order."""
         ev: dict[str, list] = {k: [] for k in ("client_order_id", "time", "status", "filled_qty", "message")}
         o = self.orders
+        status, bids, msgs = o["status"], o["broker_id"], o["message"]
         for r in updates:
             b = r.batch
             cids = b.client_order_ids()
             rows = _rows_of(index, b.batch_id, b.leg, b.symbol_idx)
             for i, cid in enumerate(cids):
-                st = OrderStatus(int(r.status[i])).label
+                code = int(r.status[i])
+                st = OrderStatus(code).label
                 fq = float(r.filled_qty[i])
                 msg = r.messages.get(i)
                 j = rows[i]
                 if j >= 0:
-                    o["status"][j] = st  # type: ignore[index]
+                    status.codes[j] = code  # type: ignore[union-attr]
                     o["filled_qty"][j] = fq  # type: ignore[index]
                     o["avg_price"][j] = r.avg_price[i]  # type: ignore[index]
                     if r.broker_ids and r.broker_ids[i] is not None:
-                        o["broker_id"][j] = r.broker_ids[i]  # type: ignore[index]
+                        _set(bids, j, r.broker_ids[i])
                     if msg is not None:
-                        o["message"][j] = msg  # type: ignore[index]
-                    o["updated_at"][j] = upd  # type: ignore[index]
+                        _set(msgs, j, msg)
                 ev["client_order_id"].append(cid)
                 ev["time"].append(IsoTimes(np.array([r.status_times[i]])).strings()[0]
                                   if r.status_times is not None else upd)
@@ -284,11 +295,11 @@ class RunTables:
         for c, q in zip(f["client_order_id"], f["qty"].tolist()):  # type: ignore[union-attr,call-overload]
             if c in want:
                 booked[c] = booked.get(c, 0.0) + q       # SQLite's SUM: in row order
+        canceled = int(OrderStatus.CANCELED)
         for c, t, reason in cancels:
             for j in rows.get(c, ()):
-                o["status"][j] = "canceled"  # type: ignore[index]
-                o["message"][j] = reason  # type: ignore[index]
-                o["updated_at"][j] = upd  # type: ignore[index]
+                o["status"].codes[j] = canceled  # type: ignore[union-attr]
+                _set(o["message"], j, reason)
                 o["filled_qty"][j] = booked.get(c, 0.0)  # type: ignore[index]
             ev["run_id"].append(rid)  # type: ignore[union-attr]
             ev["client_order_id"].append(c)  # type: ignore[union-attr]
@@ -296,6 +307,46 @@ class RunTables:
             ev["status"].append("canceled")  # type: ignore[union-attr]
             ev["filled_qty"].append(None)  # type: ignore[union-attr]
             ev["message"].append(reason)  # type: ignore[union-attr]
+
+
+class _Book:
+    """Codes for the distinct values of a column (None included), in order of appearance."""
+
+    def __init__(self):
+        self.values: list = []
+        self.index: dict = {}
+        self._universes: dict[tuple[str, ...], np.ndarray] = {}
+
+    def code(self, value) -> int:
+        k = self.index.get(value)
+        if k is None:
+            k = self.index[value] = len(self.values)
+            self.values.append(value)
+        return k
+
+    def codes(self, values: list) -> np.ndarray:
+        return np.array([self.code(v) for v in values], np.int32)
+
+    def universe(self, symbols: tuple[str, ...]) -> np.ndarray:
+        """Codes of a universe's symbols, by position (made once per universe)."""
+        key = symbols
+        got = self._universes.get(key)
+        if got is None:
+            got = self._universes[key] = self.codes(list(symbols))
+        return got
+
+    def column(self, codes: np.ndarray) -> Coded:
+        return Coded(codes.astype(np.int32), self.values)
+
+
+def _set(col, j: int, value) -> None:
+    """Row ``j`` of a ``Coded`` column takes ``value`` (a new value gets a new code)."""
+    try:
+        k = col.values.index(value)
+    except ValueError:
+        k = len(col.values)
+        col.values.append(value)
+    col.codes[j] = k
 
 
 def _rows_of(index: dict, batch_id: str, leg: str, symbol_idx: np.ndarray) -> list[int]:
@@ -310,10 +361,12 @@ def _rows_of(index: dict, batch_id: str, leg: str, symbol_idx: np.ndarray) -> li
 
 
 def _take(cols: dict, keep: list[int]) -> dict:
-    out = {}
+    out: dict = {}
     for k, v in cols.items():
         if isinstance(v, IsoTimes):
             out[k] = IsoTimes(v.times[keep])
+        elif isinstance(v, Coded):
+            out[k] = Coded(v.codes[keep], v.values)
         elif isinstance(v, np.ndarray):
             out[k] = v[keep]
         else:

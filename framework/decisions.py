@@ -51,7 +51,7 @@ class DecisionBlock:
 class Decisions(Sequence):
     """An immutable sequence of ``RiskDecision`` made of records and ``DecisionBlock`` parts."""
 
-    __slots__ = ("_parts", "_records", "_len")
+    __slots__ = ("_len", "_parts", "_records")
 
     def __init__(self, parts: list[RiskDecision | DecisionBlock] | tuple = ()):
         self._parts = tuple(p for p in parts if not isinstance(p, DecisionBlock) or len(p))

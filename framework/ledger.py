@@ -242,9 +242,32 @@ class IsoTimes:
         return text[inv.reshape(-1)].tolist()
 
 
+class Coded:
+    """A column of few distinct values (a run id, sides, statuses, legs, symbols): small integer
+    codes into ``values``, 1 to 4 bytes a row instead of a Python reference."""
+
+    def __init__(self, codes: np.ndarray, values: list):
+        self.codes = codes
+        self.values = values
+
+    @classmethod
+    def constant(cls, value, n: int) -> Coded:
+        return cls(np.zeros(n, np.int8), [value])
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def rows(self, lo: int = 0, hi: int | None = None) -> list:
+        table = np.empty(len(self.values), dtype=object)
+        table[:] = self.values
+        return table[self.codes[lo:hi]].tolist()
+
+
 def _chunk(col, lo: int, hi: int) -> list:
     if isinstance(col, IsoTimes):
         return col.strings(lo, hi)
+    if isinstance(col, Coded):
+        return col.rows(lo, hi)
     if isinstance(col, np.ndarray):
         return col[lo:hi].tolist()
     return col[lo:hi]  # type: ignore[index]
