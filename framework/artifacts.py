@@ -69,12 +69,12 @@ def tables_frames(tables, equity: pd.DataFrame | None, run: dict) -> tuple:
     f, o, d = tables.fills, tables.orders, tables.decisions
     fills = pd.DataFrame({"time": _us(f["time"].times), **_shared(f, ("symbol", "side", "qty", "price", "fee",
                                                                        "broker_order_id", "client_order_id",
-                                                                       "slippage"))})
+                                                                       "slippage"))}, copy=False)
     orders = pd.DataFrame({"time": _us(o["time"].times), **_shared(o, ("symbol", "side", "qty", "type", "status",
                                                                         "client_order_id", "filled_qty",
-                                                                        "avg_price"))})
+                                                                        "avg_price"))}, copy=False)
     decisions = pd.DataFrame({"time": _us(d["time"].times), **_shared(d, ("symbol", "rule", "action", "requested",
-                                                                           "approved", "reason"))})
+                                                                           "approved", "reason"))}, copy=False)
     status = pd.Series(tables.cycles["status"], dtype=object)
     universe = json.loads(run["universe"] or "[]")
     if len(status) and universe:

@@ -26,6 +26,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from framework.reports.rundata import time_order
+
 ATTRIBUTION_COLUMNS = ("symbol", "n_fills", "traded_notional", "position", "avg_cost", "mark",
                        "price_source", "realised", "unrealised", "fees", "slippage", "pnl")
 
@@ -34,7 +36,7 @@ def final_marks(prices: pd.DataFrame, fills: pd.DataFrame) -> dict[str, tuple[fl
     """Return ``{symbol: (price, source)}``: the last close in ``prices``, else the last fill price."""
     marks: dict[str, tuple[float, str]] = {}
     if len(fills):
-        last_fill = fills.sort_values("time", kind="stable").groupby("symbol")["price"].last()
+        last_fill = fills[["symbol", "price"]].iloc[time_order(fills)].groupby("symbol")["price"].last()
         marks.update({str(s): (float(p), "last_fill") for s, p in last_fill.items()})
     if prices is not None and not prices.empty:
         for symbol in prices.columns:
@@ -52,7 +54,8 @@ def attribute_pnl(fills: pd.DataFrame, marks: Mapping[str, tuple[float, str] | f
     """
     rows = []
     if len(fills):
-        ordered = fills.sort_values("time", kind="stable")
+        columns = [c for c in ("symbol", "side", "qty", "price", "fee", "slippage") if c in fills]
+        ordered = fills[columns].iloc[time_order(fills)]
         # one pass over whole columns, then each symbol's rows (in time order) as array slices
         codes, symbols = pd.factorize(ordered["symbol"], sort=True)
         rank = np.argsort(codes, kind="stable")

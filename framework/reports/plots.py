@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from framework.reports.metrics import drawdown_series
+from framework.reports.rundata import time_order
 
 WIDTH, HEIGHT, DPI = 10.0, 3.6, 100
 COLORS = ("#1f5fa8", "#d9822b", "#2e8b57", "#b03a48", "#6b4c9a", "#7f7f7f")
@@ -174,7 +175,8 @@ def costs_figure(fills: pd.DataFrame) -> bytes:
     if fills.empty:
         _placeholder(ax, "no fills: no costs", "Costs")
         return _png(fig)
-    ordered = fills.sort_values("time", kind="stable").set_index("time")
+    columns = ["time", "fee"] + (["slippage"] if "slippage" in fills else [])
+    ordered = fills[columns].iloc[time_order(fills)].set_index("time")
     _series(ax, ordered["fee"].astype(float).cumsum(), color=COLORS[0], linewidth=1.4,
             drawstyle="steps-post", label="fees")
     if "slippage" in ordered and ordered["slippage"].notna().any():
