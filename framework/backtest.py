@@ -42,6 +42,8 @@ class Replayable(Protocol):
 
     def equity_curve(self) -> pd.DataFrame: ...
 
+    def forget_sent(self) -> None: ...
+
 
 @dataclass(slots=True)
 class ReplayOutcome:
@@ -109,6 +111,7 @@ def persist(ledger: Ledger, journal: BufferedJournal, outcome: ReplayOutcome, ma
     (SQLite does its part of the work without the GIL); ``Persisting.finish`` waits for it, then
     marks the run done. Without, it is done when this returns."""
     ledger.start_run(run_id, strategy, config_hash, "backtest", "sim", initial_equity, universe, settings, signals)
+    market.forget_sent()                 # the run is over: its reports live on in the journal only
     tables = journal.collect()
     eq = outcome.equity
     assert eq is not None

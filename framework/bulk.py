@@ -49,11 +49,9 @@ class RunTables:
         upd = now_iso()
         t._cycles(run_id, cycles)
         t._decisions(run_id, decisions)
-        index = t._orders(run_id, reports, upd)
-        t._fills(run_id, reports, updates, index)
+        index = t._orders(run_id, reports, updates, upd)
         t._updates(run_id, updates, index, upd)
         t._cancels(run_id, cancels, upd)
-        del t._cids
         return t
 
     def add_cycle(self, run_id: str, seq: int, batch_id: str, time: np.datetime64, status: str, equity: float,
@@ -136,15 +134,28 @@ class RunTables:
             "action": cols["action"], "requested": cat["requested"].astype(np.float64),
             "approved": cat["approved"].astype(np.float64), "reason": cols["reason"]}
 
-    def _orders(self, rid: str, reports: list[tuple[int, ExecutionReport]], upd: str) -> dict:
-        """Orders as the reports left them; returns {(batch id, leg): [(first row, symbol_idx)]}."""
+    def _orders(self, rid: str, reports: list, updates: list[ExecutionReport], upd: str) -> dict:
+        """Orders as the reports left them, and every fill: the reports' in report order, then the
+        updates' (the ledger's row order). Each report is released once read (``reports[k] = None``):
+        its arrays are not held twice. Returns {(batch id, leg): [(first row, symbol_idx)]}."""
         index: dict[tuple[str, str], list[tuple[int, np.ndarray]]] = {}
-        parts: list[tuple[int, ExecutionReport, np.ndarray | None, list[str]]] = []
-        self._cids: list[list[str]] = []         # per report: its orders' client ids (made once)
+        books = {k: _Book() for k in ("broker_id", "symbol", "type", "leg", "message")}
+        fbooks = {k: _Book() for k in ("broker_order_id", "trade_id", "symbol")}
+        cids: list[str] = []
+        fcids: list[str] = []
+        nums: dict[str, list] = {k: [] for k in ("cycle_seq", "time", "qty", "limit_price", "ref_price", "status",
+                                                 "filled_qty", "avg_price", "side", "broker_id", "symbol", "type",
+                                                 "leg", "message")}
+        fnums: dict[str, list] = {k: [] for k in ("time", "qty", "price", "fee", "slippage", "side",
+                                                  "broker_order_id", "trade_id", "symbol")}
         row = 0
-        for seq, r in reports:
+        for k in range(len(reports)):
+            seq, r = reports[k]
+            reports[k] = None
             b = r.batch
-            self._cids.append(b.client_order_ids())
+            ids = b.client_order_ids()
+            if len(r.fills):
+                _fill_columns(r, ids, fbooks, fcids, fnums)
             key = (b.batch_id, b.leg)
             keep = None
             if key in index:   # the same client order ids again: the ledger keeps the first row
@@ -154,16 +165,8 @@ class RunTables:
                     continue
             sym = b.symbol_idx if keep is None else b.symbol_idx[keep]
             index.setdefault(key, []).append((row, sym))
-            parts.append((seq, r, keep, self._cids[-1]))
-            row += len(sym)
-        books = {k: _Book() for k in ("broker_id", "symbol", "type", "leg", "message")}
-        cids: list[str] = []
-        nums: dict[str, list] = {k: [] for k in ("cycle_seq", "time", "qty", "limit_price", "ref_price", "status",
-                                                 "filled_qty", "avg_price", "side", "broker_id", "symbol", "type",
-                                                 "leg", "message")}
-        for seq, r, keep, ids in parts:
-            b = r.batch
             n = len(b)
+            row += len(sym)
             msgs = books["message"].codes([r.messages.get(i) for i in range(n)]) if r.messages else \
                 np.full(n, books["message"].code(None), np.int32)
             arrays = {
@@ -177,12 +180,15 @@ class RunTables:
                 "type": np.full(n, books["type"].code(str(b.order_type)), np.int32),
                 "leg": np.full(n, books["leg"].code(b.leg), np.int32), "message": msgs}
             if keep is not None:
-                arrays = {k: np.asarray(v)[keep] for k, v in arrays.items()}
+                arrays = {name: np.asarray(v)[keep] for name, v in arrays.items()}
                 ids = [ids[i] for i in np.flatnonzero(keep).tolist()]
             cids.extend(ids)
-            for k, a in arrays.items():
-                nums[k].append(np.asarray(a))
-        cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in nums.items()}
+            for name, a in arrays.items():
+                nums[name].append(np.asarray(a))
+        for r in updates:
+            if len(r.fills):
+                _fill_columns(r, r.batch.client_order_ids(), fbooks, fcids, fnums)
+        cat = {name: (np.concatenate(v) if v else np.zeros(0)) for name, v in nums.items()}
         n = len(cids)
         self.orders = {
             "run_id": Coded.constant(rid, n), "cycle_seq": cat["cycle_seq"].astype(np.int64),
@@ -194,44 +200,17 @@ class RunTables:
             "status": Coded(cat["status"].astype(np.int8), list(_LABELS)),
             "filled_qty": cat["filled_qty"].astype(np.float64), "avg_price": cat["avg_price"].astype(np.float64),
             "message": books["message"].column(cat["message"]), "updated_at": Coded.constant(upd, n)}
-        return index
-
-    def _fills(self, rid: str, reports: list[tuple[int, ExecutionReport]], updates: list[ExecutionReport],
-               index: dict) -> None:
-        """Every report's fills in report order, then the updates' fills (the ledger's row order)."""
-        parts = []
-        for k, (_, r) in enumerate(reports):
-            if len(r.fills):
-                parts.append((r, self._cids[k]))
-        for r in updates:
-            if len(r.fills):
-                parts.append((r, r.batch.client_order_ids()))
-        books = {k: _Book() for k in ("broker_order_id", "trade_id", "symbol")}
-        cids: list[str] = []
-        nums: dict[str, list] = {k: [] for k in ("time", "qty", "price", "fee", "slippage", "side", "broker_order_id",
-                                                 "trade_id", "symbol")}
-        for r, ids in parts:
-            f = r.fills
-            n = len(f)
-            pos = f.order_pos.tolist()
-            cids.extend([ids[p] for p in pos])
-            nums["broker_order_id"].append(books["broker_order_id"].codes([r.broker_ids[p] for p in pos])
-                                           if r.broker_ids else np.full(n, books["broker_order_id"].code(None),
-                                                                        np.int32))
-            nums["trade_id"].append(books["trade_id"].codes(list(f.trade_ids)) if f.trade_ids else
-                                    np.full(n, books["trade_id"].code(None), np.int32))
-            nums["symbol"].append(books["symbol"].universe(r.batch.universe.symbols)[f.symbol_idx])
-            nums["side"].append((f.side > 0).astype(np.int8))
-            for k in ("time", "qty", "price", "fee", "slippage"):
-                nums[k].append(np.asarray(getattr(f, k)))
-        n = len(cids)
-        cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in nums.items()}
-        self.fills = {"run_id": Coded.constant(rid, n), "client_order_id": cids,
-                      **{k: books[k].column(cat[k]) for k in ("broker_order_id", "trade_id")},
-                      "time": IsoTimes(cat["time"].astype("datetime64[ns]")), "symbol": books["symbol"].column(cat["symbol"]),
-                      "side": Coded(cat["side"].astype(np.int8), list(_SIDES)),
-                      **{k: cat[k].astype(np.float64) for k in ("qty", "price", "fee", "slippage")}}
+        del nums, cat
+        fcat = {name: (np.concatenate(v) if v else np.zeros(0)) for name, v in fnums.items()}
+        m = len(fcids)
+        self.fills = {"run_id": Coded.constant(rid, m), "client_order_id": fcids,
+                      **{name: fbooks[name].column(fcat[name]) for name in ("broker_order_id", "trade_id")},
+                      "time": IsoTimes(fcat["time"].astype("datetime64[ns]")),
+                      "symbol": fbooks["symbol"].column(fcat["symbol"]),
+                      "side": Coded(fcat["side"].astype(np.int8), list(_SIDES)),
+                      **{name: fcat[name].astype(np.float64) for name in ("qty", "price", "fee", "slippage")}}
         self._dedupe_trades()
+        return index
 
     def _dedupe_trades(self) -> None:
         """A venue trade id is booked once per run (the ledger's unique index): keep the first."""
@@ -337,6 +316,22 @@ class _Book:
 
     def column(self, codes: np.ndarray) -> Coded:
         return Coded(codes.astype(np.int32), self.values)
+
+
+def _fill_columns(r: ExecutionReport, ids: list[str], books: dict, cids: list[str], nums: dict) -> None:
+    """Append one report's fills to the fills columns (``ids``: its orders' client ids)."""
+    f = r.fills
+    n = len(f)
+    pos = f.order_pos.tolist()
+    cids.extend([ids[p] for p in pos])
+    nums["broker_order_id"].append(books["broker_order_id"].codes([r.broker_ids[p] for p in pos]) if r.broker_ids
+                                   else np.full(n, books["broker_order_id"].code(None), np.int32))
+    nums["trade_id"].append(books["trade_id"].codes(list(f.trade_ids)) if f.trade_ids else
+                            np.full(n, books["trade_id"].code(None), np.int32))
+    nums["symbol"].append(books["symbol"].universe(r.batch.universe.symbols)[f.symbol_idx])
+    nums["side"].append((f.side > 0).astype(np.int8))
+    for k in ("time", "qty", "price", "fee", "slippage"):
+        nums[k].append(np.asarray(getattr(f, k)))
 
 
 def _set(col, j: int, value) -> None:
