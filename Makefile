@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(PIP) install -e ".[test]" 2>&1 | grep -v "is ignored: it is neither" || true
-	$(PY) -c "import vectorbt, nbclient" && touch $@
+	$(PY) -c "import vectorbt, nbclient, ruff, mypy" && touch $@
 
 $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-test
 	$(PIP) install -e ".[bench]" 2>&1 | grep -v "is ignored: it is neither" || true
@@ -27,8 +27,14 @@ install-test: $(VENV)/.installed-test
 demo: $(VENV)/.installed
 	$(VENV)/bin/parity demo
 
+# the linter, the type checker, then the whole suite (its summary is the last line); every one runs,
+# and any failure fails the target
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q
+	@status=0; \
+	echo "ruff check ."; $(PY) -m ruff check . || status=1; \
+	echo "mypy (framework, brokers)"; $(PY) -m mypy || status=1; \
+	$(PY) -m pytest -q || status=1; \
+	exit $$status
 
 bench: $(VENV)/.installed-bench
 	$(PY) -m benchmarks

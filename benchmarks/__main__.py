@@ -66,7 +66,7 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 def spawn(engine: str, workload: str, fill: str, seed: int, bars: int | None = None,
-          timeout: float | None = None) -> dict:
+          timeout: float | None = None, limits: str = "open") -> dict:
     """Run ``benchmarks.one`` in a fresh interpreter. Returns {"status": "ok"|"n/a"|"error"|
     "timeout", "result": PeerResult | None, "message": str, "wall": float}."""
     fd, out = tempfile.mkstemp(prefix=f"bench-{engine}-{workload}-", suffix=".json")
@@ -75,6 +75,8 @@ def spawn(engine: str, workload: str, fill: str, seed: int, bars: int | None = N
            "--seed", str(seed), "--out", out]
     if bars:
         cmd += ["--bars", str(bars)]
+    if limits != "open":
+        cmd += ["--limits", limits]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
     t0 = time.perf_counter()
@@ -298,6 +300,65 @@ def markdown(rows: list[dict], meta: dict, help_info: dict, fill: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def _median(xs: list) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def views_table(results: dict, whole: dict) -> str:
+    """SPEC §15's two views side by side per workload: engine time and the whole command (Parity
+    from the CSV files vs vectorbt's whole process on the same files), each with its peak memory;
+    then the crypto workload's per-cycle overhead."""
+    note = ("Engine: the replay alone, in-process (fill as above, open risk limits; `demo limits` = the "
+           "demo strategy's, max_positions 10 binding at every batch, same vectorbt row as the reference). "
+           "Whole command: `parity backtest` (python -m framework) from the long bar CSV and the signal CSV "
+           "to summary, ledger, CSV artifacts and report, against vectorbt's whole process reading the same "
+           "files with pandas (`from_orders` targetpercent, next-open fills, equity curve and `stats()`); "
+           "fees off, 5 bps slippage. Each in its own process, alternating, timed spawn to exit; peak = the "
+           "child's max RSS. Medians over the runs; the machine is shared, so compare ratios within this run.")
+    head = ("| workload | Parity engine s | vectorbt engine s | ratio | Parity engine, demo limits s | ratio "
+            "| Parity whole s (peak GB) | vectorbt whole s (peak GB) | ratio | Parity whole, demo limits s (peak GB) "
+            "| runs (Parity/vectorbt s) | whole equity rel. diff |")
+    out = ["## Engine and whole command, side by side", "", note, "", head, "|" + "---|" * 12]
+    for wl, per in results.items():
+        vbt = per.get("vectorbt", {}).get("result")
+        par = per.get("parity", {}).get("result")
+        dem = per.get("parity_demo", {}).get("result")
+        w = whole.get(wl)
+        cells = [wl, _secs(par.engine_seconds) if par else "n/a", _secs(vbt.engine_seconds) if vbt else "n/a",
+                 f"{par.engine_seconds / vbt.engine_seconds:.2f}" if par and vbt else "n/a",
+                 _secs(dem.engine_seconds) if dem else "—",
+                 f"{dem.engine_seconds / vbt.engine_seconds:.2f}" if dem and vbt else "—"]
+        if w:
+            runs = w["runs"]
+            ok = {e: [r for r in runs.get(e, []) if r["code"] == 0] for e in ("parity", "vectorbt")}
+            ps, vs = _median([r["seconds"] for r in ok["parity"]]), _median([r["seconds"] for r in ok["vectorbt"]])
+            pm = max((r["peak_bytes"] for r in ok["parity"]), default=None)
+            vm = max((r["peak_bytes"] for r in ok["vectorbt"]), default=None)
+            demo = [r for r in w.get("demo", []) if r["code"] == 0]
+            pe = ok["parity"][0]["final_equity"] if ok["parity"] else None
+            ve = ok["vectorbt"][0]["final_equity"] if ok["vectorbt"] else None
+            per_run = "; ".join(f"{p['seconds']:.1f}/{v['seconds']:.1f}" for p, v in zip(ok["parity"], ok["vectorbt"]))
+            cells += [f"{_secs(ps)} ({pm / 1e9:.2f})" if ps else "n/a", f"{_secs(vs)} ({vm / 1e9:.2f})" if vs else "n/a",
+                      f"{ps / vs:.2f}" if ps and vs else "n/a",
+                      f"{_secs(demo[0]['seconds'])} ({demo[0]['peak_bytes'] / 1e9:.2f})" if demo else "n/a",
+                      per_run or "n/a", f"{(pe - ve) / ve:+.1e}" if pe and ve else "n/a"]
+        else:
+            cells += ["—"] * 6
+        out.append("| " + " | ".join(cells) + " |")
+    cr = results.get("crypto", {})
+    par, vbt = cr.get("parity", {}).get("result"), cr.get("vectorbt", {}).get("result")
+    if par is not None and not par.extrapolated_from:
+        n = (par.extra or {}).get("n_rebalances") or workload_shape("crypto").n_rebalances
+        line = (f"Crypto per-cycle overhead: Parity {par.engine_seconds / n * 1e6:.0f} µs per cycle "
+                f"({n:,} cycles, {par.engine_seconds:.3f} s engine)")
+        if vbt is not None:
+            line += (f"; vectorbt {vbt.engine_seconds / n * 1e6:.0f} µs per rebalance on the same bars "
+                     f"({vbt.engine_seconds:.3f} s), ratio {par.engine_seconds / vbt.engine_seconds:.2f}")
+        out += ["", line + "."]
+    return "\n".join(out) + "\n"
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -350,6 +411,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep-points", type=int, default=16,
                     help="sweep throughput on the medium workload (benchmarks/sweep.py); 0 skips it")
     ap.add_argument("--sweep-repeats", type=int, default=2)
+    ap.add_argument("--whole", default="medium,large",
+                    help="workloads also timed as whole commands from CSV files (SPEC §15); '' for none")
+    ap.add_argument("--whole-repeat", type=int, default=1,
+                    help="alternating Parity / vectorbt whole-process runs per workload")
     a = ap.parse_args(argv)
 
     wls = [x.strip() for x in a.workloads.split(",") if x.strip()]
@@ -388,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
                     + (f" (extrapolated from {r.extrapolated_from} bars)" if r.extrapolated_from else ""))
             else:
                 log(f"[{wl}] {eng}: {res['status']} ({res['message']})")
+        if "parity" in engines and wl in ("medium", "large"):
+            log(f"[{wl}] parity with the demo's risk limits (max_positions 10 binds) ...")
+            per["parity_demo"] = spawn("parity", wl, a.fill, a.seed, timeout=2 * a.max_seconds + 120, limits="demo")
         # like-for-like equity for extrapolated rows: vectorbt on the same prefix
         prefixes = {res["result"].extrapolated_from for res in per.values()
                     if isinstance(res, dict) and res.get("result") is not None and res["result"].extrapolated_from}
@@ -398,6 +466,13 @@ def main(argv: list[str] | None = None) -> int:
                 if res["status"] == "ok":
                     per["vbt_prefix"][n] = res["result"].final_equity
 
+    whole: dict = {}
+    for wl in [x.strip() for x in a.whole.split(",") if x.strip()]:
+        from benchmarks.whole import measure
+
+        whole[wl] = measure(wl, "open", a.whole_repeat, ("parity", "vectorbt"), a.seed, log=log)
+        whole[wl]["demo"] = measure(wl, "demo", 1, ("parity",), a.seed, log=log)["runs"]["parity"]
+
     help_info = parity_help_startup(a.help_runs)
     sweep = None
     if a.sweep_points > 0:
@@ -407,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         sweep = sweep_bench.measure(a.sweep_points, a.sweep_repeats, log=log)
     meta["load_average_start_end"] = [load_start, _loadavg()]
     rows = build_rows(results)
-    md = markdown(rows, meta, help_info, a.fill)
+    md = markdown(rows, meta, help_info, a.fill) + "\n" + views_table(results, whole)
     if sweep is not None:
         md += "\n" + sweep_bench.markdown(sweep)
     meta["total_seconds"] = time.perf_counter() - t_start
@@ -415,7 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(
-        {"meta": meta, "parity_help": help_info, "rows": rows, "sweep": sweep,
+        {"meta": meta, "parity_help": help_info, "rows": rows, "sweep": sweep, "whole": whole,
+         "parity_demo_limits": {wl: per["parity_demo"]["result"].to_dict() for wl, per in results.items()
+                                if per.get("parity_demo", {}).get("result") is not None},
          "issue_reference": [{"engine": e, "workload": w, "seconds": s, "peak_bytes": m}
                              for (e, w), (s, m) in ISSUE_REFERENCE.items()]},
         indent=2, default=float))

@@ -349,6 +349,11 @@ class SimulatedBroker(Broker):
         self._working = [w for w in self._working if w.client_id not in wanted]
         return out
 
+    def forget_sent(self) -> None:
+        """Drop the reports kept to answer a re-sent client order id. A finished backtest calls it
+        when it writes its records, so a million orders' arrays are not held a second time."""
+        self._sent.clear()
+
     def describe(self) -> str:
         return f"simulated broker ({self.fill} fills, {self.n_bars} bars x {self.n_sym} symbols)"
 

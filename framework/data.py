@@ -71,11 +71,22 @@ def bars_from_frame(df: pd.DataFrame, symbols: list[str] | None = None) -> BarAr
     """Pivot a validated long frame (timestamp UTC, canonical symbol, OHLCV) into BarArrays."""
     ts = pd.DatetimeIndex(df["timestamp"]).tz_convert("UTC").tz_localize(None).to_numpy("datetime64[ns]")
     times, t_idx = np.unique(ts, return_inverse=True)
-    syms = sorted(df["symbol"].unique()) if symbols is None else list(symbols)
-    code = {s: i for i, s in enumerate(syms)}
-    s_idx = df["symbol"].map(code).to_numpy()
-    keep = ~pd.isna(s_idx)
-    s_idx = s_idx[keep].astype(np.int64)
+    col = df["symbol"]
+    if isinstance(col.dtype, pd.CategoricalDtype):     # codes into its categories: map those only
+        cats = [str(c) for c in col.cat.categories]
+        used = sorted({cats[k] for k in np.unique(col.cat.codes.to_numpy()) if k >= 0})
+        syms = used if symbols is None else list(symbols)
+        code = {s: i for i, s in enumerate(syms)}
+        lookup = np.array([code.get(c, -1) for c in cats] + [-1], np.int64)
+        s_idx = lookup[col.cat.codes.to_numpy()]
+        keep = s_idx >= 0
+        s_idx = s_idx[keep]
+    else:
+        syms = sorted(col.unique()) if symbols is None else list(symbols)
+        code = {s: i for i, s in enumerate(syms)}
+        s_idx = col.map(code).to_numpy()
+        keep = ~pd.isna(s_idx)
+        s_idx = s_idx[keep].astype(np.int64)
     t_idx = t_idx[keep]
     mats = {}
     for c in PRICE_COLUMNS:
@@ -86,10 +97,116 @@ def bars_from_frame(df: pd.DataFrame, symbols: list[str] | None = None) -> BarAr
 
 
 def read_long_csv(path: str | Path) -> pd.DataFrame:
-    """Read and validate a long bar CSV; every problem names the file, line and field."""
+    """Read and validate a long bar CSV; every problem names the file, line and field.
+
+    Returns the bars sorted by (timestamp, symbol): ``timestamp`` UTC, ``symbol`` canonical."""
+    df = _read_long(path)
+    df["symbol"] = df["symbol"].astype(str)
+    return df
+
+
+def _read_long(path: str | Path) -> pd.DataFrame:
+    """``read_long_csv`` with ``symbol`` as a categorical (what the pivot to BarArrays wants)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(Problem(str(p), None, None, "file not found"))
+    raw = _read_arrow(p)
+    if raw is None:
+        raw = _read_pandas(p)
+    df, stamp_text, symbol_text = raw
+    if df.empty:
+        raise DataError(Problem(str(p), None, None, "no rows"))
+    problems: list[Problem] = []
+    line = np.arange(len(df)) + 2
+
+    def bad(mask: np.ndarray, field: str, msg: str, text=None) -> None:
+        for i in np.flatnonzero(mask)[:20]:
+            v = text(i) if text is not None else df[field].iloc[i]
+            problems.append(Problem(str(p), int(line[i]), field, msg.format(v=v)))
+
+    # times and symbols: each distinct text parsed once
+    ts_codes, ts_text = stamp_text
+    uniq = pd.to_datetime(pd.Series(ts_text, dtype=object), utc=True, errors="coerce", format="ISO8601")
+    stamps = uniq.dt.tz_localize(None).to_numpy()[ts_codes]     # the unit pandas parses to
+    t_ns = stamps.astype("datetime64[ns]")
+    bad(np.isnat(t_ns), "timestamp", "unparseable time {v!r}", lambda i: ts_text[ts_codes[i]])
+    sym_codes, sym_text = symbol_text
+    canon = []
+    for s in sym_text:
+        try:
+            canon.append(canonical(str(s).strip()))
+        except ValueError:
+            canon.append(None)
+    names = sorted({c for c in canon if c is not None})
+    rank = {c: k for k, c in enumerate(names)}
+    to_rank = np.array([rank.get(c, -1) if c is not None else -1 for c in canon] or [-1], np.int64)
+    s_idx = to_rank[sym_codes]
+    bad(s_idx < 0, "symbol", "not a symbol", lambda i: sym_text[sym_codes[i]])
+    for c in PRICE_COLUMNS:
+        vals = pd.to_numeric(df[c], errors="coerce") if df[c].dtype.kind not in "fiu" else df[c]
+        v = vals.to_numpy(np.float64)
+        bad(np.isnan(v), c, "not a number: {v!r}")
+        floor = v < 0 if c == "volume" else v <= 0
+        bad(floor, c, "must be positive: {v!r}")
+        df[c] = vals
+    bad(df["high"].to_numpy() < df["low"].to_numpy(), "high", "high below low")
+    # duplicates and order on (time, symbol): one integer key per row
+    ok = ~np.isnat(t_ns) & (s_idx >= 0)
+    key = t_ns.astype(np.int64)
+    in_order = bool(ok.all()) and len(key) > 0 and bool(
+        np.all((key[1:] > key[:-1]) | ((key[1:] == key[:-1]) & (s_idx[1:] > s_idx[:-1]))))
+    if not in_order:
+        frame = pd.DataFrame({"t": key, "s": s_idx})
+        dup = frame.duplicated(["t", "s"], keep="first").to_numpy() & ok
+        bad(dup, "timestamp", "duplicate bar for this symbol and time", lambda i: ts_text[ts_codes[i]])
+    if problems:
+        raise DataError(problems)
+    out = pd.DataFrame({"timestamp": pd.DatetimeIndex(stamps).tz_localize("UTC"),
+                        "symbol": pd.Categorical.from_codes(s_idx, names),
+                        **{c: df[c].to_numpy() for c in PRICE_COLUMNS}})
+    if not in_order:
+        order = np.lexsort((s_idx, key))
+        out = out.iloc[order].reset_index(drop=True)
+    return out
+
+
+_ARROW_TYPES = ("timestamp", "symbol")
+
+
+def _read_arrow(p: Path):
+    """The common case, multi-threaded (pyarrow): the seven columns by name, numbers that parse.
+
+    Returns (frame of the price columns, (row codes, distinct time texts), (row codes, distinct
+    symbol texts)), or None for anything else, which ``_read_pandas`` reads and explains."""
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+    except ImportError:  # pragma: no cover - pyarrow is a dependency
+        return None
+    text = pa.dictionary(pa.int32(), pa.string())
+    types = {"timestamp": text, "symbol": text}   # numbers: int64 or float64, as pandas infers them
+    try:
+        table = pcsv.read_csv(p, convert_options=pcsv.ConvertOptions(
+            column_types=types, include_columns=list(BAR_COLUMNS), strings_can_be_null=False))
+    except (pa.ArrowInvalid, pa.ArrowKeyError, pa.ArrowTypeError, KeyError, UnicodeDecodeError):
+        return None
+    if table.num_rows == 0 or any(table.column(c).null_count or not (
+            pa.types.is_floating(table.column(c).type) or pa.types.is_integer(table.column(c).type))
+            for c in PRICE_COLUMNS):
+        return None
+    coded = []
+    for c in _ARROW_TYPES:
+        col = table.column(c).unify_dictionaries() if table.column(c).num_chunks > 1 else table.column(c)
+        chunks = col.chunks
+        codes = np.concatenate([ch.indices.to_numpy(zero_copy_only=False) for ch in chunks]).astype(np.int64)
+        coded.append((codes, chunks[0].dictionary.to_pylist()))
+    frame = pd.DataFrame({c: table.column(c).to_numpy() for c in PRICE_COLUMNS})
+    return frame, coded[0], coded[1]
+
+
+def _read_pandas(p: Path):
+    """Anything ``_read_arrow`` declines (odd spacing, a BOM, text in a number column, missing
+    columns): pandas reads it as text and the checks say what is wrong, with the line."""
     try:
         df = pd.read_csv(p, encoding="utf-8-sig", dtype={"symbol": str}, skipinitialspace=True)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
@@ -100,39 +217,10 @@ def read_long_csv(path: str | Path) -> pd.DataFrame:
         raise DataError(Problem(str(p), 1, ",".join(missing), f"missing column(s) {missing}; expected {list(BAR_COLUMNS)}"))
     if df.empty:
         raise DataError(Problem(str(p), None, None, "no rows"))
-    problems: list[Problem] = []
-    line = np.arange(len(df)) + 2
-
-    def bad(mask: np.ndarray, field: str, msg: str) -> None:
-        for i in np.flatnonzero(mask)[:20]:
-            problems.append(Problem(str(p), int(line[i]), field, msg.format(v=df[field].iloc[i])))
-
-    stamps = pd.to_datetime(df["timestamp"], utc=True, errors="coerce", format="ISO8601")
-    bad(stamps.isna().to_numpy(), "timestamp", "unparseable time {v!r}")
-    syms = df["symbol"].astype(str).str.strip()
-    uniq = syms.unique()
-    canon = {}
-    for s in uniq:
-        try:
-            canon[s] = canonical(s)
-        except ValueError:
-            canon[s] = None
-    df["symbol"] = syms.map(canon)
-    bad(df["symbol"].isna().to_numpy(), "symbol", "not a symbol")
-    for c in PRICE_COLUMNS:
-        vals = pd.to_numeric(df[c], errors="coerce")
-        bad(vals.isna().to_numpy(), c, "not a number: {v!r}")
-        floor = vals < 0 if c == "volume" else vals <= 0
-        bad(floor.fillna(False).to_numpy(), c, "must be positive: {v!r}")
-        df[c] = vals
-    hl = (df["high"] < df["low"]).fillna(False).to_numpy()
-    bad(hl, "high", "high below low")
-    df["timestamp"] = stamps
-    dup = df.duplicated(["timestamp", "symbol"], keep="first").to_numpy()
-    bad(dup, "timestamp", "duplicate bar for this symbol and time")
-    if problems:
-        raise DataError(problems)
-    return df[list(BAR_COLUMNS)].sort_values(["timestamp", "symbol"], kind="stable").reset_index(drop=True)
+    ts_codes, ts_text = pd.factorize(df["timestamp"].astype(object), use_na_sentinel=False)
+    sym_codes, sym_text = pd.factorize(df["symbol"].astype(object), use_na_sentinel=False)
+    frame = df[list(PRICE_COLUMNS)].copy()
+    return frame, (ts_codes.astype(np.int64), list(ts_text)), (sym_codes.astype(np.int64), list(sym_text))
 
 
 def infer_timeframe(df: pd.DataFrame) -> str:
@@ -252,7 +340,7 @@ def load_bars(path: str | Path | None, data_dir: str | Path, timeframe: str | No
               symbols: list[str] | None = None, factors: str | Path | None = None) -> BarArrays:
     """Bars from a long CSV file, a Parquet store directory, or the configured local store."""
     if path is not None and Path(path).is_file():
-        df = read_long_csv(path)
+        df = _read_long(path)
     elif path is not None and Path(path).is_dir():
         df = BarStore(Path(path).parent if Path(path).name == "bars" else path).read(timeframe, symbols)
     elif path is not None:

@@ -69,6 +69,7 @@ class BufferedJournal:
         self.n_orders = 0
         self.n_fills = 0
         self.n_rejected = 0
+        self.tables = None           # RunTables, once flushed
 
     def day_start_equity(self, t: np.datetime64) -> float | None:
         return None
@@ -90,18 +91,20 @@ class BufferedJournal:
         """Buffered: the report that follows carries the same orders."""
 
     def update(self, report: ExecutionReport) -> None:
-        """An answer from the broker: its fills are booked (states come with ``report``)."""
-        if len(report.fills):
-            self._updates.append(report)
-            self.n_fills += len(report.fills)
+        """An answer from the broker: its order states and fills (booked at ``flush``)."""
+        self._updates.append(report)
+        self.n_fills += len(report.fills)
 
     def updates(self, reports: list[ExecutionReport]) -> None:
-        """Answers about orders of earlier cycles (fills of working orders): states and fills."""
+        """Answers about orders of earlier cycles (fills of working orders)."""
         for r in reports:
-            self._reports.append((None, r))
             self.update(r)
 
     def report(self, seq: int | None, report: ExecutionReport) -> None:
+        """The final answer to a leg. The simulator hands its answer to ``update`` and returns the
+        same object: that answer is booked once, as the leg's orders with their fills."""
+        if self._updates and self._updates[-1] is report:
+            self._updates.pop()
         if len(report.batch):
             self._reports.append((seq, report))
             self.n_orders += len(report.batch)
@@ -112,43 +115,34 @@ class BufferedJournal:
 
     # ---- what the run booked, read in memory (a sweep point's summary needs no ledger) ----------
     def fill_batches(self) -> list[FillBatch]:
-        """Every fill booked, as the brokers reported them, in booking order."""
-        return [r.fills for r in self._updates if len(r.fills)]
+        """Every fill booked, as the brokers reported them: the legs' then the later updates'."""
+        return [r.fills for _, r in self._reports if len(r.fills)] + [r.fills for r in self._updates if len(r.fills)]
 
     def rejected(self) -> int:
         """Orders the broker refused: in the legs' answers and in later updates."""
-        later = sum(int(np.count_nonzero(r.status == _REJECTED)) for seq, r in self._reports if seq is None)
-        return self.n_rejected + later
+        return self.n_rejected + sum(int(np.count_nonzero(r.status == _REJECTED)) for r in self._updates)
 
     def cycle_seqs(self) -> set[int]:
         return {c[0] for c in self._cycles}
 
     def flush(self, ledger: Ledger) -> None:
-        rid, acct = self.run_id, self.account.key
+        """Write every buffered record to the ledger in one transaction, as columns (framework.bulk).
+
+        The rows are those the write-ahead journal would have written, each order in its final
+        state; ``self.tables`` keeps them for the run's artifacts, and the buffers are released."""
+        tables = self.collect()
         with ledger.tx():
-            ledger.write_cycles([(rid, seq, bid, iso(t), str(c[5]) if len(c) > 5 else CycleStatus.DONE.value, eq,
-                                  pack_prices(px)) for c in self._cycles for seq, bid, t, px, eq in [c[:5]]])
-            for seq, ds in self._decisions:
-                ledger.write_decisions(rid, seq, ds)
-            later: list[ExecutionReport] = []
-            for seq, r in self._reports:
-                if seq is None:
-                    later.append(r)
-                    continue
-                ledger.write_orders(order_rows(rid, seq, r.batch, r.status, r.filled_qty, r.avg_price, r.broker_ids,
-                                               r.messages, acct))
-            for r in self._updates:
-                ledger.book_fills(fill_rows(rid, r, acct))
-            for r in later:
-                rows, events = _state_rows(r, {}, rid)
-                ledger.update_orders(rows)
-                ledger.write_events(events)
-            by_reason: dict[str, list[str]] = {}
-            for cid, _, reason in self._cancels:
-                by_reason.setdefault(reason, []).append(cid)
-            for reason, ids in by_reason.items():
-                ledger.cancel_orders(rid, ids, reason, only_open=False)
-                ledger.refresh_filled_qty(rid, ids)
+            tables.write(ledger)
+
+    def collect(self):
+        """The buffered records as the ledger's columns (``framework.bulk.RunTables``), kept in
+        ``self.tables``; the buffers are released."""
+        from framework.bulk import RunTables
+
+        self.tables = RunTables.build(self.run_id, self._cycles, self._decisions, self._reports, self._updates,
+                                      self._cancels, self.account.key)
+        self._decisions, self._reports, self._updates, self._cancels = [], [], [], []
+        return self.tables
 
 
 class WriteAheadJournal:

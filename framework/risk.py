@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from framework.config import RiskLimits
+from framework.decisions import DecisionBlock, Decisions
 from framework.types import RiskDecision, TargetPortfolio, Universe
 
 EPS = 1e-12
@@ -33,7 +34,7 @@ EPS = 1e-12
 @dataclass(frozen=True, slots=True, eq=False)
 class RiskResult:
     weights: np.ndarray                  # approved target weights, aligned to the universe
-    decisions: tuple[RiskDecision, ...]
+    decisions: Decisions                 # a sequence of RiskDecision (read like a tuple)
     halted: bool = False                 # the whole cycle is blocked (exit code 3 live)
     reduce_only: bool = False
 
@@ -55,7 +56,7 @@ class RiskManager:
         L = self.limits
         t = target.time
         syms = universe.symbols
-        decisions: list[RiskDecision] = []
+        decisions: list[RiskDecision | DecisionBlock] = []
         current_w: np.ndarray | None = None
 
         def current() -> np.ndarray:
@@ -70,7 +71,7 @@ class RiskManager:
             decisions.append(RiskDecision(t, "*", "min_account_balance", "halt", equity, L.min_account_balance,
                                           f"equity {equity:,.2f} below the minimum balance {L.min_account_balance:,.2f}: "
                                           "no orders this cycle"))
-            return RiskResult(current(), tuple(decisions), halted=True)
+            return RiskResult(current(), Decisions(decisions), halted=True)
 
         w = target.weights
         absent = np.isnan(w)
@@ -128,10 +129,11 @@ class RiskManager:
             order = np.argsort(-score, kind="stable")
             drop = order[slots:]
             drop = drop[free[drop]]
-            for j in drop:
-                decisions.append(RiskDecision(t, syms[j], "max_positions", "reject", float(approved[j]), 0.0,
-                                              f"more than {L.max_positions} positions: weaker than the {L.max_positions} "
-                                              f"kept (confidence x weight {score[j]:.4f})"))
+            # one record per dropped symbol, kept as columns (hundreds a cycle on a wide universe)
+            decisions.append(DecisionBlock(
+                t, [syms[j] for j in drop.tolist()], "max_positions", "reject", approved[drop].astype(float),
+                np.zeros(len(drop)), f"more than {L.max_positions} positions: weaker than the {L.max_positions} "
+                "kept (confidence x weight ", score[drop].astype(float), ")"))
             approved[drop] = 0.0
             size = np.abs(approved)
 
@@ -174,4 +176,4 @@ class RiskManager:
                 decisions.append(RiskDecision(t, syms[j], "max_daily_loss_pct", "reduce_only", float(approved[j]),
                                               float(reduced[j]), "daily loss limit hit: the position may only shrink"))
             approved = reduced
-        return RiskResult(approved, tuple(decisions), halted=False, reduce_only=reduce_only)
+        return RiskResult(approved, Decisions(decisions), halted=False, reduce_only=reduce_only)

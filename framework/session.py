@@ -14,7 +14,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -164,18 +164,22 @@ class SimulatedRun:
     """A finished simulated run, persisted in ``ledger``."""
 
     run_id: str
-    outcome: object             # framework.backtest.ReplayOutcome
+    outcome: Any                # framework.backtest.ReplayOutcome
     ledger: Ledger
+    writing: Any                # framework.backtest.Persisting: the ledger write, maybe still running
 
 
 def simulate(ledger: Ledger, pipeline, market, signals, run_id: str, info: RunInfo, *, initial_equity: float,
-             absent_hold: bool = False, progress: bool = False) -> SimulatedRun:
+             absent_hold: bool = False, progress: bool = False, background: bool = False) -> SimulatedRun:
     """Replay ``signals`` through the simulated ``pipeline`` and persist the run (backtest and the
-    paper-vs-simulation replay). The pipeline's journal must be a ``BufferedJournal`` of ``run_id``."""
+    paper-vs-simulation replay). The pipeline's journal must be a ``BufferedJournal`` of ``run_id``.
+
+    With ``background`` the ledger write runs in a thread while the caller writes the artifacts from
+    the same columns; ``writing.finish(artifacts)`` then waits for it and marks the run done."""
     from framework.backtest import persist, replay
 
     outcome = replay(pipeline, market, signals, absent_hold=absent_hold, progress=progress)
-    persist(ledger, pipeline.journal, outcome, market, run_id=run_id, strategy=info.strategy,
-            config_hash=info.config_hash, universe=pipeline.universe.symbols, initial_equity=initial_equity,
-            settings=info.settings, signals=info.signals)
-    return SimulatedRun(run_id, outcome, ledger)
+    writing = persist(ledger, pipeline.journal, outcome, market, run_id=run_id, strategy=info.strategy,
+                      config_hash=info.config_hash, universe=pipeline.universe.symbols, initial_equity=initial_equity,
+                      settings=info.settings, signals=info.signals, background=background)
+    return SimulatedRun(run_id, outcome, ledger, writing)

@@ -17,6 +17,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from framework.ledger.columns import BULK_VERBS, chunk_of
 from framework.ledger.leases import LeaseQueries
 from framework.ledger.records import OrderRecord
 from framework.ledger.rows import iso, now_iso
@@ -294,6 +295,27 @@ class Ledger(RunQueries, LeaseQueries, SweepQueries, SleeveQueries):
         if run_id is None:
             return int(self._one(f"SELECT COUNT(*) FROM {table}")[0])  # type: ignore[index]
         return int(self._one(f"SELECT COUNT(*) FROM {table} WHERE run_id=?", (run_id,))[0])  # type: ignore[index]
+
+    # ------------------------------------------------------------ columnar bulk writes (issue 15)
+    def write_columns(self, table: str, columns: dict[str, object], chunk: int = 50_000) -> None:
+        """Insert the rows of ``columns`` ({column name: sequence}, equal lengths) into ``table``.
+
+        A sequence is a list, a numpy array (floats: NaN is stored as NULL, as SQLite does for a
+        bound NaN), an ``IsoTimes`` (written as the ISO 8601 text every ledger time uses) or a
+        ``Coded`` column. Columns are named, so a table that gains a column with a default still
+        takes these rows."""
+        _known_table(table)
+        verb = BULK_VERBS[table]
+        names = list(columns)
+        n = len(next(iter(columns.values()))) if names else 0  # type: ignore[arg-type]
+        if n == 0:
+            return
+        sql = f"{verb} INTO {table} ({', '.join(names)}) VALUES ({','.join('?' * len(names))})"
+        cols = list(columns.values())
+        with self.tx():
+            for lo in range(0, n, chunk):
+                hi = min(lo + chunk, n)
+                self.db.executemany(sql, zip(*(chunk_of(c, lo, hi) for c in cols)))
 
     def settings_of(self, run_id: str) -> dict:
         row = self._one("SELECT settings FROM runs WHERE run_id=?", (run_id,))

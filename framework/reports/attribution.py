@@ -26,6 +26,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from framework.reports.rundata import time_order
+
 ATTRIBUTION_COLUMNS = ("symbol", "n_fills", "traded_notional", "position", "avg_cost", "mark",
                        "price_source", "realised", "unrealised", "fees", "slippage", "pnl")
 
@@ -34,7 +36,7 @@ def final_marks(prices: pd.DataFrame, fills: pd.DataFrame) -> dict[str, tuple[fl
     """Return ``{symbol: (price, source)}``: the last close in ``prices``, else the last fill price."""
     marks: dict[str, tuple[float, str]] = {}
     if len(fills):
-        last_fill = fills.sort_values("time", kind="stable").groupby("symbol")["price"].last()
+        last_fill = fills[["symbol", "price"]].iloc[time_order(fills)].groupby("symbol")["price"].last()
         marks.update({str(s): (float(p), "last_fill") for s, p in last_fill.items()})
     if prices is not None and not prices.empty:
         for symbol in prices.columns:
@@ -52,31 +54,38 @@ def attribute_pnl(fills: pd.DataFrame, marks: Mapping[str, tuple[float, str] | f
     """
     rows = []
     if len(fills):
-        ordered = fills.sort_values("time", kind="stable")
-        for symbol, group in ordered.groupby("symbol", sort=True):
-            rows.append(_symbol_row(str(symbol), group, marks.get(str(symbol))))
+        columns = [c for c in ("symbol", "side", "qty", "price", "fee", "slippage") if c in fills]
+        ordered = fills[columns].iloc[time_order(fills)]
+        # one pass over whole columns, then each symbol's rows (in time order) as array slices
+        codes, symbols = pd.factorize(ordered["symbol"], sort=True)
+        rank = np.argsort(codes, kind="stable")
+        rank = rank[codes[rank] >= 0]                       # no symbol: no row (as groupby drops it)
+        bounds = np.searchsorted(codes[rank], np.arange(len(symbols) + 1))
+        side_codes, sides = pd.factorize(ordered["side"].astype(str))      # each distinct text once
+        side_sign = np.where(pd.Index(sides).str.lower() == "buy", 1.0, -1.0)
+        signs = side_sign[side_codes][rank]
+        qtys = ordered["qty"].astype(float).to_numpy()[rank] * signs
+        prices = ordered["price"].astype(float).to_numpy()[rank]
+        fees = ordered["fee"].astype(float).to_numpy()[rank]
+        slip = ordered["slippage"].astype(float).to_numpy()[rank] if "slippage" in ordered else None
+        for k, symbol in enumerate(symbols):
+            part = slice(int(bounds[k]), int(bounds[k + 1]))
+            rows.append(_symbol_row(str(symbol), qtys[part], prices[part], fees[part],
+                                    None if slip is None else slip[part], marks.get(str(symbol))))
     table = pd.DataFrame(rows, columns=list(ATTRIBUTION_COLUMNS))
     return table.sort_values("pnl", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def _symbol_row(symbol: str, group: pd.DataFrame, mark: tuple[float, str] | float | None) -> dict:
-    signs = np.where(group["side"].astype(str).str.lower() == "buy", 1.0, -1.0)
-    qtys = group["qty"].astype(float).to_numpy() * signs
-    prices = group["price"].astype(float).to_numpy()
-    position, avg_cost, realised = 0.0, 0.0, 0.0
-    for d, p in zip(qtys, prices, strict=True):
-        if position == 0.0 or np.sign(d) == np.sign(position):
-            new_position = position + d
-            avg_cost = (abs(position) * avg_cost + abs(d) * p) / abs(new_position)
-            position = new_position
-            continue
-        closed = min(abs(d), abs(position))
-        realised += closed * (p - avg_cost) * np.sign(position)
-        if abs(d) > abs(position):
-            avg_cost = p
-        position += d
-        if abs(position) < 1e-12:
-            position, avg_cost = 0.0, 0.0
+def _sum(values: np.ndarray) -> float:
+    """A column's sum as pandas gives it (NaN skipped)."""
+    nan = np.isnan(values)
+    return float(np.where(nan, 0.0, values).sum() if nan.any() else values.sum())
+
+
+def _symbol_row(symbol: str, qtys: np.ndarray, prices: np.ndarray, fee: np.ndarray, slip: np.ndarray | None,
+                mark: tuple[float, str] | float | None) -> dict:
+    """One symbol's row from its signed fill quantities, prices, fees and slippage in time order."""
+    position, avg_cost, realised = _average_cost(qtys, prices)
     if isinstance(mark, tuple):
         mark_price, source = mark
     elif mark is None:
@@ -84,11 +93,11 @@ def _symbol_row(symbol: str, group: pd.DataFrame, mark: tuple[float, str] | floa
     else:
         mark_price, source = float(mark), "given"
     unrealised = 0.0 if position == 0.0 else position * (mark_price - avg_cost)
-    fees = float(group["fee"].astype(float).sum())
-    slippage = float(group["slippage"].astype(float).sum()) if "slippage" in group else float("nan")
+    fees = _sum(fee)
+    slippage = _sum(slip) if slip is not None else float("nan")
     return {
         "symbol": symbol,
-        "n_fills": len(group),
+        "n_fills": len(qtys),
         "traded_notional": float(np.abs(qtys * prices).sum()),
         "position": position,
         "avg_cost": avg_cost if position else float("nan"),
@@ -100,6 +109,17 @@ def _symbol_row(symbol: str, group: pd.DataFrame, mark: tuple[float, str] | floa
         "slippage": slippage,
         "pnl": realised + unrealised - fees,
     }
+
+
+def _average_cost(qtys: np.ndarray, prices: np.ndarray) -> tuple[float, float, float]:
+    """Replay signed fill quantities at their prices: (position, average cost, realised P&L).
+
+    A compiled loop (``framework.reports.kernels``): a backtest can have a million fills."""
+    from framework.reports.kernels import average_cost
+
+    position, avg_cost, realised = average_cost(np.ascontiguousarray(qtys, np.float64),
+                                                np.ascontiguousarray(prices, np.float64))
+    return float(position), float(avg_cost), float(realised)
 
 
 def attribution_for(prices: pd.DataFrame, fills: pd.DataFrame) -> pd.DataFrame:

@@ -88,6 +88,18 @@ class RunData:
         return float(value)
 
 
+def time_order(frame: pd.DataFrame, limit: int | None = None) -> np.ndarray:
+    """Row positions of ``frame`` in ``time`` order, as ``sort_values("time", kind="stable")`` gives
+    them (missing times last), without copying the frame; the first ``limit`` only when given."""
+    t = frame["time"]
+    values = t.to_numpy("datetime64[ns]") if isinstance(t.dtype, pd.DatetimeTZDtype) else pd.to_datetime(
+        t, utc=True).to_numpy("datetime64[ns]")
+    key = values.view(np.int64).copy()
+    key[np.isnat(values)] = np.iinfo(np.int64).max
+    order = np.argsort(key, kind="stable")
+    return order if limit is None else order[:limit]
+
+
 def _require(frame: pd.DataFrame, columns: tuple[str, ...], name: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:

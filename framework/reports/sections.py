@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from framework.reports.metrics import METRIC_KEYS, compute_metrics
-from framework.reports.rundata import RunData
+from framework.reports.rundata import RunData, time_order
 
 MAX_ROWS = 2000  # trades and decisions listed in full up to this many rows
 
@@ -214,9 +214,9 @@ def decision_counts(decisions: pd.DataFrame) -> pd.DataFrame:
 
 def capped_rows(frame: pd.DataFrame, columns: dict[str, str]) -> tuple[list[dict], int]:
     """Return up to MAX_ROWS rows (time order) formatted by ``{column: kind}``, and the total."""
-    ordered = frame.sort_values("time", kind="stable") if len(frame) else frame
+    ordered = frame.iloc[time_order(frame, MAX_ROWS)] if len(frame) else frame
     rows = []
-    for record in ordered.head(MAX_ROWS).to_dict("records"):
+    for record in ordered.to_dict("records"):
         row = {}
         for column, kind in columns.items():
             value = record.get(column)
@@ -233,10 +233,10 @@ DECISION_TABLE_COLUMNS = {"time": "time", "symbol": "str", "rule": "str", "actio
 
 def trade_rows(fills: pd.DataFrame) -> tuple[list[dict], int]:
     """Return the trades list (fills with notional) capped at MAX_ROWS, and the total count."""
-    frame = fills.copy()
-    if "leg" not in frame.columns:      # a fill's leg: a protective exit (stop, take) shows as its own row
-        frame["leg"] = ""
-    frame["leg"] = frame["leg"].fillna("")
-    if len(frame):
-        frame["notional"] = frame["qty"].astype(float) * frame["price"].astype(float)
-    return capped_rows(frame, TRADE_COLUMNS)
+    frame = fills.iloc[time_order(fills, MAX_ROWS)] if len(fills) else fills.copy()   # the rows shown only
+    # a fill's leg: a protective exit (stop, take) shows as its own row
+    legs = frame["leg"].astype(object).fillna("") if "leg" in frame.columns else ""
+    frame = frame.assign(leg=legs)
+    frame = frame.assign(notional=frame["qty"].astype(float) * frame["price"].astype(float)) if len(frame) else frame
+    rows, _ = capped_rows(frame, TRADE_COLUMNS)
+    return rows, len(fills)

@@ -1,0 +1,373 @@
+"""A backtest's records as whole columns: what ``BufferedJournal.flush`` writes to the ledger.
+
+The journal keeps the pipeline's own values during a replay (reports of whole order batches,
+decision tuples, cycle prices). ``RunTables.build`` turns them, once, into the ledger's tables as
+columns (numpy arrays and lists): the rows the row-at-a-time journal writes, with every order in its
+final state (the broker updates and the end-of-run cancels applied in memory, exactly as the SQL
+updates apply them). The same columns are then
+
+- bulk-written to the ledger (``Ledger.write_columns``, in chunks: no list of per-row tuples), and
+- the input of the run's artifacts and report (``framework.artifacts.tables_frames``), so a
+  backtest does not read back what it has just written. ``parity report RUN_ID`` builds the same
+  frames from the ledger, and both feed the one ``run_data``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from framework.ledger import Coded, IsoTimes, Ledger, now_iso, pack_prices
+from framework.types import ExecutionReport, OrderStatus, RiskDecision
+
+_LABELS = np.array([OrderStatus(k).label for k in range(len(OrderStatus))], dtype=object)
+_SIDES = np.array(["sell", "buy"], dtype=object)   # index: side > 0
+
+
+def _repeat(value, n: int) -> list:
+    return [value] * n
+
+
+@dataclass
+class RunTables:
+    """Column dicts per ledger table, named as the ledger's columns (``run_id`` included)."""
+
+    cycles: dict[str, object] = field(default_factory=dict)
+    decisions: dict[str, object] = field(default_factory=dict)
+    orders: dict[str, object] = field(default_factory=dict)
+    fills: dict[str, object] = field(default_factory=dict)
+    events: dict[str, object] = field(default_factory=dict)
+    prices: np.ndarray | None = None      # (n_cycles, n_symbols) closes each cycle was sized with
+    account: str | None = None            # the run's account key (SPEC §17)
+    cycle_times: np.ndarray | None = None  # datetime64[ns] of each cycle row
+
+    @staticmethod
+    def build(run_id: str, cycles: list[tuple], decisions: list[tuple[int, tuple[RiskDecision, ...]]],
+              reports: list[tuple[int, ExecutionReport]], updates: list[ExecutionReport],
+              cancels: list[tuple[str, np.datetime64, str]], account: str | None = None) -> RunTables:
+        t = RunTables()
+        t.account = account
+        upd = now_iso()
+        t._cycles(run_id, cycles)
+        t._decisions(run_id, decisions)
+        index = t._orders(run_id, reports, updates, upd)
+        t._updates(run_id, updates, index, upd)
+        t._cancels(run_id, cancels, upd)
+        return t
+
+    def add_cycle(self, run_id: str, seq: int, batch_id: str, time: np.datetime64, status: str, equity: float,
+                  prices: np.ndarray) -> None:
+        """Append one cycle row (the final mark a backtest records after its last batch)."""
+        c = self.cycles
+        for k, v in (("run_id", run_id), ("seq", seq), ("batch_id", batch_id), ("status", status),
+                     ("equity", equity), ("prices", pack_prices(prices))):
+            c[k] = list(c[k]) + [v]  # type: ignore[call-overload]
+        c["time"] = IsoTimes(np.append(c["time"].times, np.datetime64(time, "us")))  # type: ignore[union-attr]
+        row = np.asarray(prices, np.float64)[None, :]
+        self.prices = row if self.prices is None or not len(self.prices) else np.vstack([self.prices, row])
+        self.cycle_times = np.append(self.cycle_times, np.datetime64(time, "ns"))
+
+    def write(self, ledger: Ledger) -> None:
+        """Insert every table's rows (the caller holds the transaction)."""
+        ledger.write_columns("cycles", self.cycles)
+        ledger.write_columns("decisions", self.decisions)
+        ledger.write_columns("orders", self.orders)
+        ledger.write_columns("fills", self.fills)
+        ledger.write_columns("order_events", self.events)
+
+    # ------------------------------------------------------------------ tables
+    def _cycles(self, rid: str, cycles: list[tuple]) -> None:
+        n = len(cycles)
+        times = np.array([c[2] for c in cycles], dtype="datetime64[ns]")
+        self.cycle_times = times
+        self.prices = (np.vstack([np.asarray(c[3], np.float64) for c in cycles]) if n else np.zeros((0, 0)))
+        self.cycles = {"run_id": _repeat(rid, n), "seq": [c[0] for c in cycles], "batch_id": [c[1] for c in cycles],
+                       "time": IsoTimes(times), "status": [c[5] if len(c) > 5 else "done" for c in cycles],
+                       "equity": [c[4] for c in cycles], "prices": [pack_prices(c[3]) for c in cycles]}
+
+    def _decisions(self, rid: str, decisions: list[tuple[int, tuple[RiskDecision, ...]]]) -> None:
+        """Decision rows in record order; blocks of a ``Decisions`` sequence go in as columns."""
+        from framework.decisions import DecisionBlock, Decisions
+
+        cols: dict[str, list] = {k: [] for k in ("cycle_seq", "symbol", "rule", "action", "reason")}
+        nums: dict[str, list] = {k: [] for k in ("time", "requested", "approved")}
+        single: list[RiskDecision] = []
+        single_seq: list[int] = []
+
+        def add_single() -> None:
+            if not single:
+                return
+            cols["cycle_seq"].extend(single_seq)
+            cols["symbol"].extend([d.symbol for d in single])
+            cols["rule"].extend([d.rule for d in single])
+            cols["action"].extend([d.action for d in single])
+            cols["reason"].extend([d.reason for d in single])
+            nums["time"].append(np.array([d.time for d in single], dtype="datetime64[ns]"))
+            for k in ("requested", "approved"):
+                nums[k].append(np.array([np.nan if getattr(d, k) is None else getattr(d, k) for d in single],
+                                        np.float64))
+            single.clear()
+            single_seq.clear()
+
+        for seq, group in decisions:
+            parts = group.parts if isinstance(group, Decisions) else group
+            for p in parts:
+                if not isinstance(p, DecisionBlock):
+                    single.append(p)
+                    single_seq.append(seq)
+                    continue
+                add_single()
+                n = len(p)
+                cols["cycle_seq"].extend(_repeat(seq, n))
+                cols["symbol"].extend(p.symbols)
+                cols["rule"].extend(_repeat(p.rule, n))
+                cols["action"].extend(_repeat(p.action, n))
+                cols["reason"].extend(p.reasons())
+                nums["time"].append(np.full(n, p.time, dtype="datetime64[ns]"))
+                nums["requested"].append(np.asarray(p.requested, np.float64))
+                nums["approved"].append(np.asarray(p.approved, np.float64))
+        add_single()
+        n = len(cols["cycle_seq"])
+        cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in nums.items()}
+        self.decisions = {
+            "run_id": _repeat(rid, n), "cycle_seq": cols["cycle_seq"],
+            "time": IsoTimes(cat["time"].astype("datetime64[ns]")), "symbol": cols["symbol"], "rule": cols["rule"],
+            "action": cols["action"], "requested": cat["requested"].astype(np.float64),
+            "approved": cat["approved"].astype(np.float64), "reason": cols["reason"]}
+
+    def _orders(self, rid: str, reports: list, updates: list[ExecutionReport], upd: str) -> dict:
+        """Orders as the reports left them, and every fill: the reports' in report order, then the
+        updates' (the ledger's row order). Each report is released once read (``reports[k] = None``):
+        its arrays are not held twice. Returns {(batch id, leg): [(first row, symbol_idx)]}."""
+        index: dict[tuple[str, str], list[tuple[int, np.ndarray]]] = {}
+        books = {k: _Book() for k in ("broker_id", "symbol", "type", "leg", "message")}
+        fbooks = {k: _Book() for k in ("broker_order_id", "trade_id", "symbol")}
+        cids: list[str] = []
+        fcids: list[str] = []
+        nums: dict[str, list] = {k: [] for k in ("cycle_seq", "time", "qty", "limit_price", "ref_price", "status",
+                                                 "filled_qty", "avg_price", "side", "broker_id", "symbol", "type",
+                                                 "leg", "message")}
+        fnums: dict[str, list] = {k: [] for k in ("time", "qty", "price", "fee", "slippage", "side",
+                                                  "broker_order_id", "trade_id", "symbol")}
+        row = 0
+        for k in range(len(reports)):
+            seq, r = reports[k]
+            reports[k] = None
+            b = r.batch
+            ids = b.client_order_ids()
+            if len(r.fills):
+                _fill_columns(r, ids, fbooks, fcids, fnums)
+            key = (b.batch_id, b.leg)
+            keep = None
+            if key in index:   # the same client order ids again: the ledger keeps the first row
+                seen = np.concatenate([s for _, s in index[key]])
+                keep = ~np.isin(b.symbol_idx, seen)
+                if not keep.any():
+                    continue
+            sym = b.symbol_idx if keep is None else b.symbol_idx[keep]
+            index.setdefault(key, []).append((row, sym))
+            n = len(b)
+            row += len(sym)
+            msgs = books["message"].codes([r.messages.get(i) for i in range(n)]) if r.messages else \
+                np.full(n, books["message"].code(None), np.int32)
+            arrays = {
+                "cycle_seq": np.full(n, seq, np.int64), "time": np.full(n, b.time, "datetime64[ns]"), "qty": b.qty,
+                "limit_price": b.limit_price if b.limit_price is not None else np.full(n, np.nan),
+                "ref_price": b.ref_price, "status": r.status, "filled_qty": r.filled_qty, "avg_price": r.avg_price,
+                "side": (b.side > 0).astype(np.int8),
+                "broker_id": books["broker_id"].codes(list(r.broker_ids)) if r.broker_ids else
+                np.full(n, books["broker_id"].code(None), np.int32),
+                "symbol": books["symbol"].universe(b.universe.symbols)[b.symbol_idx],
+                "type": np.full(n, books["type"].code(str(b.order_type)), np.int32),
+                "leg": np.full(n, books["leg"].code(b.leg), np.int32), "message": msgs}
+            if keep is not None:
+                arrays = {name: np.asarray(v)[keep] for name, v in arrays.items()}
+                ids = [ids[i] for i in np.flatnonzero(keep).tolist()]
+            cids.extend(ids)
+            for name, a in arrays.items():
+                nums[name].append(np.asarray(a))
+        for r in updates:
+            if len(r.fills):
+                _fill_columns(r, r.batch.client_order_ids(), fbooks, fcids, fnums)
+        cat = {name: (np.concatenate(v) if v else np.zeros(0)) for name, v in nums.items()}
+        n = len(cids)
+        self.orders = {
+            "run_id": Coded.constant(rid, n), "cycle_seq": cat["cycle_seq"].astype(np.int64),
+            "client_order_id": cids, "broker_id": books["broker_id"].column(cat["broker_id"]),
+            "time": IsoTimes(cat["time"].astype("datetime64[ns]")), "symbol": books["symbol"].column(cat["symbol"]),
+            "side": Coded(cat["side"].astype(np.int8), list(_SIDES)), "qty": cat["qty"].astype(np.float64),
+            "type": books["type"].column(cat["type"]), "limit_price": cat["limit_price"].astype(np.float64),
+            "leg": books["leg"].column(cat["leg"]), "ref_price": cat["ref_price"].astype(np.float64),
+            "status": Coded(cat["status"].astype(np.int8), list(_LABELS)),
+            "filled_qty": cat["filled_qty"].astype(np.float64), "avg_price": cat["avg_price"].astype(np.float64),
+            "message": books["message"].column(cat["message"]), "updated_at": Coded.constant(upd, n),
+            "account": Coded.constant(self.account, n)}
+        del nums, cat
+        fcat = {name: (np.concatenate(v) if v else np.zeros(0)) for name, v in fnums.items()}
+        m = len(fcids)
+        self.fills = {"run_id": Coded.constant(rid, m), "client_order_id": fcids,
+                      **{name: fbooks[name].column(fcat[name]) for name in ("broker_order_id", "trade_id")},
+                      "time": IsoTimes(fcat["time"].astype("datetime64[ns]")),
+                      "symbol": fbooks["symbol"].column(fcat["symbol"]),
+                      "side": Coded(fcat["side"].astype(np.int8), list(_SIDES)),
+                      **{name: fcat[name].astype(np.float64) for name in ("qty", "price", "fee", "slippage")},
+                      "account": Coded.constant(self.account, m)}
+        self._dedupe_trades()
+        return index
+
+    def _dedupe_trades(self) -> None:
+        """A venue trade id is booked once per run (the ledger's unique index): keep the first."""
+        tids = self.fills["trade_id"]
+        assert isinstance(tids, Coded)
+        if all(v is None for v in tids.values):
+            return
+        seen: set = set()
+        keep = []
+        for i, t in enumerate(tids.rows()):
+            if t is None or t not in seen:
+                keep.append(i)
+                if t is not None:
+                    seen.add(t)
+        if len(keep) < len(tids):
+            self.fills = _take(self.fills, keep)
+
+    def _updates(self, rid: str, updates: list[ExecutionReport], index: dict, upd: str) -> None:
+        """Broker updates: the order's new state (broker id and message kept when the update has
+        none), one event row per order, in update order."""
+        ev: dict[str, list] = {k: [] for k in ("client_order_id", "time", "status", "filled_qty", "message")}
+        o = self.orders
+        status, bids, msgs = o["status"], o["broker_id"], o["message"]
+        for r in updates:
+            b = r.batch
+            cids = b.client_order_ids()
+            rows = _rows_of(index, b.batch_id, b.leg, b.symbol_idx)
+            for i, cid in enumerate(cids):
+                code = int(r.status[i])
+                st = OrderStatus(code).label
+                fq = float(r.filled_qty[i])
+                msg = r.messages.get(i)
+                j = rows[i]
+                if j >= 0:
+                    status.codes[j] = code  # type: ignore[union-attr]
+                    o["filled_qty"][j] = fq  # type: ignore[index]
+                    o["avg_price"][j] = r.avg_price[i]  # type: ignore[index]
+                    if r.broker_ids and r.broker_ids[i] is not None:
+                        _set(bids, j, r.broker_ids[i])
+                    if msg is not None:
+                        _set(msgs, j, msg)
+                ev["client_order_id"].append(cid)
+                ev["time"].append(IsoTimes(np.array([r.status_times[i]])).strings()[0]
+                                  if r.status_times is not None else upd)
+                ev["status"].append(st)
+                ev["filled_qty"].append(fq)
+                ev["message"].append(msg)
+        self.events = {"run_id": _repeat(rid, len(ev["client_order_id"])), **ev}
+
+    def _cancels(self, rid: str, cancels: list[tuple[str, np.datetime64, str]], upd: str) -> None:
+        """End-of-run and next-batch cancels: status, reason, and the quantity the fills booked."""
+        if not cancels:
+            return
+        o, f, ev = self.orders, self.fills, self.events
+        want = {c for c, _, _ in cancels}
+        rows: dict[str, list[int]] = {}
+        for j, c in enumerate(o["client_order_id"]):  # type: ignore[arg-type]
+            if c in want:
+                rows.setdefault(c, []).append(j)
+        booked: dict[str, float] = {}
+        for c, q in zip(f["client_order_id"], f["qty"].tolist()):  # type: ignore[union-attr,call-overload]
+            if c in want:
+                booked[c] = booked.get(c, 0.0) + q       # SQLite's SUM: in row order
+        canceled = int(OrderStatus.CANCELED)
+        for c, t, reason in cancels:
+            for j in rows.get(c, ()):
+                o["status"].codes[j] = canceled  # type: ignore[union-attr]
+                _set(o["message"], j, reason)
+                o["filled_qty"][j] = booked.get(c, 0.0)  # type: ignore[index]
+            ev["run_id"].append(rid)  # type: ignore[union-attr]
+            ev["client_order_id"].append(c)  # type: ignore[union-attr]
+            ev["time"].append(IsoTimes(np.array([t])).strings()[0])  # type: ignore[union-attr]
+            ev["status"].append("canceled")  # type: ignore[union-attr]
+            ev["filled_qty"].append(None)  # type: ignore[union-attr]
+            ev["message"].append(reason)  # type: ignore[union-attr]
+
+
+class _Book:
+    """Codes for the distinct values of a column (None included), in order of appearance."""
+
+    def __init__(self):
+        self.values: list = []
+        self.index: dict = {}
+        self._universes: dict[tuple[str, ...], np.ndarray] = {}
+
+    def code(self, value) -> int:
+        k = self.index.get(value)
+        if k is None:
+            k = self.index[value] = len(self.values)
+            self.values.append(value)
+        return k
+
+    def codes(self, values: list) -> np.ndarray:
+        return np.array([self.code(v) for v in values], np.int32)
+
+    def universe(self, symbols: tuple[str, ...]) -> np.ndarray:
+        """Codes of a universe's symbols, by position (made once per universe)."""
+        key = symbols
+        got = self._universes.get(key)
+        if got is None:
+            got = self._universes[key] = self.codes(list(symbols))
+        return got
+
+    def column(self, codes: np.ndarray) -> Coded:
+        return Coded(codes.astype(np.int32), self.values)
+
+
+def _fill_columns(r: ExecutionReport, ids: list[str], books: dict, cids: list[str], nums: dict) -> None:
+    """Append one report's fills to the fills columns (``ids``: its orders' client ids)."""
+    f = r.fills
+    n = len(f)
+    pos = f.order_pos.tolist()
+    cids.extend([ids[p] for p in pos])
+    nums["broker_order_id"].append(books["broker_order_id"].codes([r.broker_ids[p] for p in pos]) if r.broker_ids
+                                   else np.full(n, books["broker_order_id"].code(None), np.int32))
+    nums["trade_id"].append(books["trade_id"].codes(list(f.trade_ids)) if f.trade_ids else
+                            np.full(n, books["trade_id"].code(None), np.int32))
+    nums["symbol"].append(books["symbol"].universe(r.batch.universe.symbols)[f.symbol_idx])
+    nums["side"].append((f.side > 0).astype(np.int8))
+    for k in ("time", "qty", "price", "fee", "slippage"):
+        nums[k].append(np.asarray(getattr(f, k)))
+
+
+def _set(col, j: int, value) -> None:
+    """Row ``j`` of a ``Coded`` column takes ``value`` (a new value gets a new code)."""
+    try:
+        k = col.values.index(value)
+    except ValueError:
+        k = len(col.values)
+        col.values.append(value)
+    col.codes[j] = k
+
+
+def _rows_of(index: dict, batch_id: str, leg: str, symbol_idx: np.ndarray) -> list[int]:
+    """Order-table rows of the orders (batch, leg, symbol), -1 where the run has no such order."""
+    out = [-1] * len(symbol_idx)
+    for start, syms in index.get((batch_id, leg), ()):
+        where = {int(s): start + k for k, s in enumerate(syms.tolist())}
+        for i, s in enumerate(symbol_idx.tolist()):
+            if out[i] < 0 and s in where:
+                out[i] = where[s]
+    return out
+
+
+def _take(cols: dict, keep: list[int]) -> dict:
+    out: dict = {}
+    for k, v in cols.items():
+        if isinstance(v, IsoTimes):
+            out[k] = IsoTimes(v.times[keep])
+        elif isinstance(v, Coded):
+            out[k] = Coded(v.codes[keep], v.values)
+        elif isinstance(v, np.ndarray):
+            out[k] = v[keep]
+        else:
+            out[k] = [v[i] for i in keep]
+    return out

@@ -1,0 +1,208 @@
+"""The whole backtest command's fast paths write exactly what the plain ones wrote (issue 15).
+
+- the ledger rows of a backtest, written as columns, are the rows the row-at-a-time writer wrote
+  (partial fills, next-batch cancels, rejections and risk decisions included);
+- the artifacts a backtest writes from its in-memory columns are byte for byte the ones
+  ``parity report RUN_ID`` writes from the ledger;
+- the CSV writer is pandas' ``to_csv`` byte for byte; the compiled average-cost loop is the
+  Python one bit for bit; risk decisions kept as columns read as the records they stand for.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from benchmarks.whole import write_inputs
+from benchmarks.workloads import make_workload, prefix
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """30 days of the small benchmark workload as CSV files, with a volume cap that makes partial
+    fills (then next-batch cancels), fees, and max_positions 3 binding at every batch."""
+    root = tmp_path_factory.mktemp("whole")
+    w = prefix(make_workload("small"), 120, copy=True)
+    inp = write_inputs(w, root / "in")
+    settings = root / "settings.yaml"
+    settings.write_text(yaml.safe_dump({
+        "execution": {"max_positions": 3, "max_position_size_pct": 0.3, "max_exposure_pct": 0.95,
+                      "min_confidence": 0.5, "max_daily_loss_pct": 1.0, "min_account_balance": 0.0,
+                      "max_leverage": 1.0},
+        "ledger": str(root / "parity.db"), "data_dir": str(root / "data"), "reports_dir": str(root / "reports")}))
+    strategy = root / "strategy.yaml"
+    strategy.write_text(yaml.safe_dump({
+        "name": "bulk", "signals": {"path": str(inp.signals)}, "bars": {"path": str(inp.bars)},
+        "rebalance": {"drift_threshold": 0.0, "unfilled": "cancel"},
+        "simulation": {"venue": "alpaca", "fill": "next_open", "volume_cap": 0.0003, "cash": 1_000_000.0}}))
+    return root, settings, strategy
+
+
+def _setup(settings_path, strategy_path):
+    from framework.cli.wiring import build_backtest
+    from framework.config import load_settings, load_strategy
+
+    settings = load_settings(settings_path)
+    strategy = load_strategy(str(strategy_path), str(settings_path))
+    return settings, strategy, build_backtest(settings, str(settings_path), strategy)
+
+
+def _reference_flush(ledger, journal) -> None:
+    """The row-at-a-time writer the columnar one replaced (kept here as the reference)."""
+    from framework.journal import _apply_updates
+    from framework.ledger import fill_rows, iso, now_iso, order_rows, pack_prices
+
+    rid = journal.run_id
+    with ledger.tx():
+        ledger.write_cycles([(rid, seq, bid, iso(t), c[5] if len(c) > 5 else "done", eq, pack_prices(px))
+                             for c in journal._cycles for seq, bid, t, px, eq in [c[:5]]])
+        for seq, ds in journal._decisions:
+            ledger.write_decisions(rid, seq, ds)
+        for seq, r in journal._reports:
+            ledger.write_orders(order_rows(rid, seq, r.batch, r.status, r.filled_qty, r.avg_price, r.broker_ids,
+                                           r.messages))
+            ledger.write_fills(fill_rows(rid, r))
+        _apply_updates(ledger, rid, journal._updates)
+        upd = now_iso()
+        ledger.db.executemany("UPDATE orders SET status='canceled', message=?, updated_at=? "
+                              "WHERE run_id=? AND client_order_id=?",
+                              [(reason, upd, rid, cid) for cid, _, reason in journal._cancels])
+        ledger.write_events([(rid, cid, iso(t), "canceled", None, reason) for cid, t, reason in journal._cancels])
+        ledger.db.executemany("UPDATE orders SET filled_qty=(SELECT COALESCE(SUM(qty),0) FROM fills f WHERE "
+                              "f.run_id=orders.run_id AND f.client_order_id=orders.client_order_id) "
+                              "WHERE run_id=? AND client_order_id=?", [(rid, c) for c, _, _ in journal._cancels])
+
+
+def _rows(ledger, run_id: str) -> dict[str, list[tuple]]:
+    out = {}
+    for table in ("cycles", "decisions", "orders", "fills", "order_events"):
+        cur = ledger.db.execute(f"SELECT * FROM {table} WHERE run_id=? ORDER BY rowid", (run_id,))
+        keep = [k for k, c in enumerate(cur.description) if c[0] not in ("run_id", "updated_at")]
+        out[table] = [tuple(row[k] for k in keep) for row in cur.fetchall()]     # NULL stays None
+    return out
+
+
+def test_columnar_ledger_rows_are_the_row_writers_rows(inputs, tmp_path):
+    from framework.backtest import replay
+    from framework.ledger import Ledger
+
+    _, settings_path, strategy_path = inputs
+    rows = []
+    for k, flush in enumerate(("columns", "rows")):
+        _, _, setup = _setup(settings_path, strategy_path)
+        replay(setup.pipeline, setup.market, setup.signals)
+        ledger = Ledger(tmp_path / f"{flush}.db")
+        if flush == "columns":
+            setup.journal.flush(ledger)
+        else:
+            _reference_flush(ledger, setup.journal)
+        rows.append(_rows(ledger, setup.run_id))
+        ledger.close()
+    got, want = rows
+    assert len(want["order_events"]) > 0 and len(want["decisions"]) > 0     # the test exercises them
+    assert any(d[3] == "max_positions" for d in want["decisions"])
+    statuses = {r[11] for r in want["orders"]}
+    assert "canceled" in statuses and "filled" in statuses
+    for table in want:
+        assert got[table] == want[table], table
+
+
+def test_a_backtests_artifacts_are_the_ones_the_ledger_gives(inputs, tmp_path):
+    from framework.artifacts import write_artifacts
+    from framework.cli.wiring import run_backtest
+    from framework.config import load_settings, load_strategy
+    from framework.ledger import Ledger
+
+    _, settings_path, strategy_path = inputs
+    settings = load_settings(settings_path)
+    strategy = load_strategy(str(strategy_path), str(settings_path))
+    run_id, summary, out = run_backtest(settings, str(settings_path), strategy, out_dir=str(tmp_path / "a"))
+    ledger = Ledger(settings.ledger)
+    try:
+        again = write_artifacts(ledger, run_id, tmp_path / "b", report=False, record=False)
+        run = ledger.run(run_id)
+    finally:
+        ledger.close()
+    assert run["status"] == "done" and run["artifacts"] == str(out)
+    assert run["final_equity"] == summary["final_equity"]
+    for name in ("summary.json", "equity.csv", "orders.csv", "fills.csv", "decisions.csv"):
+        assert filecmp.cmp(out / name, again / name, shallow=False), name
+    assert json.loads((out / "summary.json").read_text())["n_orders"] > 0
+    assert (out / "report.html").is_file()
+
+
+def test_csv_writer_is_pandas_to_csv_byte_for_byte(tmp_path):
+    from framework.artifacts import _csv
+
+    df = pd.DataFrame({
+        "time": pd.to_datetime(["2020-01-01T00:00:00Z", "2020-01-01T00:00:00.5Z", None,
+                                "2021-03-04T05:06:07.000001Z"], utc=True, format="ISO8601"),
+        "f": [1.0, np.nan, 1e-05, 1234567890123456.0], "i": [1, 2, 3, 4], "b": [True, False, True, False],
+        "s": ["a,b", 'q"x', None, "line\nbreak"], "o": pd.Series([None, 1.5, "x", np.nan], dtype=object),
+        "cat": pd.Categorical(["buy", None, "sell, short", "buy"]), "a,b": [1e16, -0.0, 5e-324, 0.1 + 0.2]})
+    expected = df.copy()
+    expected["time"] = expected["time"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").str.replace(".000000Z", "Z", regex=False)
+    for frame, want in ((df, expected), (df.iloc[:0], expected.iloc[:0])):
+        want.to_csv(tmp_path / "want.csv", index=False)
+        _csv(frame, tmp_path / "got.csv", chunk=3)
+        assert (tmp_path / "got.csv").read_bytes() == (tmp_path / "want.csv").read_bytes()
+
+
+def _average_cost_in_python(qtys, prices):
+    position, avg_cost, realised = 0.0, 0.0, 0.0
+    for d, p in zip(qtys, prices, strict=True):
+        if position == 0.0 or np.sign(d) == np.sign(position):
+            new_position = position + d
+            avg_cost = (abs(position) * avg_cost + abs(d) * p) / abs(new_position)
+            position = new_position
+            continue
+        closed = min(abs(d), abs(position))
+        realised += closed * (p - avg_cost) * np.sign(position)
+        if abs(d) > abs(position):
+            avg_cost = p
+        position += d
+        if abs(position) < 1e-12:
+            position, avg_cost = 0.0, 0.0
+    return position, avg_cost, realised
+
+
+def test_compiled_average_cost_is_the_python_loop_bit_for_bit():
+    from framework.reports.attribution import _average_cost
+
+    rng = np.random.default_rng(7)
+    for _ in range(100):
+        q = rng.normal(size=int(rng.integers(1, 50))) * rng.choice([1e-3, 1.0, 100.0])
+        q = np.where(q == 0, 1.0, q)
+        q[rng.random(len(q)) < 0.1] *= -1
+        if len(q) > 3:
+            q[3] = -q[:3].sum()                     # a fill that flattens the position exactly
+        p = rng.uniform(1, 500, len(q))
+        assert _average_cost(q, p) == _average_cost_in_python(q.tolist(), p.tolist())
+
+
+def test_risk_decisions_kept_as_columns_read_as_their_records():
+    from framework.config import RiskLimits
+    from framework.risk import RiskManager
+    from framework.types import AssetClass, Instrument, TargetPortfolio, Universe
+
+    m = 40
+    u = Universe.from_instruments([Instrument(f"S{i:02d}", AssetClass.EQUITY) for i in range(m)])
+    w = np.linspace(0.001, 0.04, m)
+    limits = RiskLimits(max_position_size_pct=0.05, max_exposure_pct=0.95, max_positions=5, min_confidence=0.5,
+                        max_daily_loss_pct=1.0, min_account_balance=0.0, max_leverage=1.0)
+    t = np.datetime64("2024-01-02T00:00:00", "ns")
+    r = RiskManager(limits).approve(TargetPortfolio(t, "b", w, np.ones(m)), np.zeros(m), np.full(m, 10.0), 1e6,
+                                    1e6, u)
+    rejected = [d for d in r.decisions if d.rule == "max_positions"]
+    assert len(rejected) == m - 5 and len(r.decisions) == len(tuple(r.decisions)) == m - 5
+    assert all(d.action == "reject" and d.approved == 0.0 and d.time == t for d in rejected)
+    first = rejected[0]
+    assert first.reason == (f"more than 5 positions: weaker than the 5 kept (confidence x weight "
+                            f"{first.requested:.4f})")
+    assert r.decisions == tuple(r.decisions) and r.decisions + () == tuple(r.decisions)
+    assert sorted(np.flatnonzero(r.weights).tolist()) == list(range(m - 5, m))
