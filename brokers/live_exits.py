@@ -43,7 +43,7 @@ def place(broker: LiveBroker, orders: Protection, on_update: OnUpdate | None) ->
         return []
     broker._streaming()
     since = (stops if len(stops) else takes).time - np.timedelta64(2, "D")
-    known: dict[str, OrderState] = broker.call(lambda: broker._find(s_ids + t_ids, since))  # type: ignore[assignment]
+    known: dict[str, OrderState] = broker.call(lambda: broker._find(s_ids + t_ids, since))
     states: dict[str, OrderState | None] = {}
     messages: dict[str, str] = {}
     by_sym: dict[str, list] = {}
@@ -87,9 +87,9 @@ def _send_pair(broker: LiveBroker, stop: OrderRequest | None, take: OrderRequest
                messages: dict[str, str]) -> tuple[OrderState | None, OrderState | None]:
     reqs = [r for r in (stop, take) if r is not None]
     try:
-        return broker.call(lambda: broker._submit_protective(stop, take))  # type: ignore[return-value]
+        return broker.call(lambda: broker._submit_protective(stop, take))
     except OrderRejected as e:
-        out = []
+        out: list[OrderState | None] = []
         for r in (stop, take):
             if r is None:
                 out.append(None)
@@ -104,11 +104,11 @@ def _send_pair(broker: LiveBroker, stop: OrderRequest | None, take: OrderRequest
         except TransientBrokerError:
             found = {}
         for r in reqs:
-            if r.client_order_id not in found:  # type: ignore[operator]
+            if r.client_order_id not in found:
                 messages[r.client_order_id] = (f"not confirmed after {broker.retry.attempts} tries ({e}); the next "
                                                "run looks the order up by its client order id before sending")
-        return (None if stop is None else found.get(stop.client_order_id),  # type: ignore[union-attr]
-                None if take is None else found.get(take.client_order_id))  # type: ignore[union-attr]
+        return (None if stop is None else found.get(stop.client_order_id),
+                None if take is None else found.get(take.client_order_id))
 
 
 def not_placed(req: OrderRequest, why: str) -> OrderState:

@@ -47,7 +47,8 @@ def trigger_price(bars: BarArrays, bar: int, w: Working, working: list[Working])
 def linked(working: list[Working], fired: set[str]) -> tuple[list[Working], list[Working]]:
     """Split ``working`` into the orders that keep working and the linked siblings of the
     protective orders that fired (``fired``: their OCO keys), which are cancelled."""
-    keep, gone = [], []
+    keep: list[Working] = []
+    gone: list[Working] = []
     for w in working:
         (gone if w.oco and w.oco in fired and not w.filled else keep).append(w)
     return keep, gone

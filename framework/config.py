@@ -352,7 +352,7 @@ class VenueConfig(Model):
     source: str = "<embedded>"
 
     def rules(self, asset_class: str) -> AssetClassRules:
-        r = self.asset_classes.get(asset_class)  # type: ignore[call-overload]
+        r = self.asset_classes.get(asset_class)
         if r is None:
             raise ConfigError(f"{self.source}: venue {self.venue!r} does not trade {asset_class}")
         return r

@@ -128,8 +128,8 @@ def _read_csv(p: Path, f: _File, problems: list[Problem]) -> None:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = len(re.findall(rb"\r\n|\r|\n", data[: e.start])) + 1
-        problems.append(Problem(f.path, line, None, f"not UTF-8 text (byte {e.start})"))
+        bad_line = len(re.findall(rb"\r\n|\r|\n", data[: e.start])) + 1
+        problems.append(Problem(f.path, bad_line, None, f"not UTF-8 text (byte {e.start})"))
         return
     starts = _record_lines(data)
     try:
@@ -288,11 +288,17 @@ class _Rows:
 
 
 def _combine(files: list[_File]) -> tuple[pd.DataFrame, _Rows]:
-    frames = [f.frame for f in files]
+    frames: list[pd.DataFrame] = []
+    lines: list[np.ndarray] = []
+    for f in files:
+        if f.frame is None or f.lines is None:   # only usable files, which were read, are combined
+            raise ValueError(f"{f.path}: combined before it was read")
+        frames.append(f.frame)
+        lines.append(f.lines)
     df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     fcode = np.repeat(np.arange(len(files)), [len(f) for f in frames])
     rows = _Rows(tuple(f.path for f in files), tuple(f.kind for f in files), fcode,
-                 np.concatenate([f.lines for f in files]).astype(np.int64))
+                 np.concatenate(lines).astype(np.int64))
     return df, rows
 
 

@@ -305,13 +305,18 @@ def _check_symbols(col: pd.Series, rows: _Rows, allowed: dict[str, int] | None,
             k = int(codes[bad[lo]])
             reason = reasons.get(k) or f"unknown symbol {names[k]}: {unknown[names[k]]}"
             label = f"symbol {names[k] or raw[k]!r}"
-            rows.report(bad[lo:hi], "symbol", lambda i, r=reason: r, label, problems, cap=MAX_ROWS_PER_SYMBOL)
+            rows.report(bad[lo:hi], "symbol", _always(reason), label, problems, cap=MAX_ROWS_PER_SYMBOL)
         if len(runs) > MAX_SYMBOLS:
             rest = [names[k] or repr(raw[k]) for k in (int(codes[bad[lo]]) for lo, _ in runs[MAX_SYMBOLS:])]
             shown = ", ".join(rest[:MAX_SYMBOLS]) + (", ..." if len(rest) > MAX_SYMBOLS else "")
             problems.append(Problem(rows.files[0], None, "symbol",
                                     f"... and {len(rest)} more unknown symbols: {shown}"))
     return sym, sym >= 0, symbols
+
+
+def _always(reason: str) -> Callable[[int], str]:
+    """A row describer that gives every row the same reason."""
+    return lambda _row: reason
 
 
 def _runs(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -91,7 +91,7 @@ class AlpacaBars:
               "start": start.to_pydatetime(), "end": (end - pd.Timedelta(seconds=1)).to_pydatetime()}
         if is_crypto(symbol):
             return lambda: self.crypto.get_crypto_bars(CryptoBarsRequest(**kw))
-        stock_kw = {"adjustment": Adjustment(self.adjustment)}
+        stock_kw: dict[str, Adjustment | DataFeed] = {"adjustment": Adjustment(self.adjustment)}
         if self.feed:
             stock_kw["feed"] = DataFeed(self.feed)
         return lambda: self.stock.get_stock_bars(StockBarsRequest(**kw, **stock_kw))

@@ -94,8 +94,9 @@ def submit(b: AlpacaBroker, stop: OrderRequest | None,
     if stop is not None:
         return _send(b, stop.client_order_id, StopOrderRequest(stop_price=stop.stop_price,
                                                                client_order_id=stop.client_order_id, **args)), None
-    return None, _send(b, take.client_order_id, LimitOrderRequest(limit_price=take.limit_price,  # type: ignore[union-attr]
-                                                                  client_order_id=take.client_order_id, **args))
+    # no stop: the request is the take-profit
+    return None, _send(b, req.client_order_id, LimitOrderRequest(limit_price=req.limit_price,
+                                                                 client_order_id=req.client_order_id, **args))
 
 
 def _raw(b: AlpacaBroker, cid: str, order):
@@ -117,7 +118,8 @@ def find_legs(b: AlpacaBroker, missing: set[str]) -> dict[str, OrderState]:
         if leg_of(cid) != "stop":
             continue
         try:
-            o = b._sdk("order by client id", lambda c=paired_exit_id(cid): b.trading.get_order_by_client_id(c))
+            pair = paired_exit_id(cid)
+            o = b._sdk("order by client id", lambda: b.trading.get_order_by_client_id(pair))
         except NotFound:
             continue
         for st in states(o)[1:]:

@@ -36,11 +36,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from brokers.alpaca import wire
 from brokers.stream_support import deliver, parse_time
 from framework.broker import StreamUpdate
 from framework.errors import AuthenticationError
+
+if TYPE_CHECKING:
+    from alpaca.trading.stream import TradingStream
 
 log = logging.getLogger("parity.alpaca.stream")
 
@@ -63,7 +67,7 @@ class AlpacaOrderStream:
         self._backoff = (float(min_backoff), float(max_backoff))
         self._ws_params = {"ping_interval": ping_interval, "ping_timeout": ping_timeout, "max_queue": 1024,
                            "open_timeout": 10, "close_timeout": 1}
-        self._sdk = None
+        self._sdk: TradingStream | None = None
         self._thread: threading.Thread | None = None
         self._connected = False
         self._stopping = False
@@ -92,15 +96,16 @@ class AlpacaOrderStream:
                                       "or ALPACA_API_KEY/ALPACA_API_SECRET")
         self._stopping = False
         logging.getLogger("alpaca.trading.stream").addFilter(self._quiet)
-        self._sdk = _make_sdk_stream(self)
-        self._sdk.subscribe_trade_updates(self._handle)
-        self._thread = threading.Thread(target=self._run, name="parity-alpaca-stream", daemon=True)
+        self._sdk = sdk = _make_sdk_stream(self)
+        sdk.subscribe_trade_updates(self._handle)
+        self._thread = threading.Thread(target=self._run, args=(sdk,), name="parity-alpaca-stream",
+                                        daemon=True)
         self._thread.start()
         return self
 
-    def _run(self) -> None:
+    def _run(self, sdk: TradingStream) -> None:
         try:
-            self._sdk.run()
+            sdk.run()
         except asyncio.CancelledError:   # stop() cancelled a hanging handshake: the end we asked for
             pass
 
@@ -213,7 +218,7 @@ def _num(x) -> float | None:
     return float(x)
 
 
-def _make_sdk_stream(owner: AlpacaOrderStream):
+def _make_sdk_stream(owner: AlpacaOrderStream) -> TradingStream:
     """alpaca-py's ``TradingStream`` with three hooks that tell ``owner`` what happened."""
     from alpaca.trading.stream import TradingStream
 
@@ -244,7 +249,9 @@ def _make_sdk_stream(owner: AlpacaOrderStream):
             finally:
                 owner._closed()
 
-    sdk = _Stream(owner._key, owner._secret, paper=owner._paper, raw_data=True, url_override=owner._url,
+    # alpaca-py annotates ``url_override: str = None`` (None: the venue's endpoint), hence the ignore
+    sdk = _Stream(owner._key, owner._secret, paper=owner._paper, raw_data=True,
+                  url_override=owner._url,  # type: ignore[arg-type]
                   websocket_params=dict(owner._ws_params))
     sdk._reconnect_min_backoff, sdk._reconnect_max_backoff = owner._backoff
     return sdk

@@ -71,7 +71,7 @@ class CoinbaseCandles:
             return [to_dict(c) for c in (to_dict(resp).get("candles") or [])]
 
         try:
-            return with_retries(attempt, self.limiter, self.retry, self.sleep)  # type: ignore[return-value]
+            return with_retries(attempt, self.limiter, self.retry, self.sleep)
         except NotFound as e:
             raise UsageError(f"Coinbase has no product {pid}: {e}") from e
         except OrderRejected as e:   # 400: the request itself is wrong

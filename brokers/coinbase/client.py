@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 
@@ -72,10 +73,11 @@ def make_client(ep: CoinbaseEndpoints, limiter: RateLimiter):
     session.hooks["response"].append(observe)
     send = session.request
 
-    def limited(method, url, **kw):
+    def limited(method: str, url: str | bytes, *args: Any, **kw: Any) -> requests.Response:
         limiter.acquire()                # one token per HTTP request, at the venue's published rate
-        return send(method, url, **kw)
+        return send(method, url, *args, **kw)
 
+    # the SDK's session is made inside RESTClient: its request method is wrapped in place
     session.request = limited  # type: ignore[method-assign]
     limiter.per_request = True
     return client

@@ -47,12 +47,16 @@ import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
 
 from brokers.coinbase import wire
 from brokers.stream_support import deliver, parse_time
 from framework.broker import StreamUpdate
 from framework.errors import AuthenticationError
 from framework.types import OrderStatus
+
+if TYPE_CHECKING:
+    from coinbase.websocket import WSUserClient
 
 log = logging.getLogger("parity.coinbase.stream")
 
@@ -95,7 +99,7 @@ class CoinbaseOrderStream:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
-        self._client = None
+        self._client: WSUserClient | None = None
         self._connected = False
         self._seq: int | None = None
         self._why: str | None = None         # why this class ended the current connection
@@ -123,16 +127,17 @@ class CoinbaseOrderStream:
         from coinbase.websocket import WSUserClient
 
         try:   # the SDK checks the credentials' shape here: say so now, not from the thread
-            self._client = WSUserClient(**self._creds, base_url=self._url, timeout=self._open_timeout,
-                                        on_message=self._on_message, retry=False)
+            self._client = client = WSUserClient(**self._creds, base_url=self._url,
+                                                 timeout=self._open_timeout, on_message=self._on_message,
+                                                 retry=False)
         except Exception as e:  # noqa: BLE001 - the SDK raises bare Exception for bad key input
             raise AuthenticationError(f"Coinbase stream: {e}; check COINBASE_API_KEY/COINBASE_API_SECRET (a CDP "
                                       "key name and its PEM) or the key file") from None
-        if not self._client.is_authenticated:     # the user channel is private
+        if not client.is_authenticated:     # the user channel is private
             raise AuthenticationError("Coinbase stream: no credentials; set COINBASE_API_KEY/COINBASE_API_SECRET "
                                       "(a CDP key name and its PEM) or the key file")
         ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), name="parity-coinbase-stream",
+        self._thread = threading.Thread(target=self._run, args=(ready, client), name="parity-coinbase-stream",
                                         daemon=True)
         self._thread.start()
         ready.wait(5)
@@ -160,26 +165,26 @@ class CoinbaseOrderStream:
 
     # ------------------------------------------------------------------ the connection loop (own thread)
 
-    def _run(self, ready: threading.Event) -> None:
-        asyncio.run(self._main(ready))
+    def _run(self, ready: threading.Event, client: WSUserClient) -> None:
+        asyncio.run(self._main(ready, client))
 
-    async def _main(self, ready: threading.Event) -> None:
-        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+    async def _main(self, ready: threading.Event, client: WSUserClient) -> None:
+        stopping = asyncio.Event()
+        self._loop, self._stop = asyncio.get_running_loop(), stopping
         ready.set()
         failures = 0
-        while not self._stop.is_set():
-            if await self._session():
+        while not stopping.is_set():
+            if await self._session(client, stopping):
                 failures = 0
             failures += 1
-            await self._pause(failures)
+            await self._pause(failures, stopping)
         self._connected = False
 
-    async def _session(self) -> bool:
+    async def _session(self, c: WSUserClient, stopping: asyncio.Event) -> bool:
         """One connection, from open to its end. True when it got as far as the user snapshot."""
-        c = self._client
         reached = self.connects
         self._seq, self._last_msg, self._why = None, time.monotonic(), None
-        stop = asyncio.ensure_future(self._stop.wait())
+        stop = asyncio.ensure_future(stopping.wait())
         opening = asyncio.ensure_future(self._open(c))
         await asyncio.wait({opening, stop}, return_when=asyncio.FIRST_COMPLETED)
         if not opening.done():                    # stopped while connecting (up to open_timeout)
@@ -195,7 +200,7 @@ class CoinbaseOrderStream:
             await self._close()
             return False
         try:
-            while not self._stop.is_set():
+            while not stopping.is_set():
                 done, _ = await asyncio.wait({c._task, stop}, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
                 if c._task in done:
                     break
@@ -218,12 +223,12 @@ class CoinbaseOrderStream:
         await c.subscribe_async([], ["heartbeats"])
         await c.subscribe_async(self._products, ["user"])
 
-    async def _pause(self, failures: int) -> None:
+    async def _pause(self, failures: int, stopping: asyncio.Event) -> None:
         """Exponential backoff with equal jitter; returns early on stop."""
         lo, hi = self._backoff
         cap = min(hi, lo * 2 ** (failures - 1))
         try:
-            await asyncio.wait_for(self._stop.wait(), cap / 2 + random.uniform(0, cap / 2))
+            await asyncio.wait_for(stopping.wait(), cap / 2 + random.uniform(0, cap / 2))
         except TimeoutError:
             pass
 

@@ -34,7 +34,7 @@ _STATUS = {"PENDING": OrderStatus.NEW, "OPEN": OrderStatus.NEW, "QUEUED": OrderS
 
 
 def order_state(o: dict) -> OrderState:
-    conf = next(iter((o.get("order_configuration") or {}).values()), {}) or {}
+    conf: dict = next(iter((o.get("order_configuration") or {}).values()), {}) or {}
     filled = _f(o.get("filled_size")) or 0.0
     base = _f(conf.get("base_size"))
     status = _STATUS.get(str(o.get("status", "")).upper(), OrderStatus.NEW)

@@ -94,9 +94,10 @@ def backtest(ctx: click.Context, strategy_name: str | None, portfolio_name: str 
     from framework.errors import UsageError
 
     settings = _settings(ctx)
-    if (strategy_name is None) == (portfolio_name is None):
-        raise UsageError("name one of --strategy NAME or --portfolio NAME")
+    one_of = "name one of --strategy NAME or --portfolio NAME"
     if portfolio_name is not None:
+        if strategy_name is not None:
+            raise UsageError(one_of)
         from framework.cli.portfolio import run_portfolio_backtest
         from framework.sleeves.report import print_report
 
@@ -113,6 +114,8 @@ def backtest(ctx: click.Context, strategy_name: str | None, portfolio_name: str 
             _finish(summary, out, False)
             print_report(rep)
         return
+    if strategy_name is None:
+        raise UsageError(one_of)
     strategy = load_strategy(strategy_name, ctx.obj["config"])
     if strategy.signals.strategies == "sleeves":       # the archive's strategies run as sleeves (SPEC §18)
         from framework.cli.portfolio import run_portfolio_backtest

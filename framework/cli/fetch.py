@@ -36,8 +36,8 @@ def alpaca_source(settings: Settings, *, feed: str | None, adjustment: str):
     elif a.api_key and a.api_secret:
         key, secret = a.api_key, a.api_secret
     else:
-        key = secret = None
-    ep = AlpacaEndpoints(key, secret, True, a.base_url, a.data_url, a.timeout_s)  # type: ignore[arg-type]
+        key = secret = ""                # no keys: crypto bars only (make_data_clients makes no stock client)
+    ep = AlpacaEndpoints(key, secret, True, a.base_url, a.data_url, a.timeout_s)
     limiter = RateLimiter(a.requests_per_minute, 60.0)
     stock, crypto = make_data_clients(ep, limiter)
     return AlpacaBars(stock, crypto, limiter, feed=feed, adjustment=adjustment)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 
 import click
 import numpy as np
@@ -216,14 +217,14 @@ def run_execute(settings: Settings, settings_path: str | None, *, signals_path: 
         ledger.close()
 
 
-def _tradability_check(broker):
+def _tradability_check(broker) -> Callable[[list[str]], dict[str, str]]:
     """A symbol check for the archive: the venue's verdict per symbol, asked once per symbol."""
     from framework.errors import DataError
 
     cache: dict[str, str | None] = {}
 
     def check(symbols: list[str]) -> dict[str, str]:
-        bad = {}
+        bad: dict[str, str] = {}
         for s in symbols:
             if s not in cache:
                 try:
@@ -231,8 +232,9 @@ def _tradability_check(broker):
                     cache[s] = None
                 except DataError as e:
                     cache[s] = e.problems[0].message
-            if cache[s]:
-                bad[s] = cache[s]
+            reason = cache[s]
+            if reason:
+                bad[s] = reason
         return bad
     return check
 

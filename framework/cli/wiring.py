@@ -7,21 +7,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from framework.config import Settings, StrategyConfig, load_venue
 from framework.errors import UsageError
 
+if TYPE_CHECKING:
+    from brokers.simulated import SimulatedBroker
+    from framework.engine import Pipeline
+    from framework.journal import BufferedJournal
+    from framework.types import SignalBatches
+
 
 @dataclass(frozen=True, slots=True)
 class BacktestSetup:
     run_id: str
     strategy: StrategyConfig
-    signals: object
-    market: object
-    pipeline: object
-    journal: object
+    signals: SignalBatches
+    market: SimulatedBroker
+    pipeline: Pipeline
+    journal: BufferedJournal
     initial_cash: float
     signals_source: str
     settings_dump: dict
@@ -71,7 +78,7 @@ def build_backtest(settings: Settings, settings_path: str | None, strategy: Stra
 
     sim = strategy.simulation
     venue = _once(cache, ("venue", sim.venue, settings_path), lambda: load_venue(sim.venue, settings_path))
-    src = signals_path or strategy.signals.path
+    src = signals_path or strategy.signals.path or ""   # "" only until the generator names the archive
     if not src and strategy.generator is None:
         raise UsageError(f"strategy {strategy.name!r} names no signal archive: pass --signals PATH "
                          f"or set signals.path or generator in {strategy.source}")

@@ -10,6 +10,7 @@ internal crossing and allocated share of a venue fill, keyed so that a row is bo
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 import pandas as pd
 
@@ -22,9 +23,11 @@ class SleeveQueries:
 
     db: sqlite3.Connection
 
-    def tx(self): ...  # provided by Ledger
+    def tx(self) -> Any:  # provided by Ledger
+        raise NotImplementedError
 
-    def _dicts(self, sql: str, args: tuple | list = ()) -> list[dict]: ...  # provided by Ledger
+    def _dicts(self, sql: str, args: tuple | list = ()) -> list[dict]:  # provided by Ledger
+        raise NotImplementedError
 
     def write_sleeve_rows(self, accounts: list[tuple], plans: list[tuple], trades: list[tuple],
                           equity: list[tuple]) -> None:

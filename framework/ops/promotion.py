@@ -101,7 +101,9 @@ def deflated_evidence(ledger: Ledger, strategy: str, data) -> dict:
     trials = ledger.sweep_trials(strategy)
     n, var = max(len(trials), 1), dsr.trial_variance(trials)
     sr0 = dsr.expected_max_sharpe(n, var)
-    value = None if st.sr is None else dsr.deflated_sharpe(st.sr, st.n_obs, st.skew, st.kurt, n, var)
+    value = None                      # sr, skew and kurt are undefined (None) together
+    if st.sr is not None and st.skew is not None and st.kurt is not None:
+        value = dsr.deflated_sharpe(st.sr, st.n_obs, st.skew, st.kurt, n, var)
     ppy = math.sqrt(data.periods_per_year)
     return {"deflated_sharpe": None if value is None or math.isnan(value) else value, "trials": n,
             "luck_sharpe": sr0 * ppy}

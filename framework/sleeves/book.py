@@ -24,7 +24,10 @@ ACCOUNT = "*account*"
 
 def stamp(t: np.datetime64) -> str:
     """ISO time of ``t`` as the ledger writes it."""
-    return iso(np.datetime64(t, "ns"))  # type: ignore[call-overload,return-value]
+    text = iso(np.datetime64(t, "ns"))
+    if not isinstance(text, str):   # iso gives a list only for an array of times
+        raise TypeError(f"stamp takes one time, not {type(t).__name__}")
+    return text
 
 
 def fill_key(client_order_id: str, trade_id: str | None, time: str, qty: float, price: float) -> str:
@@ -199,7 +202,7 @@ class SleeveBook:
 
     def day_start(self, sleeve: str, t: np.datetime64) -> float | None:
         """The sleeve's last recorded equity before the UTC day of ``t``."""
-        day = stamp(np.datetime64(t, "D"))  # type: ignore[call-overload]
+        day = stamp(np.datetime64(t, "D"))
         before = [e for (tt, s, e) in self._history if s == sleeve and tt < day]
         return before[-1] if before else None
 

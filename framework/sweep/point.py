@@ -31,7 +31,7 @@ def run_point(settings: Settings, settings_path: str | None, strategy: StrategyC
 
     t0 = time.perf_counter()
     setup = build_backtest(settings, settings_path, strategy, start=start, end=end, cache=cache)
-    outcome = replay(setup.pipeline, setup.market, setup.signals,  # type: ignore[arg-type]
+    outcome = replay(setup.pipeline, setup.market, setup.signals,
                      absent_hold=strategy.signals.absent == "hold")
     summary, equity = journal_summary(setup, outcome, strategy)
     stats = return_stats(returns_of(equity).to_numpy())

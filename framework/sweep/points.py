@@ -102,6 +102,8 @@ def combos(axes: list[Axis], random: int | None, seed: int) -> list[dict]:
         for a in axes:
             if a.values:
                 point[a.key] = a.values[int(rng.integers(len(a.values)))]
+            elif a.low is None or a.high is None:
+                raise UsageError(f"--param {a.key}: expected values V1,V2,... or a range LO..HI")
             elif isinstance(a.low, int) and isinstance(a.high, int):
                 point[a.key] = int(rng.integers(a.low, a.high + 1))
             else:

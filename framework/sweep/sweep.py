@@ -52,7 +52,7 @@ def run_sweep(settings: Settings, settings_path: str | None, strategy: StrategyC
         import pandas as pd
 
         first = pd.Timestamp(base.signals.times[0], tz="UTC")
-        last = pd.Timestamp(base.market.times[-1], tz="UTC")  # type: ignore[attr-defined]
+        last = pd.Timestamp(base.market.times[-1], tz="UTC")
         wins = pts.windows(first, last, *wf)
     tasks = pts.tasks_for(points, wins)
     sid = pts.sweep_id(strategy, points, wins, {"bars": strategy.bars.model_dump(), "signals": base.signals_source,
