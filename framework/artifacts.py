@@ -186,15 +186,22 @@ def write_artifacts(ledger: Ledger, run_id: str, reports_dir: str | Path, report
     return out
 
 
+ORDER_CSV = ("time", "symbol", "side", "qty", "type", "status", "client_order_id", "filled_qty", "avg_price")
+FILL_CSV = ("time", "symbol", "side", "qty", "price", "fee", "order_id", "client_order_id")
+EXIT_LEGS = ("stop", "take")
+
+
 def write_run_files(data, out: Path, report: bool = True) -> None:
     """summary.json, the four CSVs of SPEC section 9 and (optionally) report.html for one RunData."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(data.summary, indent=2, default=str) + "\n")
     _csv(data.equity, out / "equity.csv")
-    _csv(data.orders, out / "orders.csv")
-    _csv(data.fills[["time", "symbol", "side", "qty", "price", "fee", "order_id", "client_order_id",
-                     *(["leg"] if "leg" in data.fills.columns else [])]],
-         out / "fills.csv")
+    # SPEC §9's columns; a run with protective exits (SPEC §20) adds ``leg`` last, so each exit
+    # shows as its own row (``stop``, ``take``) beside the cycle's legs
+    exits = "leg" in data.orders.columns and data.orders["leg"].astype(object).isin(EXIT_LEGS).any()
+    extra = ["leg"] if exits else []
+    _csv(data.orders[[*ORDER_CSV, *extra]], out / "orders.csv")
+    _csv(data.fills[[*FILL_CSV, *extra]], out / "fills.csv")
     _csv(data.decisions, out / "decisions.csv")
     if report:
         from framework.reports.html import render_report

@@ -54,10 +54,10 @@ def _setup(settings_path, strategy_path):
 
 def _reference_flush(ledger, journal) -> None:
     """The row-at-a-time writer the columnar one replaced (kept here as the reference)."""
-    from framework.journal import _apply_updates
+    from framework.journal import _state_rows
     from framework.ledger import fill_rows, iso, now_iso, order_rows, pack_prices
 
-    rid = journal.run_id
+    rid, acct = journal.run_id, journal.account.key
     with ledger.tx():
         ledger.write_cycles([(rid, seq, bid, iso(t), c[5] if len(c) > 5 else "done", eq, pack_prices(px))
                              for c in journal._cycles for seq, bid, t, px, eq in [c[:5]]])
@@ -65,9 +65,13 @@ def _reference_flush(ledger, journal) -> None:
             ledger.write_decisions(rid, seq, ds)
         for seq, r in journal._reports:
             ledger.write_orders(order_rows(rid, seq, r.batch, r.status, r.filled_qty, r.avg_price, r.broker_ids,
-                                           r.messages))
-            ledger.write_fills(fill_rows(rid, r))
-        _apply_updates(ledger, rid, journal._updates)
+                                           r.messages, acct))
+            ledger.book_fills(fill_rows(rid, r, acct))
+        for r in journal._updates:
+            rows, events = _state_rows(r, {}, rid)
+            ledger.update_orders(rows)
+            ledger.write_events(events)
+            ledger.book_fills(fill_rows(rid, r, acct))
         upd = now_iso()
         ledger.db.executemany("UPDATE orders SET status='canceled', message=?, updated_at=? "
                               "WHERE run_id=? AND client_order_id=?",
@@ -82,7 +86,7 @@ def _rows(ledger, run_id: str) -> dict[str, list[tuple]]:
     out = {}
     for table in ("cycles", "decisions", "orders", "fills", "order_events"):
         cur = ledger.db.execute(f"SELECT * FROM {table} WHERE run_id=? ORDER BY rowid", (run_id,))
-        keep = [k for k, c in enumerate(cur.description) if c[0] not in ("run_id", "updated_at")]
+        keep = [k for k, c in enumerate(cur.description) if c[0] not in ("run_id", "updated_at", "account")]
         out[table] = [tuple(row[k] for k in keep) for row in cur.fetchall()]     # NULL stays None
     return out
 
