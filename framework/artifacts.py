@@ -227,6 +227,9 @@ def _csv(df: pd.DataFrame, path: Path, chunk: int = 100_000) -> None:
 
 
 _SPECIAL = frozenset(',"\r\n')
+# None as a 0-d object array: what np.where makes of a None argument, spelled so numpy's stubs (which
+# take no None there) see an array
+_NONE = np.array(None, dtype=object)
 
 
 def _quoted(texts: list[str]) -> list[str]:
@@ -273,7 +276,7 @@ def _csv_column(s: pd.Series):
         v = s.to_numpy()
         return lambda lo, hi: list(map(str, v[lo:hi].tolist()))
     o = s.to_numpy(dtype=object, na_value=None)
-    o = np.where(pd.isna(o), None, o)
+    o = np.where(pd.isna(o), _NONE, o)
 
     def objects(lo: int, hi: int) -> list[str]:
         return _quoted(["" if x is None else (repr(x) if type(x) is float else str(x)) for x in o[lo:hi].tolist()])

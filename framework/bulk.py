@@ -15,6 +15,7 @@ updates apply them). The same columns are then
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from framework.types import ExecutionReport, OrderStatus, RiskDecision
 
 _LABELS = np.array([OrderStatus(k).label for k in range(len(OrderStatus))], dtype=object)
 _SIDES = np.array(["sell", "buy"], dtype=object)   # index: side > 0
+_T = TypeVar("_T")
 
 
 def _repeat(value, n: int) -> list:
@@ -62,11 +64,12 @@ class RunTables:
         c = self.cycles
         for k, v in (("run_id", run_id), ("seq", seq), ("batch_id", batch_id), ("status", status),
                      ("equity", equity), ("prices", pack_prices(prices))):
-            c[k] = list(c[k]) + [v]  # type: ignore[call-overload]
-        c["time"] = IsoTimes(np.append(c["time"].times, np.datetime64(time, "us")))  # type: ignore[union-attr]
+            c[k] = _column(c, k, list) + [v]
+        c["time"] = IsoTimes(np.append(_column(c, "time", IsoTimes).times, np.datetime64(time, "us")))
         row = np.asarray(prices, np.float64)[None, :]
         self.prices = row if self.prices is None or not len(self.prices) else np.vstack([self.prices, row])
-        self.cycle_times = np.append(self.cycle_times, np.datetime64(time, "ns"))
+        t_ns = np.datetime64(time, "ns")
+        self.cycle_times = np.array([t_ns]) if self.cycle_times is None else np.append(self.cycle_times, t_ns)
 
     def write(self, ledger: Ledger) -> None:
         """Insert every table's rows (the caller holds the transaction)."""
@@ -237,7 +240,8 @@ class RunTables:
         none), one event row per order, in update order."""
         ev: dict[str, list] = {k: [] for k in ("client_order_id", "time", "status", "filled_qty", "message")}
         o = self.orders
-        status, bids, msgs = o["status"], o["broker_id"], o["message"]
+        status, bids, msgs = (_column(o, k, Coded) for k in ("status", "broker_id", "message"))
+        filled, avg = (_column(o, k, np.ndarray) for k in ("filled_qty", "avg_price"))
         for r in updates:
             b = r.batch
             cids = b.client_order_ids()
@@ -249,9 +253,9 @@ class RunTables:
                 msg = r.messages.get(i)
                 j = rows[i]
                 if j >= 0:
-                    status.codes[j] = code  # type: ignore[union-attr]
-                    o["filled_qty"][j] = fq  # type: ignore[index]
-                    o["avg_price"][j] = r.avg_price[i]  # type: ignore[index]
+                    status.codes[j] = code
+                    filled[j] = fq
+                    avg[j] = r.avg_price[i]
                     if r.broker_ids and r.broker_ids[i] is not None:
                         _set(bids, j, r.broker_ids[i])
                     if msg is not None:
@@ -269,33 +273,36 @@ class RunTables:
         if not cancels:
             return
         o, f, ev = self.orders, self.fills, self.events
+        status, filled = _column(o, "status", Coded), _column(o, "filled_qty", np.ndarray)
+        ev_run, ev_cid, ev_time, ev_status, ev_qty, ev_msg = (
+            _column(ev, k, list) for k in ("run_id", "client_order_id", "time", "status", "filled_qty", "message"))
         want = {c for c, _, _ in cancels}
         rows: dict[str, list[int]] = {}
-        for j, c in enumerate(o["client_order_id"]):  # type: ignore[arg-type]
+        for j, c in enumerate(_column(o, "client_order_id", list)):
             if c in want:
                 rows.setdefault(c, []).append(j)
         booked: dict[str, float] = {}
-        for c, q in zip(f["client_order_id"], f["qty"].tolist()):  # type: ignore[union-attr,call-overload]
+        for c, q in zip(_column(f, "client_order_id", list), _column(f, "qty", np.ndarray).tolist()):
             if c in want:
                 booked[c] = booked.get(c, 0.0) + q       # SQLite's SUM: in row order
         canceled = int(OrderStatus.CANCELED)
         for c, t, reason in cancels:
             for j in rows.get(c, ()):
-                o["status"].codes[j] = canceled  # type: ignore[union-attr]
+                status.codes[j] = canceled
                 _set(o["message"], j, reason)
-                o["filled_qty"][j] = booked.get(c, 0.0)  # type: ignore[index]
-            ev["run_id"].append(rid)  # type: ignore[union-attr]
-            ev["client_order_id"].append(c)  # type: ignore[union-attr]
-            ev["time"].append(IsoTimes(np.array([t])).strings()[0])  # type: ignore[union-attr]
-            ev["status"].append("canceled")  # type: ignore[union-attr]
-            ev["filled_qty"].append(None)  # type: ignore[union-attr]
-            ev["message"].append(reason)  # type: ignore[union-attr]
+                filled[j] = booked.get(c, 0.0)
+            ev_run.append(rid)
+            ev_cid.append(c)
+            ev_time.append(IsoTimes(np.array([t])).strings()[0])
+            ev_status.append("canceled")
+            ev_qty.append(None)
+            ev_msg.append(reason)
 
 
 class _Book:
     """Codes for the distinct values of a column (None included), in order of appearance."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.values: list = []
         self.index: dict = {}
         self._universes: dict[tuple[str, ...], np.ndarray] = {}
@@ -336,6 +343,14 @@ def _fill_columns(r: ExecutionReport, ids: list[str], books: dict, cids: list[st
     nums["side"].append((f.side > 0).astype(np.int8))
     for k in ("time", "qty", "price", "fee", "slippage"):
         nums[k].append(np.asarray(getattr(f, k)))
+
+
+def _column(cols: dict[str, object], name: str, kind: type[_T]) -> _T:
+    """Column ``name`` of a table, of the type ``RunTables`` builds it as (a list, a numpy array,
+    ``Coded`` or ``IsoTimes``): checked, so the code that updates it in place is typed."""
+    col = cols[name]
+    assert isinstance(col, kind), name
+    return col
 
 
 def _set(col, j: int, value) -> None:

@@ -131,7 +131,7 @@ def _read_long(path: str | Path) -> pd.DataFrame:
     t_ns = stamps.astype("datetime64[ns]")
     bad(np.isnat(t_ns), "timestamp", "unparseable time {v!r}", lambda i: ts_text[ts_codes[i]])
     sym_codes, sym_text = symbol_text
-    canon = []
+    canon: list[str | None] = []
     for s in sym_text:
         try:
             canon.append(canonical(str(s).strip()))

@@ -80,7 +80,7 @@ class Decisions(Sequence):
     def __bool__(self) -> bool:
         return self._len > 0
 
-    def __getitem__(self, i):  # type: ignore[override]
+    def __getitem__(self, i):
         return self.records()[i]
 
     def __iter__(self) -> Iterator[RiskDecision]:

@@ -80,6 +80,7 @@ class Rebalancer:
             return adds, ()
         u = adds.universe
         idx = adds.symbol_idx
+        fee: np.ndarray | float
         if self.fees is not None:
             fee = self.fees.rate(u.crypto[idx])
         else:

@@ -59,4 +59,4 @@ def chunk_of(col, lo: int, hi: int) -> list:
         return col.rows(lo, hi)
     if isinstance(col, np.ndarray):
         return col[lo:hi].tolist()
-    return col[lo:hi]  # type: ignore[index]
+    return col[lo:hi]

@@ -199,14 +199,16 @@ def plan_replay(ledger: Ledger, run_or_strategy: str, strategy: StrategyConfig, 
                 read: Callable[..., SignalBatches] | None = None) -> ReplayPlan:
     """Collect the paper window ending at ``run_or_strategy`` and read its batches back."""
     if read is None:
-        from framework.signals import load_signals as read
+        from framework.signals import load_signals
+
+        read = load_signals
     run = resolve_run(ledger, run_or_strategy)
     runs = window(ledger, run)
     cycles = _cycles(ledger, runs)
     if not cycles:
         raise UsageError(f"run {run['run_id']} and the runs before it with the same config have no cycles "
                          "to replay")
-    batches = _batches(cycles, strategy, signals_override, read)  # type: ignore[arg-type]
+    batches = _batches(cycles, strategy, signals_override, read)
     final = ledger.last_equity([r["run_id"] for r in runs])
     held = _prior_positions(ledger, runs[0], batches.symbols)
     return ReplayPlan(run, tuple(runs), tuple(cycles), batches, held, final)
@@ -295,7 +297,7 @@ def simulate(plan: ReplayPlan, strategy: StrategyConfig, limits, venue: VenueCon
                    signals="replay")
     outcome = run_simulated(mem, pipeline, market, plan.batches, run_id, info, initial_equity=first.equity,
                             absent_hold=strategy.signals.absent == "hold").outcome
-    eq = outcome.equity  # type: ignore[attr-defined]
+    eq = outcome.equity
     final = float(eq["equity"].iloc[-1]) if eq is not None and len(eq) else first.equity
     return SimReplay(mem, run_id, bars, bars_source, fill, slip, mem.frame("orders", run_id),
                      mem.frame("fills", run_id), mem.frame("cycles", run_id, "seq"),

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any, TypeGuard
 
 import numpy as np
 import pandas as pd
@@ -116,10 +117,12 @@ def _records(frame: pd.DataFrame) -> list[dict]:
     return [{k: _json_value(v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
+def _finite_number(v: object) -> TypeGuard[int | float | np.number]:
+    return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _diff(a: object, b: object) -> float | None:
-    ok = all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and math.isfinite(v)
-             for v in (a, b))
-    return float(b) - float(a) if ok else None
+    return float(b) - float(a) if _finite_number(a) and _finite_number(b) else None
 
 
 def compare_runs(a: RunData, b: RunData, out_dir: Path, tolerance: pd.Timedelta | None = None) -> dict:
@@ -147,7 +150,7 @@ def compare_runs(a: RunData, b: RunData, out_dir: Path, tolerance: pd.Timedelta 
     symbols = symbols.reset_index().rename(columns={"index": "symbol"})
 
     pairs, only_a, only_b = match_orders(a.orders, b.orders, tolerance)
-    result = {
+    result: dict[str, Any] = {
         "run_a": a.run_id, "run_b": b.run_id,
         "metrics": {k: {f: _json_value(v) for f, v in d.items()} for k, d in metrics.items()},
         "daily_pnl": _records(daily),

@@ -128,7 +128,9 @@ class PortfolioCycle:
 
     @property
     def view(self) -> SleeveView:
-        return self.pipeline.broker  # type: ignore[return-value]
+        view = self.pipeline.broker      # ``wire`` builds the pipeline around a SleeveView
+        assert isinstance(view, SleeveView)
+        return view
 
     def plan(self, t: np.datetime64, batch_id: str, batches: dict[str, TargetPortfolio | None],
              acct: AccountSnapshot, prices: np.ndarray, others: dict[str, float],

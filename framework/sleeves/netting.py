@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from framework.decisions import Decisions
 from framework.risk import RiskManager
 from framework.types import RiskDecision, TargetPortfolio, Universe
 
@@ -57,7 +58,7 @@ class NettedPlan:
 
 def sleeve_target(risk: RiskManager, target: TargetPortfolio, held: np.ndarray, prices: np.ndarray, equity: float,
                   day_start: float | None, universe: Universe, cash_buffer: float, drift: float
-                  ) -> tuple[np.ndarray, tuple[RiskDecision, ...]]:
+                  ) -> tuple[np.ndarray, Decisions]:
     """Target quantities of one sleeve: its batch approved by its strategy's limits on its equity,
     less its cash buffer. An addition smaller than ``drift`` x equity is left out; a reduction never
     is, so a position that grew past its limit is always brought back under it."""
@@ -74,7 +75,7 @@ def sleeve_target(risk: RiskManager, target: TargetPortfolio, held: np.ndarray, 
 
 def account_check(risk: RiskManager, t: np.datetime64, batch_id: str, target: np.ndarray, held: np.ndarray,
                   prices: np.ndarray, equity: float, day_start: float | None, universe: Universe
-                  ) -> tuple[np.ndarray, tuple[RiskDecision, ...], bool]:
+                  ) -> tuple[np.ndarray, Decisions, bool]:
     """The sleeves' summed targets checked with the account limits; returns the sleeves' targets with
     every symbol the check changed scaled by the same factor in each sleeve (halted: all held)."""
     total = target.sum(axis=0)
