@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from decimal import ROUND_DOWN, Decimal
 from typing import Callable
 
 import numpy as np
@@ -15,7 +16,7 @@ from framework.config import mask_secret
 from framework.costs import CostInputs, VenueFees
 from framework.errors import BrokerError, DataError, Problem
 from framework.symbols import is_crypto
-from framework.types import AccountSnapshot, FillBatch, OrderBatch, Position, Universe
+from framework.types import AccountSnapshot, FillBatch, OrderBatch, Position, Universe, adjusting_trade_id
 
 
 class AlpacaBroker(LiveBroker):
@@ -57,10 +58,7 @@ class AlpacaBroker(LiveBroker):
                 except NotFound:
                     problems.append(Problem("<alpaca assets>", None, "symbol", f"{s} is not an Alpaca asset"))
                     continue
-            inst = wire.instrument(self._assets[s], *self.min_notional)
-            if not inst.tradable:
-                problems.append(Problem("<alpaca assets>", None, "symbol", f"{s} is not tradable at Alpaca"))
-            out.append(inst)
+            out.append(wire.instrument(self._assets[s], *self.min_notional))   # untradable: held by the planner
         if problems:
             raise DataError(problems)
         return Universe.from_instruments(out)
@@ -73,7 +71,8 @@ class AlpacaBroker(LiveBroker):
         cash = float(a.cash)  # type: ignore[union-attr]
         bp = wire._f(getattr(a, "non_marginable_buying_power", None)) or float(a.buying_power)  # type: ignore[union-attr]
         return AccountSnapshot(np.datetime64(time.time_ns(), "ns"), equity, cash, min(bp, float(a.buying_power)),  # type: ignore[union-attr]
-                               last if last else None, "USD", positions)
+                               last if last else None, "USD", positions, wire.blocked(a), wire.can_short(a),
+                               wash_trade_rule=True)
 
     def positions(self) -> tuple[Position, ...]:
         return tuple(wire.position(p) for p in self._do("positions", self.trading.get_all_positions))  # type: ignore[union-attr]
@@ -207,13 +206,51 @@ class AlpacaBroker(LiveBroker):
         if not by_order:
             return FillBatch.empty()
         out: list[VenueFill] = []
+        seen: dict[str, tuple[float, float, str]] = {}       # activity id -> (qty, price, trade id) booked
         for act in self._fill_activities(set(by_order)):
             i = by_order[str(act["order_id"])]
             q, px = float(act["qty"]), float(act["price"])
             t = np.datetime64(str(act.get("transaction_time") or "").replace("Z", "").split("+")[0] or "NaT", "ns")
-            out.append(VenueFill(i, q, px, self._fee(batch, i, q, px), str(act["id"]),
-                                 t if not np.isnat(t) else np.datetime64(time.time_ns(), "ns")))
+            t = t if not np.isnat(t) else np.datetime64(time.time_ns(), "ns")
+            kind = str(act.get("type") or "fill")
+            corrects = act.get("corrects")
+            if kind in ("trade_correct", "trade_bust") and corrects:
+                out.extend(self._adjusting(batch, i, seen.get(str(corrects)), q, px, kind, str(act["id"]), t))
+                seen[str(act["id"])] = (q, px, str(act["id"]))
+                seen[str(corrects)] = (q, px, str(corrects))
+                continue
+            book_q, fee = self._in_kind(batch, i, q, px)
+            out.append(VenueFill(i, book_q, px, fee, str(act["id"]), t, q - book_q))
+            seen[str(act["id"])] = (q, px, str(act["id"]))
         return fill_batch(batch, out)
+
+    def _in_kind(self, batch: OrderBatch, i: int, q: float, px: float) -> tuple[float, float]:
+        """(quantity to book, fee in USD) of one fill. Alpaca takes the crypto fee in the asset
+        received ("Crypto Fees": "charged on the credited crypto asset/fiat (what you receive)"): a
+        buy's coin fee is booked as a quantity reduction and its value as the fee (SPEC §17), so the
+        ledger's position equals the venue's; the venue credits q x (1 - rate) floored to 1e-9."""
+        j = int(batch.symbol_idx[i])
+        if not (batch.universe.crypto[j] and batch.side[i] > 0) or self.fees is None:
+            return q, self._fee(batch, i, q, px)
+        rate = Decimal(repr(self.fees.crypto_bps)) / Decimal(10_000)
+        net = (Decimal(repr(q)) * (1 - rate)).quantize(Decimal("1e-9"), ROUND_DOWN)
+        return float(net), float((Decimal(repr(q)) - net) * Decimal(repr(px)))
+
+    def _adjusting(self, batch: OrderBatch, i: int, old: tuple[float, float, str] | None, q: float, px: float,
+                   kind: str, act_id: str, t: np.datetime64) -> list[VenueFill]:
+        """A correction or bust of an earlier fill, booked as adjusting rows (never dropped): the
+        original reversed (negative quantity) and, for a correction, the corrected fill; each row
+        with its own trade id so the ledger's unique index keeps them all (SPEC §17)."""
+        if old is None:
+            return []
+        oq, opx, _ = old
+        rows = []
+        bq, bfee = self._in_kind(batch, i, oq, opx)
+        rows.append(VenueFill(i, -bq, opx, -bfee, adjusting_trade_id(act_id, kind, 0), t, -(oq - bq)))
+        if kind == "trade_correct" and q > 0:
+            cq, cfee = self._in_kind(batch, i, q, px)
+            rows.append(VenueFill(i, cq, px, cfee, adjusting_trade_id(act_id, kind, 1), t, q - cq))
+        return rows
 
     def _fill_activities(self, order_ids: set[str]) -> list[dict]:
         """FILL activities of ``order_ids``, oldest first, over as many pages as it takes."""

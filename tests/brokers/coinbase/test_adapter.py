@@ -149,17 +149,22 @@ def test_products_give_increments_and_minimums_in_the_universe(server, broker):
     np.testing.assert_allclose(broker.prices(u), [50_000, 150, 0.12345])
 
 
-def test_unknown_or_untradable_products_are_data_errors_naming_the_symbol(server, broker):
+def test_unknown_products_are_data_errors_untradable_ones_carry_the_reason(server, broker):
     with pytest.raises(DataError) as e:
         broker.instruments(["BTC/USD", "FOO/USD"])
     assert "FOO/USD" in str(e.value) and "not a Coinbase product" in str(e.value)
     with pytest.raises(DataError) as e:
         broker.instruments(["AAPL"])
     assert "AAPL" in str(e.value) and "crypto" in str(e.value)
+    # SPEC §17: a product the venue does not trade now is held by the planner with the reason, and the
+    # other symbols trade (no error for the whole universe)
     server.set_product("ETH-USD", trading_disabled=True)
-    with pytest.raises(DataError) as e:
-        broker.instruments(["ETH/USD"])
-    assert "ETH/USD" in str(e.value) and "not tradable" in str(e.value)
+    server.set_product("SOL-USD", cancel_only=True)
+    server.set_product("BTC-USD", limit_only=True)
+    u = broker.instruments(["ETH/USD", "SOL/USD", "BTC/USD"])
+    assert u.can_trade().tolist() == [False, False, True]
+    assert "trading_disabled" in u.halt_reason(0) and "cancel_only" in u.halt_reason(1)
+    assert u.limit_only is not None and u.limit_only.tolist() == [False, False, True]
 
 
 def test_prices_follow_the_server(server, broker):
