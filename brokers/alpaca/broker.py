@@ -16,7 +16,7 @@ from framework.config import mask_secret
 from framework.costs import CostInputs, VenueFees
 from framework.errors import BrokerError, DataError, Problem
 from framework.symbols import is_crypto
-from framework.types import AccountSnapshot, FillBatch, OrderBatch, Position, Universe, adjusting_trade_id
+from framework.types import AccountSnapshot, FillBatch, OrderBatch, Position, Universe, adjusting_trade_id, owned
 
 
 class AlpacaBroker(LiveBroker):
@@ -32,6 +32,8 @@ class AlpacaBroker(LiveBroker):
         self.fees = fees
         self.min_notional = (min_notional_equity, min_notional_crypto)
         self._assets: dict[str, object] = {}
+        self._chain: dict[str, list[str]] = {}      # replacement order id -> the ids it replaced
+        self._had_fills: set[str] = set()           # orders seen filled (a later bust still reaches them)
 
     def describe(self) -> str:
         where = self.endpoints.trading_url or ("paper-api.alpaca.markets" if self.endpoints.paper else "api.alpaca.markets")
@@ -110,7 +112,40 @@ class AlpacaBroker(LiveBroker):
         from alpaca.trading.requests import GetOrdersRequest
 
         orders = self._do("open orders", lambda: self.trading.get_orders(GetOrdersRequest(status="open", limit=500)))
-        return [wire.order_state(o) for o in orders]  # type: ignore[union-attr]
+        return [self._owner_of(o) for o in orders]  # type: ignore[union-attr]
+
+    # ---- venue-side replaces (alpaca-py OrderStatus.REPLACED: "replaced by another order, or updated due
+    # to a market event such as corporate action"): followed to the replacement, never taken as final
+    def _follow(self, o) -> OrderState:
+        """The state of order ``o`` followed through any venue-side replacements: the replacement's
+        status under the original's client order id, quantities summed over the chain."""
+        st = wire.order_state(o)
+        for _ in range(8):
+            nxt_id = getattr(o, "replaced_by", None)
+            if st.venue_status != "replaced" or not nxt_id:
+                return st
+            o = self._sdk("order", lambda i=nxt_id: self.trading.get_order_by_id(i))
+            new = wire.order_state(o)
+            self._chain.setdefault(new.broker_id or "", []).extend([st.broker_id or "",
+                                                                    *self._chain.get(st.broker_id or "", [])])
+            filled = st.filled_qty + new.filled_qty
+            avg = ((st.avg_price or 0.0) * st.filled_qty + (new.avg_price or 0.0) * new.filled_qty) / filled \
+                if filled > 0 else None
+            st = OrderState(st.client_order_id, new.broker_id, st.symbol, st.side, st.filled_qty + new.qty, filled,
+                            avg, new.status, new.order_type, new.message, new.venue_status)
+        return st
+
+    def _owner_of(self, o) -> OrderState:
+        """An open order as Parity's when it replaced one of Parity's (the venue gave it a new id)."""
+        replaces = getattr(o, "replaces", None)
+        if replaces and not owned(o.client_order_id):
+            try:
+                first = self._sdk("order", lambda: self.trading.get_order_by_id(replaces))
+            except NotFound:
+                first = None
+            if first is not None and owned(first.client_order_id):
+                return self._follow(first)
+        return wire.order_state(o)
 
     # ---- live-loop primitives ------------------------------------------------------------------
     def _submit(self, req: OrderRequest) -> OrderState:
@@ -137,7 +172,7 @@ class AlpacaBroker(LiveBroker):
             o = self._sdk("order", lambda: self.trading.get_order_by_id(state.broker_id))
         else:
             o = self._sdk("order", lambda: self.trading.get_order_by_client_id(state.client_order_id))
-        return wire.order_state(o)
+        return self._follow(o)
 
     def _find(self, client_ids: list[str], since: np.datetime64) -> dict[str, OrderState]:
         wanted = set(client_ids)
@@ -146,7 +181,7 @@ class AlpacaBroker(LiveBroker):
             for cid in wanted:
                 try:
                     o = self._sdk("order by client id", lambda cid=cid: self.trading.get_order_by_client_id(cid))
-                    found[cid] = wire.order_state(o)
+                    found[cid] = self._follow(o)
                 except NotFound:
                     pass
             return found
@@ -159,7 +194,7 @@ class AlpacaBroker(LiveBroker):
             page = self._sdk("orders", lambda req=req: self.trading.get_orders(req))
             for o in page:  # type: ignore[union-attr]
                 if o.client_order_id in wanted:
-                    found[o.client_order_id] = wire.order_state(o)
+                    found[o.client_order_id] = self._follow(o)
             if len(page) < 500 or len(found) == len(wanted):  # type: ignore[arg-type]
                 return found
             until = page[-1].submitted_at or page[-1].created_at  # type: ignore[index]
@@ -177,7 +212,7 @@ class AlpacaBroker(LiveBroker):
             page = self._sdk("orders", lambda req=req: self.trading.get_orders(req))
             for o in page:  # type: ignore[union-attr]
                 if str(o.id) in ids:
-                    got[str(o.id)] = wire.order_state(o)
+                    got[str(o.id)] = self._follow(o)
             if len(got) == len(ids) or len(page) < 500:  # type: ignore[arg-type]
                 break
             until = page[-1].submitted_at or page[-1].created_at  # type: ignore[index]
@@ -202,7 +237,11 @@ class AlpacaBroker(LiveBroker):
         """The venue's own fills of these orders: Alpaca's FILL account activities, one per execution,
         each with its activity id as the trade id (order states give only cumulative figures).
         Alpaca's fill events carry no fee: it is computed from the venue's fee schedule."""
-        by_order = {s.broker_id: i for i, s in enumerate(states) if s is not None and s.broker_id and s.filled_qty > 0}
+        by_order = {s.broker_id: i for i, s in enumerate(states) if s is not None and s.broker_id
+                    and (s.filled_qty > 0 or s.broker_id in self._had_fills)}   # a bust can take it to 0
+        self._had_fills.update(by_order)
+        for bid, i in list(by_order.items()):
+            by_order.update({old: i for old in self._chain.get(bid, [])})     # fills before a replace
         if not by_order:
             return FillBatch.empty()
         out: list[VenueFill] = []

@@ -12,7 +12,7 @@ _STATUS = {
     "accepted_for_bidding": OrderStatus.NEW, "held": OrderStatus.NEW, "pending_replace": OrderStatus.NEW,
     "pending_cancel": OrderStatus.NEW, "calculated": OrderStatus.NEW, "pending_review": OrderStatus.NEW,
     "partially_filled": OrderStatus.PARTIAL, "filled": OrderStatus.FILLED, "done_for_day": OrderStatus.NEW,
-    "canceled": OrderStatus.CANCELED, "expired": OrderStatus.EXPIRED, "replaced": OrderStatus.CANCELED,
+    "canceled": OrderStatus.CANCELED, "expired": OrderStatus.EXPIRED, "replaced": OrderStatus.NEW,
     "stopped": OrderStatus.NEW, "rejected": OrderStatus.REJECTED, "suspended": OrderStatus.NEW,
 }
 

@@ -29,8 +29,8 @@ VAULT = "ACCOUNT_TYPE_VAULT"
 
 def floor_str(qty: float, increment: float) -> str:
     """Floor ``qty`` to a multiple of ``increment`` and write it exactly as the venue wants it."""
-    inc = Decimal(repr(increment)).normalize()
-    q = (Decimal(repr(qty)) / inc).to_integral_value(rounding=ROUND_DOWN) * inc
+    inc = Decimal(repr(float(increment))).normalize()
+    q = (Decimal(repr(float(qty))) / inc).to_integral_value(rounding=ROUND_DOWN) * inc
     return format(q.quantize(inc) if inc.as_tuple().exponent < 0 else q, "f")
 
 
