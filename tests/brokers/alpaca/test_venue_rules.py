@@ -261,7 +261,7 @@ def test_a_sub_dollar_stock_trades_with_four_decimal_limits():
     with server(assets=[penny], prices={"PENY": 0.51237}) as srv:
         p = pipeline(make_broker(srv), ["PENY"], execution="smart")
         res = run_cycle(p, target(p.universe, {"PENY": 0.01}))
-        first = [r for r in res.reports if len(r.batch)][0]
+        first = next(r for r in res.reports if len(r.batch))
         assert first.batch.order_type == "limit" and first.status.tolist() == [int(OrderStatus.FILLED)]
         limit = float(first.batch.limit_price[0])
         assert limit == round(limit, 4) and limit > 0.51237
