@@ -18,7 +18,8 @@ import pytest
 
 from tests.servers.alpaca_server import AlpacaServer
 from tests.test_cli_alpaca import HEADER, KEY, LIVE_ENV, PAPER_ENV, SECRET, Home, now_utc, stamp, write_home
-from tests.test_cli_coinbase import CliEnv, server as coinbase_server
+from tests.test_cli_coinbase import CliEnv
+from tests.test_cli_coinbase import server as coinbase_server
 
 
 @pytest.fixture
