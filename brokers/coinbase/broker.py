@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from decimal import ROUND_DOWN, Decimal
 from typing import Callable
@@ -14,7 +15,7 @@ from brokers.live import LiveBroker, LiveOptions, OrderRequest, RateLimiter, Ret
 from framework.broker import OnUpdate, OrderState
 from framework.costs import VenueFees
 from framework.config import mask_secret
-from framework.errors import DataError, Problem
+from framework.errors import AuthenticationError, BrokerError, DataError, Problem, TransientBrokerError
 from framework.symbols import split_pair
 from framework.types import (AccountSnapshot, ExecutionReport, FillBatch, OrderBatch, Position, Universe,
                              adjusting_trade_id)
@@ -46,6 +47,38 @@ class CoinbaseBroker(LiveBroker):
         self._products: dict[str, dict] = {}
         self.fees = fees            # the venue's schedule: buys leave room for the fee
         self._held: dict[str, float] = {}
+
+    # Coinbase can answer throttling with 401 (coinbase-advanced-py#60, #132; P): a 401 is retried this many
+    # times in all before the key is blamed
+    unauthorized_tries: int = 3
+
+    def call(self, fn):
+        for k in range(self.unauthorized_tries):
+            try:
+                return super().call(fn)
+            except AuthenticationError as e:
+                if "401" not in str(e):
+                    raise
+                if k == self.unauthorized_tries - 1:
+                    raise AuthenticationError(f"{e} (answered 401 {k + 1} times in a row; Coinbase sometimes answers "
+                                              "throttling with 401, so it was retried before blaming the key)") from e
+                self.sleep(0.5 * 2 ** k)
+        raise AssertionError("unreachable")
+
+    def sizing_fees(self) -> VenueFees | None:
+        """The taker rate of the user's own fee tier (Advanced Trade ``transaction_summary``
+        ``fee_tier.taker_fee_rate``), so buys leave the headroom the venue will really charge; the
+        configured schedule when the venue does not say."""
+        try:
+            resp = wire.to_dict(self._do("fee tier", self.client.get_transaction_summary))
+        except (BrokerError, TransientBrokerError):
+            return self.fees
+        tier = wire.to_dict(resp.get("fee_tier") or {})
+        rate = wire._f(tier.get("taker_fee_rate"))
+        if rate is None:
+            return self.fees
+        base = self.fees or VenueFees(0.0, 0.0)
+        return dataclasses.replace(base, crypto_bps=rate * 1e4)
 
     def describe(self) -> str:
         where = self.endpoints.base_url or "api.coinbase.com"

@@ -186,7 +186,7 @@ def run_execute(settings: Settings, settings_path: str | None, *, signals_path: 
             if unknown:
                 load(lambda asked: {s: m for s, m in unknown.items() if s in asked})
             raise
-        rebalancer = Rebalancer(strategy.rebalance, fees=getattr(broker, "fees", None))
+        rebalancer = Rebalancer(strategy.rebalance, fees=broker.sizing_fees())
         info = RunInfo(strategy.name, strategy.config_hash(), mode, universe.symbols,
                        {"limits": limits.model_dump(), "strategy": strategy.model_dump()}, str(signals_path))
         if dry_run:

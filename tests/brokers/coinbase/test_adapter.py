@@ -392,8 +392,10 @@ def test_a_refused_key_is_an_authentication_error_with_a_clear_message(server):
     msg = str(e.value)
     assert "401" in msg and "key" in msg.lower()
     assert stranger.private_pem.splitlines()[1] not in msg     # never the secret
-    # not retried: authentication problems stop at once
-    assert len([r for r in server.requests if r.path == API + "/accounts"]) == 1
+    # Coinbase can answer throttling with 401 (catalogue row 15): retried a bounded number of times, then
+    # the key is blamed, and the message says so
+    assert len([r for r in server.requests if r.path == API + "/accounts"]) == b.unauthorized_tries == 3
+    assert "retried before blaming the key" in msg
 
 
 def test_every_call_has_a_timeout(server):

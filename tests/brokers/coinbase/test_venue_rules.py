@@ -90,3 +90,29 @@ def test_limit_only_product_is_traded_with_a_limit_order(server):
     venue = server.orders()[-1]
     assert "limit_limit_gtc" in venue["order_configuration"]
     np.testing.assert_allclose(rep.filled_qty, [0.1])
+
+
+def test_a_401_from_throttling_is_retried_before_the_key_is_blamed(server):
+    """Row 15 (P): coinbase-advanced-py#60 saw throttling answered "401 Unauthorized"."""
+    server.set_balance("USD", "1000")
+    slept: list[float] = []
+    broker = make_broker(server, sleep=slept.append)
+    server.inject("401_throttle", path_prefix="/accounts", count=2)
+    assert broker.account().cash == pytest.approx(1000.0)
+    assert len(slept) >= 2
+
+
+def test_the_fee_tier_from_transaction_summary_sizes_the_buying_power_headroom(server):
+    """Row 18: the user's taker rate (here 0.25%, not the configured 0.6%) is what buys leave room for."""
+    from framework.config import load_venue
+    from framework.costs import VenueFees
+
+    server.configure(pricing_tier="Advanced 3", fee_rate=0.0025, maker_fee_rate=0.0015)
+    from brokers.coinbase.broker import CoinbaseBroker
+
+    configured = VenueFees.from_venue(load_venue("coinbase"))
+    broker = make_broker(server)
+    broker = CoinbaseBroker(broker.endpoints, fees=configured, retry=broker.retry, options=broker.options)
+    fees = broker.sizing_fees()
+    assert fees is not None and fees.crypto_bps == pytest.approx(25.0)
+    assert configured.crypto_bps != pytest.approx(25.0)
