@@ -26,7 +26,8 @@ from framework.types import (
     Universe,
     smart_leg,
 )
-from framework.venue_checks import check_plan, owned_opposite, require_tradable_account
+from framework.venue_checks import (carry_decisions, check_plan, held_reductions, owned_opposite,
+                                    require_tradable_account)
 
 _OPEN = (int(OrderStatus.PLANNED), int(OrderStatus.NEW), int(OrderStatus.PARTIAL))
 
@@ -97,9 +98,15 @@ def plan_cycle(p: Pipeline, target: TargetPortfolio) -> CyclePlan:
     risk = p.risk.approve(target, positions, prices, acct.equity, day_start, p.universe)
     plan = None
     if not risk.halted:
-        plan = p.rebalancer.plan(target, risk.weights, positions, prices, acct.equity, p.universe,
-                                 broker.market_open(p.universe))
-        plan = check_plan(plan, acct, positions, p.universe, broker.foreign_orders())   # what the venue refuses
+        is_open, foreign = broker.market_open(p.universe), broker.foreign_orders()
+        plan = p.rebalancer.plan(target, risk.weights, positions, prices, acct.equity, p.universe, is_open)
+        plan = check_plan(plan, acct, positions, p.universe, foreign)        # what the venue would refuse
+        stuck = held_reductions(plan, p.universe)
+        if stuck.any():     # a position that cannot shrink this cycle: re-plan with it kept, so the limits count it
+            risk = p.risk.approve(target, positions, prices, acct.equity, day_start, p.universe, keep=stuck)
+            plan = carry_decisions(plan, check_plan(p.rebalancer.plan(target, risk.weights, positions, prices,
+                                                                      acct.equity, p.universe, is_open),
+                                                    acct, positions, p.universe, foreign))
     return CyclePlan(target, acct, positions, prices, risk, plan)
 
 

@@ -78,15 +78,54 @@ def check_plan(plan: RebalancePlan, acct: AccountSnapshot, positions: np.ndarray
     each (appended to ``plan.skipped``, which the journal records and ``--dry-run`` prints)."""
     decisions: list[RiskDecision] = []
     avail = available_vector(acct, universe, positions)
-    reduce = _check_leg(plan.reduce, acct, positions, avail, foreign, decisions)
-    add = _check_leg(plan.add, acct, positions, avail, foreign, decisions)
+    reduce = _check_leg(plan.reduce, acct, avail, foreign, decisions, reducing=True)
+    left = positions.astype(float).copy()          # what each position is once the reductions fill
+    np.add.at(left, reduce.symbol_idx, reduce.side * reduce.qty)
+    add = _unflipped(plan.add, left, decisions)
+    add = _check_leg(add, acct, avail, foreign, decisions, reducing=False)
     if not decisions:
         return plan
     return RebalancePlan(reduce, add, plan.target_qty, plan.skipped + tuple(decisions))
 
 
-def _check_leg(leg: OrderBatch, acct: AccountSnapshot, positions: np.ndarray, avail: np.ndarray,
-               foreign: list[OrderState], decisions: list[RiskDecision]) -> OrderBatch:
+HOLDS = ("venue_halt", "wash_trade")
+
+
+def held_reductions(plan: RebalancePlan, universe: Universe) -> np.ndarray:
+    """Symbols whose reduction the pre-checks held in full (a halted symbol, the user's opposite order):
+    their positions stay this cycle, and the limits must count them (the planner re-plans with them kept)."""
+    out = np.zeros(len(universe), bool)
+    for d in plan.skipped:
+        if (d.rule in HOLDS or d.rule == "qty_available" and d.approved <= 0) and d.symbol in universe.index:
+            out[universe.index[d.symbol]] = True
+    return out
+
+
+def carry_decisions(first: RebalancePlan, second: RebalancePlan) -> RebalancePlan:
+    """The re-made plan with the first plan's hold decisions it no longer repeats."""
+    seen = {(d.symbol, d.rule) for d in second.skipped}
+    extra = tuple(d for d in first.skipped if d.rule in HOLDS and (d.symbol, d.rule) not in seen)
+    return RebalancePlan(second.reduce, second.add, second.target_qty, second.skipped + extra)
+
+
+def _unflipped(leg: OrderBatch, left: np.ndarray, decisions: list[RiskDecision]) -> OrderBatch:
+    """Additions that would grow a position the other way while the reduction before it could not
+    close it (quantity held, a held symbol): the venue would take them as part of the old side."""
+    qty = leg.qty.copy()
+    for i, (j, side) in enumerate(zip(leg.symbol_idx.tolist(), leg.side.tolist())):
+        if left[j] * side < -EPS:
+            s = leg.universe.symbols[j]
+            decisions.append(RiskDecision(leg.time, s, "flip_incomplete", RiskAction.HOLD, float(qty[i]), 0.0,
+                                          f"the {abs(left[j]):g} of {s} still held could not be closed first: the "
+                                          "position is not turned to the other side this cycle"))
+            qty[i] = 0.0
+    return leg.with_qty(qty)
+
+
+def _check_leg(leg: OrderBatch, acct: AccountSnapshot, avail: np.ndarray, foreign: list[OrderState],
+               decisions: list[RiskDecision], *, reducing: bool) -> OrderBatch:
+    """One leg: in the reduce leg a sell sells a long and a buy covers a short; in the add leg a sell
+    is a short sale and a buy opens or grows a long."""
     if len(leg) == 0:
         return leg
     u = leg.universe
@@ -114,15 +153,15 @@ def _check_leg(leg: OrderBatch, acct: AccountSnapshot, positions: np.ndarray, av
                    "order as a potential wash trade; held until that order is gone")
             qty[i] = 0.0
             continue
-        long_sell = side < 0 and positions[j] > EPS
-        if long_sell:
-            can = float(floor_to(np.array([avail[j]]), np.array([u.qty_increment[j]]))[0])
-            if qty[i] > can + EPS:
+        if reducing and side < 0:         # selling a long
+            if qty[i] > avail[j] + EPS:
+                can = float(floor_to(np.array([max(avail[j], 0.0)]), np.array([u.qty_increment[j]]))[0])
                 decide("qty_available", RiskAction.CLIP, can,
-                       f"only {can:g} of the {positions[j]:g} held can be sold now (the rest is held by open "
-                       "orders)")
+                       f"only {can:g} can be sold now (the rest of the position is held by open orders)")
                 qty[i] = can
             avail[j] -= qty[i]
+            continue
+        if reducing:                      # covering a short
             continue
         if side < 0:                      # a short sale
             if not acct.can_short or not u.shortable[j]:
@@ -137,7 +176,7 @@ def _check_leg(leg: OrderBatch, acct: AccountSnapshot, positions: np.ndarray, av
                        f"short sales are whole shares only: {qty[i]:g} floored to {whole:g}")
                 qty[i] = whole
             continue
-        if floor[j] > 0 and qty[i] * px < floor[j] - 1e-9 and not (positions[j] < -EPS):
+        if floor[j] > 0 and qty[i] * px < floor[j] - 1e-9:
             decide("min_buy_notional", RiskAction.REJECT, 0.0,
                    f"a buy of ${qty[i] * px:,.2f} is under the venue's minimum of ${floor[j]:,.2f}: not sent")
             qty[i] = 0.0
