@@ -26,8 +26,13 @@ from framework.types import (
     Universe,
     smart_leg,
 )
-from framework.venue_checks import (carry_decisions, check_plan, held_reductions, owned_opposite,
-                                    require_tradable_account)
+from framework.venue_checks import (
+    carry_decisions,
+    check_plan,
+    held_reductions,
+    owned_opposite,
+    require_tradable_account,
+)
 
 _OPEN = (int(OrderStatus.PLANNED), int(OrderStatus.NEW), int(OrderStatus.PARTIAL))
 

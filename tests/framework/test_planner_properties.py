@@ -29,8 +29,15 @@ from framework.engine import Pipeline, plan_cycle
 from framework.journal import BufferedJournal
 from framework.rebalance import Rebalancer
 from framework.risk import RiskManager
-from framework.types import (AccountSnapshot, AssetClass, Instrument, Position, TargetPortfolio, Universe,
-                             batch_key)
+from framework.types import (
+    AccountSnapshot,
+    AssetClass,
+    Instrument,
+    Position,
+    TargetPortfolio,
+    Universe,
+    batch_key,
+)
 
 T = np.datetime64("2026-01-05T15:00:00", "ns")
 EXAMPLES = int(os.environ.get("PARITY_PROPERTY_EXAMPLES", "2000"))
