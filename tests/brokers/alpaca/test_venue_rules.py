@@ -31,9 +31,10 @@ RACE_RUNS = int(os.environ.get("PARITY_RACE_RUNS", "200"))
 LIMITS = RiskLimits(min_account_balance=0.0, max_position_size_pct=1.0, max_exposure_pct=1.0, max_positions=50)
 
 
-def make_broker(srv: AlpacaServer, *, order_timeout_s: float = 1.0, poll: float = 0.01, fees=None) -> AlpacaBroker:
+def make_broker(srv: AlpacaServer, *, order_timeout_s: float = 1.0, poll: float = 0.01, fees=None,
+                rpm: int = 200) -> AlpacaBroker:
     return AlpacaBroker(AlpacaEndpoints(KEY, SECRET, True, srv.url, srv.url, timeout=5.0),
-                        retry=RetryPolicy(attempts=4, base=0.01, cap=0.05), fees=fees,
+                        retry=RetryPolicy(attempts=4, base=0.01, cap=0.05), fees=fees, requests_per_minute=rpm,
                         options=LiveOptions(order_timeout_s=order_timeout_s, poll_interval_s=poll))
 
 
@@ -84,7 +85,7 @@ def test_an_inactive_asset_is_held_with_the_reason_and_the_others_trade():
         p = pipeline(make_broker(srv), ["AAPL", "MSFT"])
         cp = plan_cycle(p, target(p.universe, {"AAPL": 0.1, "MSFT": 0.1}))
         assert "MSFT" not in planned(cp) and planned(cp)["AAPL"] > 0
-        held = [d for d in cp.plan.skipped if d.symbol == "MSFT"]
+        held = [d for d in cp.risk.decisions + cp.plan.skipped if d.symbol == "MSFT"]
         assert held and held[0].rule == "venue_halt" and "inactive" in held[0].reason
         run_cycle(p, target(p.universe, {"AAPL": 0.1, "MSFT": 0.1}))
         assert srv.position_qty("AAPL") > 0 and srv.count_orders(symbol="MSFT") == 0
@@ -291,8 +292,8 @@ def test_smart_execution_never_ends_above_the_target_when_cancels_race_with_fill
     rng = np.random.default_rng(12)
     over = []
     with server(fill_mode="poll", fill_after_polls=3, async_cancel=True) as srv:
-        broker = make_broker(srv, order_timeout_s=0.005, poll=0.002)
-        broker.cancel_wait_s = 5.0
+        # the client-side limiter at Alpaca's 200/min would make 200 cycles take an hour; the server's is off
+        broker = make_broker(srv, order_timeout_s=0.005, poll=0.002, rpm=1_000_000)
         p = pipeline(broker, ["AAPL"], execution="smart", reprices=2)
         for run in range(RACE_RUNS):
             srv.set_position("AAPL", 0.0)
