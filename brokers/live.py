@@ -471,8 +471,9 @@ class LiveBroker(Broker):
 
 @dataclass(frozen=True, slots=True)
 class VenueFill:
-    """One fill as the venue reports it: the order's position in its batch, quantity, price, fee in
-    the quote currency, the venue's trade id and its time."""
+    """One fill as the venue reports it: the order's position in its batch, quantity booked (negative
+    for an adjusting row reversing an earlier fill), price, fee in the quote currency, the venue's trade
+    id and its time."""
 
     pos: int
     qty: float
@@ -480,6 +481,7 @@ class VenueFill:
     fee: float
     trade_id: str
     time: np.datetime64
+    fee_qty: float = 0.0      # the part of the executed quantity the venue kept as its fee (in kind)
 
 
 def fill_batch(batch: OrderBatch, fills: list[VenueFill]) -> FillBatch:
@@ -492,5 +494,7 @@ def fill_batch(batch: OrderBatch, fills: list[VenueFill]) -> FillBatch:
     side = batch.side[pos]
     ref = np.nan_to_num(batch.ref_price[pos], nan=0.0)
     slip = np.where(ref > 0, np.maximum((px - ref) * side, 0.0) * q, 0.0)
+    fee_qty = np.array([f.fee_qty for f in fills])
     return FillBatch(np.array([f.time for f in fills], dtype="datetime64[ns]"), batch.symbol_idx[pos], side, q, px,
-                     np.array([f.fee for f in fills]), slip, pos, tuple(f.trade_id for f in fills))
+                     np.array([f.fee for f in fills]), slip, pos, tuple(f.trade_id for f in fills),
+                     fee_qty if fee_qty.any() else None)

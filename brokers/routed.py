@@ -24,9 +24,7 @@ from framework.types import (
 
 
 def _sub_universe(u: Universe, idx: np.ndarray) -> Universe:
-    syms = tuple(u.symbols[i] for i in idx.tolist())
-    return Universe(syms, u.qty_increment[idx], u.min_qty[idx], u.min_notional[idx], u.fractionable[idx],
-                    u.shortable[idx], u.crypto[idx], {s: k for k, s in enumerate(syms)}, u.ticks()[idx])
+    return u.subset(idx)
 
 
 class RoutedBroker(Broker):
@@ -73,7 +71,9 @@ class RoutedBroker(Broker):
             u, k = by_sym[s]
             insts.append(Instrument(s, AssetClass.of(s), float(u.qty_increment[k]), float(u.min_qty[k]),
                                     float(u.min_notional[k]), float(u.ticks()[k]), bool(u.fractionable[k]),
-                                    bool(u.shortable[k])))
+                                    bool(u.shortable[k]), bool(u.can_trade()[k]), u.halt_reason(k),
+                                    bool(u.limit_only[k]) if u.limit_only is not None else False,
+                                    float(u.buy_floor()[k])))
         uni = Universe.from_instruments(insts)
         self._subs = parts
         return uni
@@ -86,7 +86,9 @@ class RoutedBroker(Broker):
             pos = tuple(p for b in self.brokers.values() for p in b.positions())
         return AccountSnapshot(accts[0].time, sum(a.equity for a in accts), sum(a.cash for a in accts),
                                sum(a.buying_power for a in accts),
-                               sum(days) if all(d is not None for d in days) else None, "USD", pos)  # type: ignore[arg-type]
+                               sum(days) if all(d is not None for d in days) else None, "USD", pos,  # type: ignore[arg-type]
+                               "; ".join(f"{n}: {a.blocked}" for n, a in zip(self.brokers, accts) if a.blocked),
+                               all(a.can_short for a in accts), any(a.wash_trade_rule for a in accts))
 
     def accounts(self) -> dict[str, AccountSnapshot]:
         """Each venue's own account, for per-broker reporting."""

@@ -24,6 +24,7 @@ Adapter checklist (every Broker implements the required methods; the contract su
 | ``account_id()``           | optional | the venue's id of the account the keys trade (ledger scoping)       |
 | ``market_open(universe)``  | yes      | bool array: may each symbol trade now (equity sessions, 24/7 crypto) |
 | ``describe()``             | optional | one line for status output (masked keys, endpoint, paper/live)      |
+| ``sizing_fees()``          | optional | fee schedule for buying-power headroom (the venue's tier if known)  |
 
 Rules: canonical symbols in and out (venue symbols stay inside the adapter); SDK errors are
 translated into ``framework.errors`` at the boundary; every HTTP call has a timeout. Adapters
@@ -41,6 +42,7 @@ from typing import Callable
 
 import numpy as np
 
+from framework.costs import VenueFees
 from framework.types import AccountSnapshot, ExecutionReport, FillBatch, OrderBatch, Position, Universe, owned
 
 OnUpdate = Callable[[ExecutionReport], None]
@@ -122,6 +124,11 @@ class Broker(ABC):
     def account_id(self) -> str:
         """The venue's id of the account these keys trade (``default`` where the venue has none)."""
         return "default"
+
+    def sizing_fees(self) -> VenueFees | None:
+        """The fee schedule buys leave buying-power headroom for: the venue's own tier where the
+        adapter can ask for it (Coinbase ``transaction_summary``), else its configured ``fees``."""
+        return getattr(self, "fees", None)
 
     def foreign_orders(self) -> list[OrderState]:
         """Working orders at the venue that Parity did not place (the user's own): never cancelled,

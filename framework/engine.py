@@ -27,6 +27,13 @@ from framework.types import (
     Universe,
     smart_leg,
 )
+from framework.venue_checks import (
+    carry_decisions,
+    check_plan,
+    held_reductions,
+    owned_opposite,
+    require_tradable_account,
+)
 
 _OPEN = (int(OrderStatus.PLANNED), int(OrderStatus.NEW), int(OrderStatus.PARTIAL))
 
@@ -86,6 +93,7 @@ def plan_cycle(p: Pipeline, target: TargetPortfolio) -> CyclePlan:
     """Everything up to the order plan; sends nothing (``--dry-run`` prints this)."""
     broker = p.broker
     acct = broker.account()
+    require_tradable_account(acct, broker.name)          # one clear error before anything is sent
     positions = broker.position_vector(p.universe, acct)
     if p.unfilled == "carry":
         positions = positions + working_quantities(broker, p.universe)
@@ -96,8 +104,15 @@ def plan_cycle(p: Pipeline, target: TargetPortfolio) -> CyclePlan:
     risk = p.risk.approve(target, positions, prices, acct.equity, day_start, p.universe)
     plan = None
     if not risk.halted:
-        plan = p.rebalancer.plan(target, risk.weights, positions, prices, acct.equity, p.universe,
-                                 broker.market_open(p.universe))
+        is_open, foreign = broker.market_open(p.universe), broker.foreign_orders()
+        plan = p.rebalancer.plan(target, risk.weights, positions, prices, acct.equity, p.universe, is_open)
+        plan = check_plan(plan, acct, positions, p.universe, foreign)        # what the venue would refuse
+        stuck = held_reductions(plan, p.universe)
+        if stuck.any():     # a position that cannot shrink this cycle: re-plan with it kept, so the limits count it
+            risk = p.risk.approve(target, positions, prices, acct.equity, day_start, p.universe, keep=stuck)
+            plan = carry_decisions(plan, check_plan(p.rebalancer.plan(target, risk.weights, positions, prices,
+                                                                      acct.equity, p.universe, is_open),
+                                                    acct, positions, p.universe, foreign))
     return CyclePlan(target, acct, positions, prices, risk, plan)
 
 
@@ -137,6 +152,12 @@ def run_cycle(p: Pipeline, target: TargetPortfolio) -> CycleResult:
     j = p.journal
     settle_previous(p, target.time)
     cp = plan_cycle(p, target)
+    if cp.plan is not None and cp.account.wash_trade_rule and p.unfilled != "cancel":
+        stale = owned_opposite(cp.plan, p.broker.open_orders(), cp.account)
+        if stale:      # the venue refuses an order opposite to an open one: cancel ours, wait, re-plan
+            p.broker.cancel(stale)
+            j.cancels(stale, target.time, "canceled: opposite to this cycle's order (the venue's wash-trade rule)")
+            cp = plan_cycle(p, target)
     seq = j.begin_cycle(target, cp.prices, cp.account.equity)
     j.decisions(seq, cp.risk.decisions)
     if cp.plan is None:
@@ -174,7 +195,9 @@ def send_leg(p: Pipeline, seq: int, batch: OrderBatch) -> list[ExecutionReport]:
     reports: list[ExecutionReport] = []
     todo = batch
     steps = p.smart_reprices + 2
-    for k in range(steps):
+    k = -1
+    while k + 1 < steps:
+        k += 1
         last = k == steps - 1
         ref = todo.ref_price if k == 0 else p.broker.prices(p.universe)[todo.symbol_idx]
         ref = np.where(np.isfinite(ref) & (ref > 0), ref, todo.ref_price)
@@ -199,7 +222,9 @@ def send_leg(p: Pipeline, seq: int, batch: OrderBatch) -> list[ExecutionReport]:
             j.cancels(working, order.time, f"canceled: smart step {k + 1} not filled, re-priced")
         if last:
             break
-        left = np.where(rep.status == int(OrderStatus.REJECTED), 0.0, order.qty - filled)
+        rejected = rep.status == int(OrderStatus.REJECTED)
+        priced_out = rejected & np.array([_price_refusal(rep.messages.get(i, "")) for i in range(len(order))], bool)
+        left = np.where(rejected & ~priced_out, 0.0, order.qty - filled)
         inc = order.universe.qty_increment[order.symbol_idx]
         left = np.floor(left / inc + 1e-6) * inc
         u = order.universe
@@ -208,7 +233,15 @@ def send_leg(p: Pipeline, seq: int, batch: OrderBatch) -> list[ExecutionReport]:
             break
         todo = OrderBatch(u, order.time, order.batch_id, batch.leg, order.symbol_idx[keep], order.side[keep],
                           left[keep], ref[keep])
+        if priced_out[keep].any():
+            steps = k + 2      # a limit refused for its price: the next step goes at market
     return reports
+
+
+def _price_refusal(message: str) -> bool:
+    """Whether a rejection was about the limit price (increment, sub-penny, price band)."""
+    m = message.lower()
+    return "price" in m and ("increment" in m or "sub-penny" in m or "tick" in m or "invalid" in m)
 
 
 def tick(batch: OrderBatch, price: np.ndarray) -> np.ndarray:

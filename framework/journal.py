@@ -236,5 +236,5 @@ def _with_fills(report: ExecutionReport, keep: np.ndarray) -> ExecutionReport:
     f = report.fills
     ids = None if f.trade_ids is None else tuple(f.trade_ids[k] for k in keep.tolist())
     sub = type(f)(f.time[keep], f.symbol_idx[keep], f.side[keep], f.qty[keep], f.price[keep], f.fee[keep],
-                  f.slippage[keep], f.order_pos[keep], ids)
+                  f.slippage[keep], f.order_pos[keep], ids, None if f.fee_qty is None else f.fee_qty[keep])
     return replace(report, fills=sub)

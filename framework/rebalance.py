@@ -91,7 +91,8 @@ class Rebalancer:
         if need <= budget + 1e-9:
             return adds, ()
         factor = budget / need if need > 0 else 0.0
-        qty = floor_to(adds.qty * factor, u.qty_increment[idx])
+        inc = np.where(adds.side < 0, np.maximum(u.qty_increment[idx], 1.0), u.qty_increment[idx])  # whole-share shorts
+        qty = floor_to(adds.qty * factor, inc)
         ok = (qty * adds.ref_price >= u.min_notional[idx]) & (qty >= u.min_qty[idx]) & (qty > EPS)
         qty = np.where(ok, qty, 0.0)
         decision = RiskDecision(adds.time, "*", "buying_power", "scale", need, float((qty * unit_cost).sum()),

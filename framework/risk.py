@@ -6,6 +6,7 @@ Rules, in the order they apply:
 
 1. ``min_account_balance``  equity below the minimum: the whole cycle is halted (no orders).
 2. ``min_confidence``       a signal below the minimum changes nothing for that symbol (kept as is).
+   ``venue_halt``           a symbol the venue does not trade now is kept as is too (SPEC §17).
 3. ``no_shorting``          a short target where the venue forbids shorting becomes flat.
 4. ``max_position_size_pct`` each |weight| is clipped to the limit.
 5. ``max_positions``        at most N non-zero targets: the strongest by confidence x |weight| stay
@@ -52,7 +53,11 @@ class RiskManager:
         self.halted_day: np.datetime64 | None = None
 
     def approve(self, target: TargetPortfolio, positions: np.ndarray, prices: np.ndarray, equity: float,
-                day_start_equity: float | None, universe: Universe) -> RiskResult:
+                day_start_equity: float | None, universe: Universe, keep: np.ndarray | None = None) -> RiskResult:
+        """Apply the rules in order. A symbol the venue does not trade now (``universe.can_trade()``)
+        is kept exactly as it is, like a low-confidence one, so every later limit counts the position
+        it really keeps (rule ``venue_halt``); so is each symbol of ``keep`` (positions the venue's
+        pre-checks found cannot be reduced this cycle, recorded there)."""
         L = self.limits
         t = target.time
         syms = universe.symbols
@@ -93,6 +98,20 @@ class RiskManager:
             held = low
         if target.absent_hold and any_absent:
             held = absent if held is None else held | absent
+        halted = ~universe.can_trade()
+        if keep is not None and np.count_nonzero(keep):
+            cur = current()
+            approved[keep] = cur[keep]
+            held = keep.copy() if held is None else held | keep
+        if np.count_nonzero(halted):
+            cur = current()
+            for j in np.flatnonzero(halted & (np.abs(np.nan_to_num(approved) - cur) > EPS)):
+                why = universe.halt_reason(j) or "not tradable"
+                decisions.append(RiskDecision(t, syms[j], "venue_halt", "hold", float(approved[j]), float(cur[j]),
+                                              f"{syms[j]} is not traded at the venue now ({why}): held, the other "
+                                              "symbols trade"))
+            approved[halted] = cur[halted]
+            held = halted if held is None else held | halted
 
         # 3. shorting
         short = approved < -EPS
@@ -148,9 +167,11 @@ class RiskManager:
                 if room > 0 and rest > 0:
                     factor = room / rest
                     approved[~fixed_mask] *= factor
-                else:
-                    factor = limit / gross
-                    approved *= factor
+                else:      # what cannot change at all (the venue does not trade it) stays; the rest scales
+                    stuck = (halted if keep is None else halted | keep) & fixed_mask
+                    stuck_gross = float(np.abs(approved[stuck]).sum())
+                    factor = max(limit - stuck_gross, 0.0) / (gross - stuck_gross) if gross > stuck_gross else 0.0
+                    approved[~stuck] *= factor
                 new_gross = float(np.abs(approved).sum())
                 decisions.append(RiskDecision(t, "*", rule, "scale", gross, new_gross,
                                               f"gross exposure {gross:.4f} above the limit {limit:.4f}: "

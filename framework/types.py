@@ -138,8 +138,11 @@ class Instrument:
     min_notional: float = 0.0
     price_increment: float = 0.01
     fractionable: bool = True
-    shortable: bool = False
+    shortable: bool = False          # the venue lets this symbol be sold short (shortable and easy to borrow)
     tradable: bool = True
+    halt_reason: str = ""            # why the venue does not trade it now (inactive, cancel_only, ...)
+    limit_only: bool = False         # the venue accepts limit orders only (Coinbase ``limit_only``)
+    min_buy_notional: float = 0.0    # a buy below this value is refused (Alpaca crypto: $10 cost basis)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -155,6 +158,10 @@ class Universe:
     crypto: np.ndarray
     index: dict[str, int] = field(repr=False)
     price_increment: np.ndarray | None = None    # limit prices' tick per symbol (None: a cent)
+    tradable: np.ndarray | None = None           # the venue trades the symbol now (None: all)
+    halt_reasons: tuple[str, ...] = ()           # per symbol, why not (empty where tradable)
+    limit_only: np.ndarray | None = None         # limit orders only (None: none)
+    min_buy_notional: np.ndarray | None = None   # smallest buy value the venue accepts (None: no floor)
 
     @classmethod
     def from_instruments(cls, instruments: list[Instrument] | tuple[Instrument, ...]) -> Universe:
@@ -169,7 +176,33 @@ class Universe:
             crypto=np.array([i.asset_class == AssetClass.CRYPTO for i in instruments], dtype=bool),
             index={i.symbol: k for k, i in enumerate(instruments)},
             price_increment=np.array([i.price_increment for i in instruments], dtype=float),
+            tradable=np.array([i.tradable for i in instruments], dtype=bool),
+            halt_reasons=tuple(i.halt_reason for i in instruments),
+            limit_only=np.array([i.limit_only for i in instruments], dtype=bool),
+            min_buy_notional=np.array([i.min_buy_notional for i in instruments], dtype=float),
         )
+
+    def subset(self, idx: np.ndarray) -> Universe:
+        """The symbols at ``idx`` with their rules, in that order."""
+        syms = tuple(self.symbols[i] for i in idx.tolist())
+        n = len(self.symbols)
+        return Universe(syms, self.qty_increment[idx], self.min_qty[idx], self.min_notional[idx],
+                        self.fractionable[idx], self.shortable[idx], self.crypto[idx],
+                        {s: k for k, s in enumerate(syms)}, self.ticks()[idx], self.can_trade()[idx],
+                        tuple(self.halt_reasons[i] for i in idx.tolist()) if self.halt_reasons else (),
+                        (self.limit_only if self.limit_only is not None else np.zeros(n, bool))[idx],
+                        self.buy_floor()[idx])
+
+    def can_trade(self) -> np.ndarray:
+        """Whether the venue trades each symbol now."""
+        return self.tradable if self.tradable is not None else np.ones(len(self.symbols), bool)
+
+    def buy_floor(self) -> np.ndarray:
+        """The smallest buy value the venue accepts per symbol (0: no floor beyond ``min_notional``)."""
+        return self.min_buy_notional if self.min_buy_notional is not None else np.zeros(len(self.symbols))
+
+    def halt_reason(self, j: int) -> str:
+        return self.halt_reasons[j] if self.halt_reasons else ""
 
     def ticks(self) -> np.ndarray:
         """Price increment per symbol (a cent where the venue did not say)."""
@@ -248,6 +281,19 @@ class SignalBatches:
 
 
 OWNED_PREFIX = "p-"
+ADJUSTING = ":adj:"
+
+
+def adjusting_trade_id(trade_id: str, kind: str, n: int) -> str:
+    """The trade id of an adjusting fill row (a correction, a bust, a reversal) of fill ``trade_id``:
+    a new id, so the ledger's unique (account, trade id) index keeps the original and every
+    adjustment (SPEC §17: corrections and busts are never dropped)."""
+    return f"{trade_id}{ADJUSTING}{kind}:{n}"
+
+
+def is_adjusting(trade_id: str | None) -> bool:
+    """Whether a fill row adjusts an earlier one (its quantity may be negative: a reversal)."""
+    return bool(trade_id) and ADJUSTING in str(trade_id)
 
 
 def owned(client_order_id: str | None) -> bool:
@@ -397,6 +443,7 @@ class FillBatch:
     slippage: np.ndarray
     order_pos: np.ndarray
     trade_ids: tuple[str, ...] | None = None   # venue trade ids, when the venue has them
+    fee_qty: np.ndarray | None = None          # quantity the venue kept as its fee (fees in kind); None: 0
 
     def __len__(self) -> int:
         return len(self.qty)
@@ -417,8 +464,12 @@ class FillBatch:
         ids = None
         if all(p.trade_ids is not None for p in parts):
             ids = tuple(t for p in parts for t in p.trade_ids)  # type: ignore[union-attr]
+        fee_qty = None
+        if any(p.fee_qty is not None for p in parts):
+            fee_qty = np.concatenate([p.fee_qty if p.fee_qty is not None else np.zeros(len(p)) for p in parts])
         return FillBatch(*(np.concatenate([getattr(p, f) for p in parts]) for f in (
-            "time", "symbol_idx", "side", "qty", "price", "fee", "slippage", "order_pos")), trade_ids=ids)
+            "time", "symbol_idx", "side", "qty", "price", "fee", "slippage", "order_pos")), trade_ids=ids,
+            fee_qty=fee_qty)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -467,6 +518,9 @@ class AccountSnapshot:
     day_start_equity: float | None = None
     currency: str = "USD"
     positions: tuple[Position, ...] = ()
+    blocked: str = ""              # why the venue refuses every new order (trading_blocked, ...); "" = none
+    can_short: bool = True         # the account may sell short (Alpaca: margin and shorting_enabled)
+    wash_trade_rule: bool = False  # the venue refuses an order opposite to an open one on the symbol
 
     @property
     def portfolio_value(self) -> float:

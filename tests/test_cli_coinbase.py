@@ -321,8 +321,11 @@ def test_a_rejected_order_reaches_the_output_and_the_rest_of_the_batch_goes_on(t
         for pid, px in (("AVAX-USD", "35.5"), ("LINK-USD", "14.25")):
             srv.set_product(pid)
             srv.set_price(pid, px)
-        # the venue charges 12%: the fifth buy no longer fits in the cash left (HTTP 200, success false)
+        # the venue charges 12%: the fifth buy no longer fits in the cash left (HTTP 200, success false).
+        # The fee tier cannot be read (transaction_summary answers 401 three times), so buys are sized with
+        # the configured schedule (0.6%), not the venue's 12% (which would have left room for it)
         srv.configure(fee_rate=0.12)
+        srv.inject("401_throttle", path="/transaction_summary", count=3)
         env = CliEnv(tmp_path, srv)
         syms = ("BTC/USD", "ETH/USD", "SOL/USD", "AVAX/USD", "LINK/USD")
         write_signals(tmp_path / "s.csv", [(s, 1, 0.18, 0.9) for s in syms])

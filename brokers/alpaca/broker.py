@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from decimal import ROUND_DOWN, Decimal
 from typing import Callable
 
 import numpy as np
@@ -25,7 +26,15 @@ from framework.config import mask_secret
 from framework.costs import CostInputs, VenueFees
 from framework.errors import BrokerError, DataError, Problem
 from framework.symbols import is_crypto
-from framework.types import AccountSnapshot, FillBatch, OrderBatch, Position, Universe
+from framework.types import (
+    AccountSnapshot,
+    FillBatch,
+    OrderBatch,
+    Position,
+    Universe,
+    adjusting_trade_id,
+    owned,
+)
 
 
 class AlpacaBroker(LiveBroker):
@@ -41,6 +50,8 @@ class AlpacaBroker(LiveBroker):
         self.fees = fees
         self.min_notional = (min_notional_equity, min_notional_crypto)
         self._assets: dict[str, object] = {}
+        self._chain: dict[str, list[str]] = {}      # replacement order id -> the ids it replaced
+        self._had_fills: set[str] = set()           # orders seen filled (a later bust still reaches them)
 
     def describe(self) -> str:
         where = self.endpoints.trading_url or ("paper-api.alpaca.markets" if self.endpoints.paper else "api.alpaca.markets")
@@ -67,10 +78,7 @@ class AlpacaBroker(LiveBroker):
                 except NotFound:
                     problems.append(Problem("<alpaca assets>", None, "symbol", f"{s} is not an Alpaca asset"))
                     continue
-            inst = wire.instrument(self._assets[s], *self.min_notional)
-            if not inst.tradable:
-                problems.append(Problem("<alpaca assets>", None, "symbol", f"{s} is not tradable at Alpaca"))
-            out.append(inst)
+            out.append(wire.instrument(self._assets[s], *self.min_notional))   # untradable: held by the planner
         if problems:
             raise DataError(problems)
         return Universe.from_instruments(out)
@@ -83,7 +91,8 @@ class AlpacaBroker(LiveBroker):
         cash = float(a.cash)  # type: ignore[union-attr]
         bp = wire._f(getattr(a, "non_marginable_buying_power", None)) or float(a.buying_power)  # type: ignore[union-attr]
         return AccountSnapshot(np.datetime64(time.time_ns(), "ns"), equity, cash, min(bp, float(a.buying_power)),  # type: ignore[union-attr]
-                               last if last else None, "USD", positions)
+                               last if last else None, "USD", positions, wire.blocked(a), wire.can_short(a),
+                               wash_trade_rule=True)
 
     def positions(self) -> tuple[Position, ...]:
         return tuple(wire.position(p) for p in self._do("positions", self.trading.get_all_positions))  # type: ignore[union-attr]
@@ -129,10 +138,48 @@ class AlpacaBroker(LiveBroker):
     def _list_open(self) -> list[OrderState]:
         from alpaca.trading.requests import GetOrdersRequest
 
-        # nested: an OCO exit's held stop leg comes with its parent (brokers/alpaca/exits.py)
+        # nested: an OCO exit's held stop leg comes with its parent (brokers/alpaca/exits.py); an order
+        # the venue put in place of one of Parity's (a replace) is Parity's
         orders = self._do("open orders", lambda: self.trading.get_orders(GetOrdersRequest(status="open", limit=500,
                                                                                          nested=True)))
-        return [st for o in orders for st in exits.states(o) if st.status in OPEN]  # type: ignore[union-attr]
+        out: list[OrderState] = []
+        for o in orders:  # type: ignore[union-attr]
+            parent, *legs = exits.states(o)
+            out += [st for st in (self._owner_of(o), *legs) if st.status in OPEN]
+        return out
+
+    # ---- venue-side replaces (alpaca-py OrderStatus.REPLACED: "replaced by another order, or updated due
+    # to a market event such as corporate action"): followed to the replacement, never taken as final
+    def _follow(self, o) -> OrderState:
+        """The state of order ``o`` followed through any venue-side replacements: the replacement's
+        status under the original's client order id, quantities summed over the chain."""
+        st = wire.order_state(o)
+        for _ in range(8):
+            nxt_id = getattr(o, "replaced_by", None)
+            if st.venue_status != "replaced" or not nxt_id:
+                return st
+            o = self._sdk("order", lambda i=nxt_id: self.trading.get_order_by_id(i))
+            new = wire.order_state(o)
+            self._chain.setdefault(new.broker_id or "", []).extend([st.broker_id or "",
+                                                                    *self._chain.get(st.broker_id or "", [])])
+            filled = st.filled_qty + new.filled_qty
+            avg = ((st.avg_price or 0.0) * st.filled_qty + (new.avg_price or 0.0) * new.filled_qty) / filled \
+                if filled > 0 else None
+            st = OrderState(st.client_order_id, new.broker_id, st.symbol, st.side, st.filled_qty + new.qty, filled,
+                            avg, new.status, new.order_type, new.message, new.venue_status)
+        return st
+
+    def _owner_of(self, o) -> OrderState:
+        """An open order as Parity's when it replaced one of Parity's (the venue gave it a new id)."""
+        replaces = getattr(o, "replaces", None)
+        if replaces and not owned(o.client_order_id):
+            try:
+                first = self._sdk("order", lambda: self.trading.get_order_by_id(replaces))
+            except NotFound:
+                first = None
+            if first is not None and owned(first.client_order_id):
+                return self._follow(first)
+        return wire.order_state(o)
 
     # ---- live-loop primitives ------------------------------------------------------------------
     def _submit(self, req: OrderRequest) -> OrderState:
@@ -159,7 +206,7 @@ class AlpacaBroker(LiveBroker):
             o = self._sdk("order", lambda: self.trading.get_order_by_id(state.broker_id))
         else:
             o = self._sdk("order", lambda: self.trading.get_order_by_client_id(state.client_order_id))
-        st = wire.order_state(o)
+        st = self._follow(o)
         # an OCO exit's leg keeps the client order id Parity knows it by (exits.py)
         return st if st.client_order_id == state.client_order_id else replace(st, client_order_id=state.client_order_id)
 
@@ -177,7 +224,7 @@ class AlpacaBroker(LiveBroker):
             for cid in wanted:
                 try:
                     o = self._sdk("order by client id", lambda cid=cid: self.trading.get_order_by_client_id(cid))
-                    found[cid] = wire.order_state(o)
+                    found[cid] = self._follow(o)
                 except NotFound:
                     pass
             return found
@@ -190,7 +237,7 @@ class AlpacaBroker(LiveBroker):
             page = self._sdk("orders", lambda req=req: self.trading.get_orders(req))
             for o in page:  # type: ignore[union-attr]
                 if o.client_order_id in wanted:
-                    found[o.client_order_id] = wire.order_state(o)
+                    found[o.client_order_id] = self._follow(o)
             if len(page) < 500 or len(found) == len(wanted):  # type: ignore[arg-type]
                 return found
             until = page[-1].submitted_at or page[-1].created_at  # type: ignore[index]
@@ -208,7 +255,7 @@ class AlpacaBroker(LiveBroker):
             page = self._sdk("orders", lambda req=req: self.trading.get_orders(req))
             for o in page:  # type: ignore[union-attr]
                 if str(o.id) in ids:
-                    got[str(o.id)] = wire.order_state(o)
+                    got[str(o.id)] = self._follow(o)
             if len(got) == len(ids) or len(page) < 500:  # type: ignore[arg-type]
                 break
             until = page[-1].submitted_at or page[-1].created_at  # type: ignore[index]
@@ -233,17 +280,59 @@ class AlpacaBroker(LiveBroker):
         """The venue's own fills of these orders: Alpaca's FILL account activities, one per execution,
         each with its activity id as the trade id (order states give only cumulative figures).
         Alpaca's fill events carry no fee: it is computed from the venue's fee schedule."""
-        by_order = {s.broker_id: i for i, s in enumerate(states) if s is not None and s.broker_id and s.filled_qty > 0}
+        by_order = {s.broker_id: i for i, s in enumerate(states) if s is not None and s.broker_id
+                    and (s.filled_qty > 0 or s.broker_id in self._had_fills)}   # a bust can take it to 0
+        self._had_fills.update(by_order)
+        for bid, i in list(by_order.items()):
+            by_order.update({old: i for old in self._chain.get(bid, [])})     # fills before a replace
         if not by_order:
             return FillBatch.empty()
         out: list[VenueFill] = []
+        seen: dict[str, tuple[float, float, str]] = {}       # activity id -> (qty, price, trade id) booked
         for act in self._fill_activities(set(by_order)):
             i = by_order[str(act["order_id"])]
             q, px = float(act["qty"]), float(act["price"])
             t = np.datetime64(str(act.get("transaction_time") or "").replace("Z", "").split("+")[0] or "NaT", "ns")
-            out.append(VenueFill(i, q, px, self._fee(batch, i, q, px), str(act["id"]),
-                                 t if not np.isnat(t) else np.datetime64(time.time_ns(), "ns")))
+            t = t if not np.isnat(t) else np.datetime64(time.time_ns(), "ns")
+            kind = str(act.get("type") or "fill")
+            corrects = act.get("corrects")
+            if kind in ("trade_correct", "trade_bust") and corrects:
+                out.extend(self._adjusting(batch, i, seen.get(str(corrects)), q, px, kind, str(act["id"]), t))
+                seen[str(act["id"])] = (q, px, str(act["id"]))
+                seen[str(corrects)] = (q, px, str(corrects))
+                continue
+            book_q, fee = self._in_kind(batch, i, q, px)
+            out.append(VenueFill(i, book_q, px, fee, str(act["id"]), t, q - book_q))
+            seen[str(act["id"])] = (q, px, str(act["id"]))
         return fill_batch(batch, out)
+
+    def _in_kind(self, batch: OrderBatch, i: int, q: float, px: float) -> tuple[float, float]:
+        """(quantity to book, fee in USD) of one fill. Alpaca takes the crypto fee in the asset
+        received ("Crypto Fees": "charged on the credited crypto asset/fiat (what you receive)"): a
+        buy's coin fee is booked as a quantity reduction and its value as the fee (SPEC §17), so the
+        ledger's position equals the venue's; the venue credits q x (1 - rate) floored to 1e-9."""
+        j = int(batch.symbol_idx[i])
+        if not (batch.universe.crypto[j] and batch.side[i] > 0) or self.fees is None:
+            return q, self._fee(batch, i, q, px)
+        rate = Decimal(repr(self.fees.crypto_bps)) / Decimal(10_000)
+        net = (Decimal(repr(q)) * (1 - rate)).quantize(Decimal("1e-9"), ROUND_DOWN)
+        return float(net), float((Decimal(repr(q)) - net) * Decimal(repr(px)))
+
+    def _adjusting(self, batch: OrderBatch, i: int, old: tuple[float, float, str] | None, q: float, px: float,
+                   kind: str, act_id: str, t: np.datetime64) -> list[VenueFill]:
+        """A correction or bust of an earlier fill, booked as adjusting rows (never dropped): the
+        original reversed (negative quantity) and, for a correction, the corrected fill; each row
+        with its own trade id so the ledger's unique index keeps them all (SPEC §17)."""
+        if old is None:
+            return []
+        oq, opx, _ = old
+        rows = []
+        bq, bfee = self._in_kind(batch, i, oq, opx)
+        rows.append(VenueFill(i, -bq, opx, -bfee, adjusting_trade_id(act_id, kind, 0), t, -(oq - bq)))
+        if kind == "trade_correct" and q > 0:
+            cq, cfee = self._in_kind(batch, i, q, px)
+            rows.append(VenueFill(i, cq, px, cfee, adjusting_trade_id(act_id, kind, 1), t, q - cq))
+        return rows
 
     def _fill_activities(self, order_ids: set[str]) -> list[dict]:
         """FILL activities of ``order_ids``, oldest first, over as many pages as it takes."""

@@ -12,7 +12,7 @@ _STATUS = {
     "accepted_for_bidding": OrderStatus.NEW, "held": OrderStatus.NEW, "pending_replace": OrderStatus.NEW,
     "pending_cancel": OrderStatus.NEW, "calculated": OrderStatus.NEW, "pending_review": OrderStatus.NEW,
     "partially_filled": OrderStatus.PARTIAL, "filled": OrderStatus.FILLED, "done_for_day": OrderStatus.NEW,
-    "canceled": OrderStatus.CANCELED, "expired": OrderStatus.EXPIRED, "replaced": OrderStatus.CANCELED,
+    "canceled": OrderStatus.CANCELED, "expired": OrderStatus.EXPIRED, "replaced": OrderStatus.NEW,
     "stopped": OrderStatus.NEW, "rejected": OrderStatus.REJECTED, "suspended": OrderStatus.NEW,
 }
 
@@ -50,14 +50,42 @@ def position(p) -> Position:
                     _f(p.market_value) or 0.0, _f(p.unrealized_pl) or 0.0, _f(getattr(p, "qty_available", None)))
 
 
+# USD-quoted crypto buys under $10 cost basis are refused (403 40310000 "cost basis must be >= minimal
+# amount of order 10"); sells below it are accepted (ccxt PR#30101, a paper-API probe; P).
+CRYPTO_BUY_FLOOR_USD = 10.0
+
+
 def instrument(a, min_notional_equity: float, min_notional_crypto: float) -> Instrument:
+    """Alpaca's asset -> Parity's rules. An inactive or untradable asset (a delisting, a rename) is
+    returned with ``tradable=False`` and the reason, so the planner can hold it and trade the rest
+    (alpaca-py ``AssetStatus``); shorting needs a shortable AND easy-to-borrow name."""
     sym = canonical(a.symbol)
     crypto = is_crypto(sym)
     frac = bool(a.fractionable)
     inc = _f(getattr(a, "min_trade_increment", None)) if crypto else (1e-9 if frac else 1.0)
+    status = _enum(getattr(a, "status", "active")).lower()
+    tradable = bool(a.tradable) and status == "active"
+    why = "" if tradable else f"Alpaca asset status {status}, tradable {str(bool(a.tradable)).lower()}"
+    etb = bool(getattr(a, "easy_to_borrow", False))
     return Instrument(
         symbol=sym, asset_class=AssetClass.CRYPTO if crypto else AssetClass.EQUITY,
         qty_increment=inc or 1e-9, min_qty=_f(getattr(a, "min_order_size", None)) or 0.0,
         min_notional=min_notional_crypto if crypto else (min_notional_equity if frac else 0.0),
         price_increment=_f(getattr(a, "price_increment", None)) or 0.01, fractionable=frac,
-        shortable=bool(a.shortable) and not crypto, tradable=bool(a.tradable))
+        shortable=bool(a.shortable) and etb and not crypto, tradable=tradable, halt_reason=why,
+        min_buy_notional=CRYPTO_BUY_FLOOR_USD if crypto and sym.endswith("/USD") else 0.0)
+
+
+def blocked(a) -> str:
+    """Why the account refuses every new order ("" when it does not): alpaca-py ``TradeAccount``
+    ``trading_blocked``, ``account_blocked``, ``trade_suspended_by_user``, ``status``."""
+    why = [f for f in ("trading_blocked", "account_blocked", "trade_suspended_by_user") if getattr(a, f, False)]
+    status = _enum(getattr(a, "status", "ACTIVE") or "ACTIVE").upper()
+    if status != "ACTIVE":
+        why.append(f"status {status}")
+    return ", ".join(why)
+
+
+def can_short(a) -> bool:
+    """A margin account (multiplier above 1) with shorting enabled (Alpaca "Margin and short selling")."""
+    return bool(getattr(a, "shorting_enabled", False)) and (_f(getattr(a, "multiplier", None)) or 1.0) > 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from decimal import ROUND_DOWN, Decimal
 from typing import Callable
@@ -22,17 +23,30 @@ from brokers.live import (
 from framework.broker import OnUpdate, OrderState
 from framework.config import mask_secret
 from framework.costs import VenueFees
-from framework.errors import DataError, Problem
+from framework.errors import AuthenticationError, BrokerError, DataError, Problem, TransientBrokerError
 from framework.symbols import split_pair
-from framework.types import AccountSnapshot, ExecutionReport, FillBatch, OrderBatch, Position, Universe
+from framework.types import (
+    AccountSnapshot,
+    ExecutionReport,
+    FillBatch,
+    OrderBatch,
+    Position,
+    Universe,
+    adjusting_trade_id,
+)
 
 QUOTE = "USD"
+# USD stablecoins held at par: Coinbase has no USDC-USD product to price them (dali-rp2#112, ccxt#21905;
+# docs/venue_behaviours_confirmed.md row 1a/1d), and they are spendable value (SPEC §17).
+STABLE_AT_PAR = frozenset({"USDC"})
+# List Accounts ``type`` ACCOUNT_TYPE_VAULT: savings vaults, not spendable (row 1c).
+VAULT = "ACCOUNT_TYPE_VAULT"
 
 
 def floor_str(qty: float, increment: float) -> str:
     """Floor ``qty`` to a multiple of ``increment`` and write it exactly as the venue wants it."""
-    inc = Decimal(repr(increment)).normalize()
-    q = (Decimal(repr(qty)) / inc).to_integral_value(rounding=ROUND_DOWN) * inc
+    inc = Decimal(repr(float(increment))).normalize()
+    q = (Decimal(repr(float(qty))) / inc).to_integral_value(rounding=ROUND_DOWN) * inc
     return format(q.quantize(inc) if inc.as_tuple().exponent < 0 else q, "f")
 
 
@@ -48,6 +62,38 @@ class CoinbaseBroker(LiveBroker):
         self._products: dict[str, dict] = {}
         self.fees = fees            # the venue's schedule: buys leave room for the fee
         self._held: dict[str, float] = {}
+
+    # Coinbase can answer throttling with 401 (coinbase-advanced-py#60, #132; P): a 401 is retried this many
+    # times in all before the key is blamed
+    unauthorized_tries: int = 3
+
+    def call(self, fn):
+        for k in range(self.unauthorized_tries):
+            try:
+                return super().call(fn)
+            except AuthenticationError as e:
+                if "401" not in str(e):
+                    raise
+                if k == self.unauthorized_tries - 1:
+                    raise AuthenticationError(f"{e} (answered 401 {k + 1} times in a row; Coinbase sometimes answers "
+                                              "throttling with 401, so it was retried before blaming the key)") from e
+                self.sleep(0.5 * 2 ** k)
+        raise AssertionError("unreachable")
+
+    def sizing_fees(self) -> VenueFees | None:
+        """The taker rate of the user's own fee tier (Advanced Trade ``transaction_summary``
+        ``fee_tier.taker_fee_rate``), so buys leave the headroom the venue will really charge; the
+        configured schedule when the venue does not say."""
+        try:
+            resp = wire.to_dict(self._do("fee tier", self.client.get_transaction_summary))
+        except (BrokerError, TransientBrokerError):
+            return self.fees
+        tier = wire.to_dict(resp.get("fee_tier") or {})
+        rate = wire._f(tier.get("taker_fee_rate"))
+        if rate is None:
+            return self.fees
+        base = self.fees or VenueFees(0.0, 0.0)
+        return dataclasses.replace(base, crypto_bps=rate * 1e4)
 
     def describe(self) -> str:
         where = self.endpoints.base_url or "api.coinbase.com"
@@ -77,26 +123,24 @@ class CoinbaseBroker(LiveBroker):
                                         "trades crypto only"))
                 continue
             try:
-                inst = wire.instrument(self.product(s))
+                out.append(wire.instrument(self.product(s, refresh=True)))   # untradable: held, with why
             except NotFound:
                 problems.append(Problem("<coinbase products>", None, "symbol", f"{s} is not a Coinbase product"))
-                continue
-            if not inst.tradable:
-                problems.append(Problem("<coinbase products>", None, "symbol",
-                                        f"{s} is not tradable now (status, trading_disabled or cancel_only)"))
-            out.append(inst)
         if problems:
             raise DataError(problems)
         return Universe.from_instruments(out)
 
     def balances(self) -> dict[str, tuple[float, float]]:
-        """Currency -> (available, hold), over every page of accounts."""
+        """Currency -> (available, hold), over every page of accounts; vaults are not spendable and
+        are left out."""
         out: dict[str, tuple[float, float]] = {}
         cursor = None
         while True:
             resp = wire.to_dict(self._do("accounts", lambda c=cursor: self.client.get_accounts(limit=250, cursor=c)))
             for a in resp.get("accounts", []):
                 a = wire.to_dict(a)
+                if str(a.get("type") or "") == VAULT:
+                    continue
                 avail = float((a.get("available_balance") or {}).get("value", 0) or 0)
                 hold = float((a.get("hold") or {}).get("value", 0) or 0)
                 cur = a.get("currency")
@@ -144,24 +188,38 @@ class CoinbaseBroker(LiveBroker):
             return {}
 
     def account(self) -> AccountSnapshot:
+        """Equity and cash as the venue's whole spendable value (SPEC §17): USD, USD stablecoins at
+        par (USDC) and every coin priced in USD; vault accounts left out. A holding that cannot be
+        priced is an error naming it: a silently dropped balance would put every risk limit and the
+        daily-loss halt on the wrong equity. Buying power is the USD available, which is what the
+        ``X-USD`` orders Parity sends spend."""
         bal = self.balances()
         cash_avail, cash_hold = bal.get(QUOTE, (0.0, 0.0))
+        stable = sum(a + h for c, (a, h) in bal.items() if c in STABLE_AT_PAR)
         basis = self._cost_basis()
-        positions = []
+        positions, problems = [], []
         for cur, (avail, hold) in sorted(bal.items()):
             total = avail + hold
-            if cur == QUOTE or total <= 0:
+            if cur == QUOTE or cur in STABLE_AT_PAR or total <= 0:
                 continue
             sym = f"{cur}/{QUOTE}"
             try:
                 price = float(self.product(sym, refresh=True).get("price") or 0)
-            except (NotFound, DataError):
+            except NotFound:
+                price = 0.0
+            if not price > 0:
+                problems.append(Problem("<coinbase accounts>", None, "currency",
+                                        f"{total:g} {cur} cannot be priced in USD (no {cur}-USD product with a "
+                                        "price): equity would be wrong without it; sell or convert it at Coinbase"))
                 continue
             value = total * price
             cost = basis.get(cur, price)
             positions.append(Position(sym, total, cost, price, value, value - total * cost, avail))
-        equity = cash_avail + cash_hold + sum(p.market_value for p in positions)
-        return AccountSnapshot(np.datetime64(time.time_ns(), "ns"), equity, cash_avail + cash_hold, cash_avail, None,
+        if problems:
+            raise DataError(problems)
+        cash = cash_avail + cash_hold + stable
+        equity = cash + sum(p.market_value for p in positions)
+        return AccountSnapshot(np.datetime64(time.time_ns(), "ns"), equity, cash, cash_avail, None,
                                QUOTE, tuple(positions))
 
     def prices(self, universe: Universe) -> np.ndarray:
@@ -199,8 +257,28 @@ class CoinbaseBroker(LiveBroker):
                 size = all_of_it
         return format(size, "f")
 
+    limit_only_offset_bps: float = 50.0
+
+    def _as_limit(self, req: OrderRequest, p: dict) -> OrderRequest:
+        """A market order on a ``limit_only`` product becomes a limit through the price by
+        ``limit_only_offset_bps`` (a ``post_only`` one a limit one increment on its own side of the
+        price, which cannot cross); the product refuses market orders (row 7b)."""
+        inc = Decimal(str(p.get("price_increment") or "0.01"))
+        px = Decimal(str(p.get("price") or 0))
+        if p.get("post_only"):
+            steps = (px / inc).to_integral_value(rounding="ROUND_FLOOR" if req.side > 0 else "ROUND_CEILING")
+            limit = (steps - req.side) * inc
+        else:
+            raw = px * (1 + Decimal(req.side) * Decimal(repr(self.limit_only_offset_bps)) / Decimal(10_000))
+            limit = (raw / inc).to_integral_value(rounding="ROUND_CEILING" if req.side > 0 else "ROUND_FLOOR") * inc
+        qty = req.qty if req.notional is None or not limit > 0 else float(Decimal(repr(req.notional)) / limit)
+        return OrderRequest(req.client_order_id, req.symbol, req.side, qty, "limit", float(limit), None)
+
     def _submit(self, req: OrderRequest) -> OrderState:
         p = self.product(req.symbol)
+        if req.order_type != "limit" and (p.get("limit_only") or p.get("post_only")):
+            p = self.product(req.symbol, refresh=True)
+            req = self._as_limit(req, p)
         inc = float(p.get("base_increment") or 1e-8)
         pid = wire.product_id(req.symbol)
         if req.side > 0:
@@ -285,8 +363,7 @@ class CoinbaseBroker(LiveBroker):
                 f = wire.to_dict(f)
                 i = by_order.get(f.get("order_id"))
                 if i is not None:
-                    rows.append((i, float(f["size"]), float(f["price"]), float(f.get("commission") or 0),
-                                 str(f.get("trade_id") or f.get("entry_id")), f.get("trade_time")))
+                    rows.append((i, *_signed(f), f.get("trade_time")))
             if not resp.get("cursor") or len(resp.get("fills", [])) < 250:
                 break
             cursor = resp["cursor"]
@@ -313,3 +390,17 @@ class CoinbaseBroker(LiveBroker):
         """The venue's order ``order_id`` as a plain dict."""
         o = wire.to_dict(self._do("order", lambda: self.client.get_order(order_id)))
         return wire.to_dict(o.get("order", o))
+
+
+def _signed(f: dict) -> tuple[float, float, float, str]:
+    """(quantity, price, fee, trade id) of one Coinbase fill row. ``trade_type`` FILL is a fill; an
+    adjusted fill (REVERSAL, CORRECTION, SYNTHETIC) reuses the original's ``trade_id`` (List Fills:
+    "not unique for adjusted fills"), so it is booked as an adjusting row under an id of its own
+    (its ``entry_id``), and a REVERSAL takes the original back (negative quantity and fee)."""
+    kind = str(f.get("trade_type") or "FILL").upper()
+    q, px, fee = float(f["size"]), float(f["price"]), float(f.get("commission") or 0)
+    tid = str(f.get("trade_id") or f.get("entry_id"))
+    if kind == "FILL":
+        return q, px, fee, tid
+    sign = -1.0 if kind == "REVERSAL" else 1.0
+    return sign * q, px, sign * fee, adjusting_trade_id(tid, kind, f.get("entry_id") or 0)

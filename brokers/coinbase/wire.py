@@ -51,11 +51,18 @@ def order_state(o: dict) -> OrderState:
                       str(o.get("status", "")).upper())
 
 
+_HALTS = ("trading_disabled", "cancel_only", "view_only", "is_disabled")
+
+
 def instrument(p: dict) -> Instrument:
+    """Coinbase's product -> Parity's rules (coinbase-advanced-py ``GetProductResponse``): a product not
+    ``online`` or in a no-entry mode is returned untradable with the reason (the planner holds it and
+    trades the rest); ``limit_only`` / ``post_only`` products take limit orders only."""
     sym = canonical(p["product_id"])
-    tradable = (str(p.get("status", "online")).lower() == "online" and not p.get("trading_disabled")
-                and not p.get("cancel_only") and not p.get("is_disabled"))
+    status = str(p.get("status", "online") or "online").lower()
+    why = [f for f in _HALTS if p.get(f)] + ([f"status {status}"] if status != "online" else [])
     return Instrument(symbol=sym, asset_class=AssetClass.CRYPTO, qty_increment=_f(p.get("base_increment")) or 1e-8,
                       min_qty=_f(p.get("base_min_size")) or 0.0, min_notional=_f(p.get("quote_min_size")) or 0.0,
                       price_increment=_f(p.get("price_increment")) or 0.01, fractionable=True, shortable=False,
-                      tradable=tradable)
+                      tradable=not why, halt_reason=("Coinbase product " + ", ".join(why)) if why else "",
+                      limit_only=bool(p.get("limit_only") or p.get("post_only")))

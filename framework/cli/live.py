@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 
 import click
 import numpy as np
 
 from framework.config import Settings, StrategyConfig
-from framework.errors import LiveSafetyError, RiskHalt, UsageError
+from framework.errors import DataError, LiveSafetyError, RiskHalt, UsageError
 
 LINE = "=" * 62
 RULE = "-" * 62
@@ -169,17 +168,29 @@ def run_execute(settings: Settings, settings_path: str | None, *, signals_path: 
             echo(note)
         req = BrokerRequest(name, live, strategy.rebalance, strategy.broker_for)
         broker = build_broker(req, settings, settings_path, ledger)
-        check = _tradability_check(broker)
         from framework.venue import crypto_bases
 
-        signals = load_signals(signals_path, strategy=strategy.name if strategy_name else None,
-                               source=strategy.signals, config_file=strategy.source,
-                               crypto_bases=crypto_bases(settings_path), symbol_check=check)
+        # tradability is the venue's verdict on the batch being traded and the positions held, not on
+        # the archive's history (SPEC §17): an old batch's delisted ticker stops nothing
+        def load(check=None):
+            return load_signals(signals_path, strategy=strategy.name if strategy_name else None,
+                                source=strategy.signals, config_file=strategy.source,
+                                crypto_bases=crypto_bases(settings_path), symbol_check=check)
+
+        signals = load()
+
         limits = strategy.limits(settings.execution.limits())
         account = account_of(broker, req)
         target = latest_batch(signals, strategy, limits, force, account.scope)
-        universe = broker.instruments(list(signals.symbols))
-        rebalancer = Rebalancer(strategy.rebalance, fees=getattr(broker, "fees", None))
+        target, symbols = trading_columns(target, signals.symbols, {p.symbol for p in broker.positions()})
+        try:
+            universe = broker.instruments(symbols)
+        except DataError as e:      # a symbol the venue does not know: name its file, line and field
+            unknown = {s: p.message for p in e.problems for s in symbols if p.message.startswith(s + " ")}
+            if unknown:
+                load(lambda asked: {s: m for s, m in unknown.items() if s in asked})
+            raise
+        rebalancer = Rebalancer(strategy.rebalance, fees=broker.sizing_fees())
         info = RunInfo(strategy.name, strategy.config_hash(), mode, universe.symbols,
                        {"limits": limits.model_dump(), "strategy": strategy.model_dump()}, str(signals_path))
         if dry_run:
@@ -217,26 +228,15 @@ def run_execute(settings: Settings, settings_path: str | None, *, signals_path: 
         ledger.close()
 
 
-def _tradability_check(broker) -> Callable[[list[str]], dict[str, str]]:
-    """A symbol check for the archive: the venue's verdict per symbol, asked once per symbol."""
-    from framework.errors import DataError
+def trading_columns(target, symbols: tuple[str, ...], held: set[str]):
+    """The newest batch over the symbols it names and the positions held (the ones this cycle can
+    trade), and those symbols; the archive's other columns are history."""
+    from framework.types import TargetPortfolio
 
-    cache: dict[str, str | None] = {}
-
-    def check(symbols: list[str]) -> dict[str, str]:
-        bad: dict[str, str] = {}
-        for s in symbols:
-            if s not in cache:
-                try:
-                    broker.instruments([s])
-                    cache[s] = None
-                except DataError as e:
-                    cache[s] = e.problems[0].message
-            reason = cache[s]
-            if reason:
-                bad[s] = reason
-        return bad
-    return check
+    keep = np.array([np.isfinite(target.weights[k]) or s in held for k, s in enumerate(symbols)], bool)
+    idx = np.flatnonzero(keep)
+    return (TargetPortfolio(target.time, target.batch_id, target.weights[idx], target.confidence[idx],
+                            target.absent_hold), [symbols[k] for k in idx.tolist()])
 
 
 def _route(strategy: StrategyConfig) -> str:
@@ -258,7 +258,8 @@ def _plan_json(cp, universe, broker) -> None:
     emit_json({"dry_run": True, "batch_id": cp.target.batch_id, "equity": cp.account.equity,
                "prices": dict(zip(universe.symbols, cp.prices.tolist())),
                "decisions": [{"symbol": d.symbol, "rule": d.rule, "action": d.action, "requested": d.requested,
-                              "approved": d.approved, "reason": d.reason} for d in cp.risk.decisions],
+                              "approved": d.approved, "reason": d.reason}
+                             for d in cp.risk.decisions + (() if cp.plan is None else cp.plan.skipped)],
                "halted": cp.risk.halted,
                "orders": [] if cp.plan is None else leg(cp.plan.reduce) + leg(cp.plan.add),
                "not_parity_orders": [_foreign_json(o) for o in broker.foreign_orders()]})

@@ -32,6 +32,8 @@ import sqlite3
 from collections import defaultdict
 from pathlib import Path
 
+from framework.ledger.rows import is_adjusting
+
 TOLERANCE = 1e-9
 ORDER_STATUSES = frozenset({"planned", "new", "partially_filled", "filled", "canceled", "rejected", "expired"})
 # "mark": the final valuation row of a backtest
@@ -127,17 +129,17 @@ def _check(db: sqlite3.Connection, only: set[str] | None) -> list[str]:
     # ---- fills
     fill_qty: dict[tuple[str, str], float] = defaultdict(float)   # (run, cid) -> qty booked by that run
     trades: dict[tuple, list[str]] = defaultdict(list)
-    for run_id, cid, tid, qty, price in db.execute(
-            "SELECT run_id, client_order_id, trade_id, qty, price FROM fills"):
+    for run_id, cid, tid, qty, price, fee_qty in db.execute(
+            "SELECT run_id, client_order_id, trade_id, qty, price, fee_qty FROM fills"):
         qty, price = float(qty), float(price)
-        fill_qty[(run_id, cid)] += qty
+        fill_qty[(run_id, cid)] += qty + float(fee_qty or 0.0)
         if run_id in runs and tid is not None:
             trades[(scope(run_id), str(tid))].append(run_id)
         if not wanted(run_id):
             continue
         if (run_id, cid) not in orders:
             problems.append(f"fill {tid or '(no trade id)'} of {cid} (run {run_id}): no such order in that run")
-        if not (qty > 0 and math.isfinite(qty)):
+        if not (qty > 0 and math.isfinite(qty)) and not (is_adjusting(tid) and math.isfinite(qty)):
             problems.append(f"fill {tid or '(no trade id)'} of {cid} (run {run_id}): quantity {qty!r} is not positive")
         if not (price > 0 and math.isfinite(price)):
             problems.append(f"fill {tid or '(no trade id)'} of {cid} (run {run_id}): price {price!r} is not positive")

@@ -108,7 +108,7 @@ class Ledger(RunQueries, LeaseQueries, SweepQueries, SleeveQueries):
     def refresh_filled_qty(self, run_id: str, client_ids: list[str]) -> None:
         """Set each order's filled quantity from the fills booked for it in ``run_id``."""
         with self.tx():
-            self.db.executemany("UPDATE orders SET filled_qty=(SELECT COALESCE(SUM(qty),0) FROM fills f WHERE "
+            self.db.executemany("UPDATE orders SET filled_qty=(SELECT COALESCE(SUM(qty + fee_qty),0) FROM fills f WHERE "
                                 "f.run_id=orders.run_id AND f.client_order_id=orders.client_order_id) "
                                 "WHERE run_id=? AND client_order_id=?", [(run_id, c) for c in client_ids])
 
@@ -122,7 +122,7 @@ class Ledger(RunQueries, LeaseQueries, SweepQueries, SleeveQueries):
         (a venue that published the order's state before its fills): reconcile fetches the rest."""
         return [OrderRecord.of(d) for d in self._dicts(
             "SELECT o.* FROM orders o WHERE o.account=? AND o.filled_qty > 0 AND o.filled_qty - 1e-9 > "
-            "(SELECT COALESCE(SUM(f.qty), 0) FROM fills f WHERE f.account=o.account AND "
+            "(SELECT COALESCE(SUM(f.qty + f.fee_qty), 0) FROM fills f WHERE f.account=o.account AND "
             "f.client_order_id=o.client_order_id)", (account,))]
 
     def order(self, account: str, client_order_id: str) -> OrderRecord | None:
@@ -164,10 +164,14 @@ class Ledger(RunQueries, LeaseQueries, SweepQueries, SleeveQueries):
     # ------------------------------------------------------------ fills
     def book_fills(self, rows: list[tuple]) -> int:
         """Book fills (``rows.fill_rows``) once: a fill whose (account, venue trade id) is already
-        booked is not booked again. Returns how many were new. The journal is the only caller."""
+        booked is not booked again. Returns how many were new. The journal is the only caller. A row may end with
+        ``fee_qty``: the part of the executed quantity the venue kept as its fee (0 when left out)."""
         with self.tx():
             before = self.db.total_changes
-            self.db.executemany("INSERT OR IGNORE INTO fills VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            self.db.executemany(
+                "INSERT OR IGNORE INTO fills (run_id, client_order_id, broker_order_id, trade_id, time, symbol, side, "
+                "qty, price, fee, slippage, account, fee_qty) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [r if len(r) == 13 else (*r, 0.0) for r in rows])
             return self.db.total_changes - before
 
     def positions(self, account: str) -> dict[str, float]:

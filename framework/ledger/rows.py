@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 
-from framework.types import ExecutionReport, OrderBatch, OrderStatus
+from framework.types import ExecutionReport, OrderBatch, OrderStatus, is_adjusting  # noqa: F401 - re-export
 
 SIDE = {1: "buy", -1: "sell"}
 
@@ -48,17 +48,19 @@ def order_rows(run_id: str, seq: int | None, batch: OrderBatch, status: np.ndarr
 
 
 def fill_rows(run_id: str, report: ExecutionReport, account: str | None = None) -> list[tuple]:
-    """Rows of the ``fills`` table for the fills of one report."""
+    """Rows of the ``fills`` table for the fills of one report (the last column, ``fee_qty``, is the
+    quantity the venue kept as its fee: 0 unless it takes fees in the asset received)."""
     f = report.fills
     if len(f) == 0:
         return []
+    fq = f.fee_qty.tolist() if f.fee_qty is not None else [0.0] * len(f)
     cids = report.batch.client_order_ids()
     syms = report.batch.universe.symbols
     bids = report.broker_ids
     times = iso(f.time)
     tids = f.trade_ids or (None,) * len(f)
     return [(run_id, cids[p], bids[p] if bids else None, tids[i], times[i], syms[s], SIDE[int(sd)], q, px, fee, sl,
-             account)
+             account, fq[i])
             for i, (p, s, sd, q, px, fee, sl) in enumerate(zip(
                 f.order_pos.tolist(), f.symbol_idx.tolist(), f.side.tolist(), f.qty.tolist(), f.price.tolist(),
                 f.fee.tolist(), f.slippage.tolist()))]

@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS order_events (
 CREATE TABLE IF NOT EXISTS fills (
   run_id TEXT NOT NULL, client_order_id TEXT NOT NULL, broker_order_id TEXT, trade_id TEXT, time TEXT NOT NULL,
   symbol TEXT NOT NULL, side TEXT NOT NULL, qty REAL NOT NULL, price REAL NOT NULL, fee REAL NOT NULL,
-  slippage REAL NOT NULL DEFAULT 0, account TEXT);
+  slippage REAL NOT NULL DEFAULT 0, account TEXT, fee_qty REAL NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS fills_run ON fills (run_id);
 CREATE TABLE IF NOT EXISTS equity (
   run_id TEXT NOT NULL, time TEXT NOT NULL, equity REAL NOT NULL, cash REAL NOT NULL,
@@ -84,6 +84,8 @@ def migrate(db: sqlite3.Connection) -> None:
         if "account" not in cols:
             db.execute(f"ALTER TABLE {table} ADD COLUMN account TEXT")
             added = True
+        if table == "fills" and "fee_qty" not in cols:    # a fee taken in the asset received (SPEC §17)
+            db.execute("ALTER TABLE fills ADD COLUMN fee_qty REAL NOT NULL DEFAULT 0")
     if added:
         db.execute("BEGIN IMMEDIATE")
         db.execute(f"UPDATE runs SET account = {_LEGACY_ACCOUNT} WHERE account IS NULL")

@@ -44,6 +44,9 @@ class Venue:
     second: str = "BTC/USD"                             # the dearer one, never shortable
     lot_first: float = 10.0
     lot_second: float = 0.1
+    # place an order as the user would by hand (a protective sell of ``qty`` of ``symbol``); returns its
+    # client order id. None: the venue has no user besides Parity (the simulator)
+    user_order: Callable[[str, float], str] | None = None
 
     @property
     def symbols(self) -> tuple[str, str]:
@@ -103,9 +106,13 @@ def alpaca_venue():
             cid = client_order_id(batch_id, symbol, "add")
             broker._submit(OrderRequest(cid, symbol, 1, qty, "limit", limit))
 
+        def user_stop(symbol: str, qty: float) -> str:
+            stop = round(float(srv.get_price(symbol)) * 0.5, 2)
+            return srv.add_user_order(symbol, "sell", qty=qty, type="stop", stop_price=stop)["client_order_id"]
+
         yield Venue("alpaca", broker, now=lambda: np.datetime64(time.time_ns(), "ns"), pass_time=lambda: None,
                     far_limit=lambda s, px: round(px * 0.5, 2), rest=rest,
-                    orders_at_venue=lambda: len(srv.orders_submitted()))
+                    orders_at_venue=lambda: len(srv.orders_submitted()), user_order=user_stop)
         broker.close()
 
 
@@ -129,10 +136,16 @@ def coinbase_venue():
             cid = client_order_id(batch_id, symbol, "add")
             broker._submit(OrderRequest(cid, symbol, 1, qty, "limit", limit))
 
+        def user_limit(symbol: str, qty: float) -> str:
+            pid = symbol.replace("/", "-")
+            price = broker.prices(broker.instruments([symbol]))[0] * 2   # a resting take-profit sell
+            ans = srv.add_user_order(pid, "SELL", f"{qty:.8f}", f"{price:.2f}")
+            return ans.get("success_response", {}).get("client_order_id") or ans["client_order_id"]
+
         yield Venue("coinbase", broker, now=lambda: np.datetime64(time.time_ns(), "ns"), pass_time=lambda: None,
                     far_limit=lambda s, px: round(px * 0.5, 2), rest=rest,
                     orders_at_venue=lambda: len(srv.orders()), first="ETH/USD", second="BTC/USD",
-                    lot_first=10.0, lot_second=0.1, qty_tol=1e-8)
+                    lot_first=10.0, lot_second=0.1, qty_tol=1e-8, user_order=user_limit)
         broker.close()
 
 
@@ -373,3 +386,41 @@ def test_describe_names_the_venue_without_secrets(venue):
     assert isinstance(text, str) and text
     assert "test-secret" not in text
 
+
+
+# ------------------------------------------------------------------------------------ the user's orders (§17)
+
+
+def test_the_users_own_order_survives_a_cycle_and_is_listed_as_not_parity(venue):
+    """Catalogue row 2: the venue lists every open order of the account; a cycle with ``unfilled:
+    cancel`` cancels only Parity's, the user's protective sell survives, is listed by
+    ``foreign_orders`` (what ``status`` prints as "not Parity's") and its quantity is not sold again."""
+    from framework.config import RebalanceSettings, RiskLimits
+    from framework.engine import Pipeline, run_cycle
+    from framework.journal import BufferedJournal
+    from framework.rebalance import Rebalancer
+    from framework.risk import RiskManager
+    from framework.types import TargetPortfolio, batch_key
+
+    if venue.user_order is None:
+        pytest.skip("the simulator has no user placing orders by hand")
+    b = venue.broker
+    u, _, rep = buy_lots(venue, "contract@user1")
+    assert (rep.status == FILLED).all(), rep.messages
+    first = venue.first
+    user_cid = venue.user_order(first, venue.lot(first) / 2)
+    venue.rest(u, venue.second, venue.lot(venue.second), venue.far_limit(venue.second, b.prices(u)[1]),
+               "contract@rest1")
+    assert [o.client_order_id for o in b.foreign_orders()] == [user_cid]
+    assert all(o.owned for o in b.open_orders()) and len(b.open_orders()) == 1
+    t = venue.now()
+    w = np.array([0.0 if s == first else np.nan for s in u.symbols])     # sell out of the first symbol
+    target = TargetPortfolio(t, batch_key("contract", t), w, np.where(np.isnan(w), np.nan, 0.9), absent_hold=True)
+    p = Pipeline(b, RiskManager(RiskLimits(min_account_balance=0.0)), Rebalancer(RebalanceSettings()),
+                 BufferedJournal("contract"), u, "cancel")
+    res = run_cycle(p, target)
+    assert [o.client_order_id for o in b.foreign_orders()] == [user_cid], "the user's order is still open"
+    assert b.open_orders() == [], "Parity's own resting order was cancelled"
+    assert held(b, first) == pytest.approx(venue.lot(first) / 2, abs=venue.qty_tol), \
+        "the quantity the user's order holds was not sold"
+    assert any(d.rule == "qty_available" for d in res.plan.plan.skipped)

@@ -27,7 +27,8 @@ def _order(ledger: Ledger, run_id: str, cid: str, status: str, filled: float, se
 
 def _fill(ledger: Ledger, run_id: str, cid: str, qty: float, trade: str | None) -> None:
     # written as any writer could have (a first-release file deduplicated trades per run only)
-    ledger.db.execute("INSERT INTO fills VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+    ledger.db.execute("INSERT INTO fills (run_id, client_order_id, broker_order_id, trade_id, time, symbol, side, "
+                      "qty, price, fee, slippage, account) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                       (run_id, cid, "b-" + cid, trade, T, "AAPL", "buy", qty, 100.0, 0.0, 0.0, ACCOUNTS.get(run_id)))
 
 

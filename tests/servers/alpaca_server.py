@@ -497,9 +497,10 @@ class _VenueBehaviours:
         buy = o["side"] == "buy"
         if o["type"] in ("stop", "stop_limit") and not o["_stop_triggered"]:
             return False
-        crossed = price <= o["limit_price"] if buy else price >= o["limit_price"]
-        if o["type"] in ("limit", "stop_limit") and not crossed:
-            return False
+        if o["type"] in ("limit", "stop_limit"):   # a market order has no limit price: it can always fill
+            crossed = price <= o["limit_price"] if buy else price >= o["limit_price"]
+            if not crossed:
+                return False
         slip = D(str(self.fill_slippage_bps)) / D(10000)
         fp = price * (ONE + slip) if buy else price * (ONE - slip)
         if o["type"] in ("limit", "stop_limit"):

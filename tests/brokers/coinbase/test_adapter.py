@@ -149,17 +149,22 @@ def test_products_give_increments_and_minimums_in_the_universe(server, broker):
     np.testing.assert_allclose(broker.prices(u), [50_000, 150, 0.12345])
 
 
-def test_unknown_or_untradable_products_are_data_errors_naming_the_symbol(server, broker):
+def test_unknown_products_are_data_errors_untradable_ones_carry_the_reason(server, broker):
     with pytest.raises(DataError) as e:
         broker.instruments(["BTC/USD", "FOO/USD"])
     assert "FOO/USD" in str(e.value) and "not a Coinbase product" in str(e.value)
     with pytest.raises(DataError) as e:
         broker.instruments(["AAPL"])
     assert "AAPL" in str(e.value) and "crypto" in str(e.value)
+    # SPEC §17: a product the venue does not trade now is held by the planner with the reason, and the
+    # other symbols trade (no error for the whole universe)
     server.set_product("ETH-USD", trading_disabled=True)
-    with pytest.raises(DataError) as e:
-        broker.instruments(["ETH/USD"])
-    assert "ETH/USD" in str(e.value) and "not tradable" in str(e.value)
+    server.set_product("SOL-USD", cancel_only=True)
+    server.set_product("BTC-USD", limit_only=True)
+    u = broker.instruments(["ETH/USD", "SOL/USD", "BTC/USD"])
+    assert u.can_trade().tolist() == [False, False, True]
+    assert "trading_disabled" in u.halt_reason(0) and "cancel_only" in u.halt_reason(1)
+    assert u.limit_only is not None and u.limit_only.tolist() == [False, False, True]
 
 
 def test_prices_follow_the_server(server, broker):
@@ -387,8 +392,10 @@ def test_a_refused_key_is_an_authentication_error_with_a_clear_message(server):
     msg = str(e.value)
     assert "401" in msg and "key" in msg.lower()
     assert stranger.private_pem.splitlines()[1] not in msg     # never the secret
-    # not retried: authentication problems stop at once
-    assert len([r for r in server.requests if r.path == API + "/accounts"]) == 1
+    # Coinbase can answer throttling with 401 (catalogue row 15): retried a bounded number of times, then
+    # the key is blamed, and the message says so
+    assert len([r for r in server.requests if r.path == API + "/accounts"]) == b.unauthorized_tries == 3
+    assert "retried before blaming the key" in msg
 
 
 def test_every_call_has_a_timeout(server):
