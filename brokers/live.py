@@ -23,6 +23,7 @@ import threading
 import time
 from abc import abstractmethod
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Protocol
 
 import numpy as np
@@ -261,8 +262,8 @@ class LiveBroker(Broker):
         known = self.call(lambda: self._find(cids, since))
         states: list[OrderState | None] = [None] * n
         for i, cid in enumerate(cids):
-            if cid in known:  # type: ignore[operator]
-                states[i] = known[cid]  # type: ignore[index]
+            if cid in known:
+                states[i] = known[cid]
                 messages[i] = "already at the venue (same client order id): not sent again"
                 continue
             states[i] = self._send(self._request(batch, i, cid), messages, i)
@@ -276,7 +277,7 @@ class LiveBroker(Broker):
 
     def _send(self, req: OrderRequest, messages: dict[int, str], i: int) -> OrderState | None:
         try:
-            return self.call(lambda: self._submit(req))  # type: ignore[return-value]
+            return self.call(lambda: self._submit(req))
         except OrderRejected as e:
             messages[i] = f"rejected: {e}"
             return OrderState(req.client_order_id, None, req.symbol, req.side, req.qty, 0.0, None, int(_S.REJECTED),
@@ -286,7 +287,7 @@ class LiveBroker(Broker):
                 found = self.call(lambda: self._find([req.client_order_id], np.datetime64("1970-01-01")))
             except TransientBrokerError:
                 found = {}
-            st = found.get(req.client_order_id)  # type: ignore[union-attr]
+            st = found.get(req.client_order_id)
             if st is not None:
                 return st
             messages[i] = (f"not confirmed after {self.retry.attempts} tries ({e}); nothing was filled as far as the "
@@ -319,7 +320,7 @@ class LiveBroker(Broker):
                 fresh = self.call(lambda: self._get_many([states[i] for i in open_idx]))  # type: ignore[misc]
             except TransientBrokerError:
                 continue
-            for i, new in zip(open_idx, fresh):  # type: ignore[call-overload]
+            for i, new in zip(open_idx, fresh):
                 if new is not None:
                     old = states[i]
                     states[i] = new
@@ -393,14 +394,14 @@ class LiveBroker(Broker):
         out = []
         for cid, (batch, i, st) in list(self._working.items()):
             try:
-                new = self.call(lambda st=st: self._get(st))
+                new = self.call(partial(self._get, st))
             except TransientBrokerError:
                 continue
-            if new.filled_qty != st.filled_qty or new.status != st.status:  # type: ignore[union-attr]
+            if new.filled_qty != st.filled_qty or new.status != st.status:
                 sub = batch.subset(np.arange(len(batch)) == i)
-                out.append(self._report(sub, [new], {}))  # type: ignore[list-item]
-            if new.status in OPEN:  # type: ignore[union-attr]
-                self._working[cid] = (batch, i, new)  # type: ignore[assignment]
+                out.append(self._report(sub, [new], {}))
+            if new.status in OPEN:
+                self._working[cid] = (batch, i, new)
             else:
                 del self._working[cid]
         return out
@@ -417,7 +418,7 @@ class LiveBroker(Broker):
         return [o for o in self._list_open() if not o.owned]
 
     def lookup(self, client_ids: list[str]) -> dict[str, OrderState]:
-        return self.call(lambda: self._find(client_ids, np.datetime64("1970-01-01")))  # type: ignore[return-value]
+        return self.call(lambda: self._find(client_ids, np.datetime64("1970-01-01")))
 
     def cancel(self, client_ids: list[str]) -> list[OrderState]:
         """Cancel Parity's own working orders among ``client_ids``; return their final states.
@@ -443,7 +444,7 @@ class LiveBroker(Broker):
         st: OrderState = state
         while True:
             try:
-                st = self.call(lambda: self._get(state))  # type: ignore[assignment]
+                st = self.call(lambda: self._get(state))
             except TransientBrokerError:
                 pass
             if st.status not in OPEN and not self._cancel_pending(st) or time.monotonic() >= deadline:

@@ -17,6 +17,8 @@ ends, because a simulated order is not an action in the world.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from framework.accounts import Account, Environment
@@ -62,7 +64,7 @@ class BufferedJournal:
         self.run_id = run_id
         self.account = account or Account("sim", Environment.SIM, run_id)   # every backtest its own account
         self._cycles: list[tuple] = []
-        self._decisions: list[tuple[int, tuple[RiskDecision, ...]]] = []
+        self._decisions: list[tuple[int, Sequence[RiskDecision]]] = []
         self._reports: list[tuple[int | None, ExecutionReport]] = []
         self._updates: list[ExecutionReport] = []
         self._cancels: list[tuple[str, np.datetime64, str]] = []
@@ -83,7 +85,7 @@ class BufferedJournal:
         c = self._cycles[seq]
         self._cycles[seq] = c + (status,)
 
-    def decisions(self, seq: int, decisions: tuple[RiskDecision, ...]) -> None:
+    def decisions(self, seq: int, decisions: Sequence[RiskDecision]) -> None:
         if decisions:
             self._decisions.append((seq, decisions))
 
@@ -170,7 +172,7 @@ class WriteAheadJournal:
     def end_cycle(self, seq: int, status: CycleStatus) -> None:
         self.ledger.set_cycle_status(self.run_id, seq, status)
 
-    def decisions(self, seq: int, decisions: tuple[RiskDecision, ...]) -> None:
+    def decisions(self, seq: int, decisions: Sequence[RiskDecision]) -> None:
         if decisions:
             self.ledger.write_decisions(self.run_id, seq, decisions)
 

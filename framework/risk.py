@@ -106,7 +106,7 @@ class RiskManager:
         if np.count_nonzero(halted):
             cur = current()
             for j in np.flatnonzero(halted & (np.abs(np.nan_to_num(approved) - cur) > EPS)):
-                why = universe.halt_reason(j) or "not tradable"
+                why = universe.halt_reason(int(j)) or "not tradable"
                 decisions.append(RiskDecision(t, syms[j], "venue_halt", "hold", float(approved[j]), float(cur[j]),
                                               f"{syms[j]} is not traded at the venue now ({why}): held, the other "
                                               "symbols trade"))

@@ -467,9 +467,9 @@ class FillBatch:
         fee_qty = None
         if any(p.fee_qty is not None for p in parts):
             fee_qty = np.concatenate([p.fee_qty if p.fee_qty is not None else np.zeros(len(p)) for p in parts])
-        return FillBatch(*(np.concatenate([getattr(p, f) for p in parts]) for f in (
-            "time", "symbol_idx", "side", "qty", "price", "fee", "slippage", "order_pos")), trade_ids=ids,
-            fee_qty=fee_qty)
+        time_, sym, side, qty, price, fee, slip, pos = (np.concatenate([getattr(p, f) for p in parts]) for f in (
+            "time", "symbol_idx", "side", "qty", "price", "fee", "slippage", "order_pos"))
+        return FillBatch(time_, sym, side, qty, price, fee, slip, pos, trade_ids=ids, fee_qty=fee_qty)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -18,7 +18,7 @@ def instruments_for(venue: VenueConfig, symbols: list[str] | tuple[str, ...]) ->
     out = []
     for s in symbols:
         ac = AssetClass.of(s)
-        rules = venue.asset_classes.get(ac.value)  # type: ignore[call-overload]
+        rules = venue.asset_classes.get(ac.value)
         if rules is None:
             out.append(Instrument(s, ac, tradable=False))
             continue
@@ -56,7 +56,7 @@ def untradable(venue: VenueConfig, symbols: list[str]) -> dict[str, str]:
     listed = set(venue.crypto_assets)
     for s in symbols:
         ac = AssetClass.of(s)
-        if venue.asset_classes.get(ac.value) is None:  # type: ignore[call-overload]
+        if venue.asset_classes.get(ac.value) is None:
             bad[s] = f"{venue.venue} does not trade {ac.value}"
         elif ac is AssetClass.CRYPTO and listed and split_pair(s)[0] not in listed:
             bad[s] = (f"{venue.venue} does not list the crypto asset {split_pair(s)[0]} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from decimal import ROUND_DOWN, Decimal
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -74,7 +75,7 @@ class AlpacaBroker(LiveBroker):
         for s in symbols:
             if s not in self._assets:
                 try:
-                    self._assets[s] = self._do(f"asset {s}", lambda s=s: self.trading.get_asset(wire.venue_symbol(s)))
+                    self._assets[s] = self._do(f"asset {s}", partial(self.trading.get_asset, wire.venue_symbol(s)))
                 except NotFound:
                     problems.append(Problem("<alpaca assets>", None, "symbol", f"{s} is not an Alpaca asset"))
                     continue
@@ -85,17 +86,17 @@ class AlpacaBroker(LiveBroker):
 
     def account(self) -> AccountSnapshot:
         a = self._do("account", self.trading.get_account)
-        positions = tuple(wire.position(p) for p in self._do("positions", self.trading.get_all_positions))  # type: ignore[union-attr]
+        positions = tuple(wire.position(p) for p in self._do("positions", self.trading.get_all_positions))
         last = wire._f(getattr(a, "last_equity", None))
-        equity = float(a.equity)  # type: ignore[union-attr]
-        cash = float(a.cash)  # type: ignore[union-attr]
-        bp = wire._f(getattr(a, "non_marginable_buying_power", None)) or float(a.buying_power)  # type: ignore[union-attr]
-        return AccountSnapshot(np.datetime64(time.time_ns(), "ns"), equity, cash, min(bp, float(a.buying_power)),  # type: ignore[union-attr]
+        equity = float(a.equity)
+        cash = float(a.cash)
+        bp = wire._f(getattr(a, "non_marginable_buying_power", None)) or float(a.buying_power)
+        return AccountSnapshot(np.datetime64(time.time_ns(), "ns"), equity, cash, min(bp, float(a.buying_power)),
                                last if last else None, "USD", positions, wire.blocked(a), wire.can_short(a),
                                wash_trade_rule=True)
 
     def positions(self) -> tuple[Position, ...]:
-        return tuple(wire.position(p) for p in self._do("positions", self.trading.get_all_positions))  # type: ignore[union-attr]
+        return tuple(wire.position(p) for p in self._do("positions", self.trading.get_all_positions))
 
     def prices(self, universe: Universe) -> np.ndarray:
         from alpaca.data.requests import CryptoLatestTradeRequest, StockLatestTradeRequest
@@ -106,17 +107,17 @@ class AlpacaBroker(LiveBroker):
         if eq:
             trades = self._do("latest trades", lambda: self.stock_data.get_stock_latest_trade(
                 StockLatestTradeRequest(symbol_or_symbols=eq)))
-            for s, t in trades.items():  # type: ignore[union-attr]
+            for s, t in trades.items():
                 out[universe.index[s]] = float(t.price)
         if cr:
             trades = self._do("latest crypto trades", lambda: self.crypto_data.get_crypto_latest_trade(
                 CryptoLatestTradeRequest(symbol_or_symbols=cr)))
-            for s, t in trades.items():  # type: ignore[union-attr]
+            for s, t in trades.items():
                 out[universe.index[wire.canonical(s)]] = float(t.price)
         return out
 
     def is_open(self) -> bool:
-        return bool(self._do("clock", self.trading.get_clock).is_open)  # type: ignore[union-attr]
+        return bool(self._do("clock", self.trading.get_clock).is_open)
 
     def market_open(self, universe: Universe) -> np.ndarray:
         if universe.crypto.all():
@@ -133,7 +134,7 @@ class AlpacaBroker(LiveBroker):
                                  paper=self.endpoints.paper, url=where or None)
 
     def account_id(self) -> str:
-        return str(self._do("account", self.trading.get_account).id)  # type: ignore[union-attr]
+        return str(self._do("account", self.trading.get_account).id)
 
     def _list_open(self) -> list[OrderState]:
         from alpaca.trading.requests import GetOrdersRequest
@@ -143,7 +144,7 @@ class AlpacaBroker(LiveBroker):
         orders = self._do("open orders", lambda: self.trading.get_orders(GetOrdersRequest(status="open", limit=500,
                                                                                          nested=True)))
         out: list[OrderState] = []
-        for o in orders:  # type: ignore[union-attr]
+        for o in orders:
             parent, *legs = exits.states(o)
             out += [st for st in (self._owner_of(o), *legs) if st.status in OPEN]
         return out
@@ -158,7 +159,7 @@ class AlpacaBroker(LiveBroker):
             nxt_id = getattr(o, "replaced_by", None)
             if st.venue_status != "replaced" or not nxt_id:
                 return st
-            o = self._sdk("order", lambda i=nxt_id: self.trading.get_order_by_id(i))
+            o = self._sdk("order", partial(self.trading.get_order_by_id, nxt_id))
             new = wire.order_state(o)
             self._chain.setdefault(new.broker_id or "", []).extend([st.broker_id or "",
                                                                     *self._chain.get(st.broker_id or "", [])])
@@ -186,8 +187,8 @@ class AlpacaBroker(LiveBroker):
         from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
 
         crypto = is_crypto(req.symbol)
-        args = dict(symbol=wire.venue_symbol(req.symbol), side="buy" if req.side > 0 else "sell",
-                    time_in_force="gtc" if crypto else "day", client_order_id=req.client_order_id)
+        args: dict[str, object] = dict(symbol=wire.venue_symbol(req.symbol), side="buy" if req.side > 0 else "sell",
+                                       time_in_force="gtc" if crypto else "day", client_order_id=req.client_order_id)
         if req.notional is not None:
             args["notional"] = round(req.notional, 2)
         else:
@@ -223,7 +224,7 @@ class AlpacaBroker(LiveBroker):
         if len(wanted) <= 3 or since <= np.datetime64("1971-01-01"):
             for cid in wanted:
                 try:
-                    o = self._sdk("order by client id", lambda cid=cid: self.trading.get_order_by_client_id(cid))
+                    o = self._sdk("order by client id", partial(self.trading.get_order_by_client_id, cid))
                     found[cid] = self._follow(o)
                 except NotFound:
                     pass
@@ -234,13 +235,13 @@ class AlpacaBroker(LiveBroker):
         until = None
         while True:
             req = GetOrdersRequest(status="all", limit=500, after=after, until=until, direction="desc")
-            page = self._sdk("orders", lambda req=req: self.trading.get_orders(req))
-            for o in page:  # type: ignore[union-attr]
+            page = self._sdk("orders", partial(self.trading.get_orders, req))
+            for o in page:
                 if o.client_order_id in wanted:
                     found[o.client_order_id] = self._follow(o)
-            if len(page) < 500 or len(found) == len(wanted):  # type: ignore[arg-type]
+            if len(page) < 500 or len(found) == len(wanted):
                 return found
-            until = page[-1].submitted_at or page[-1].created_at  # type: ignore[index]
+            until = page[-1].submitted_at or page[-1].created_at
 
     def _get_many(self, states: list[OrderState]) -> list[OrderState | None]:
         if len(states) <= 2:
@@ -252,14 +253,14 @@ class AlpacaBroker(LiveBroker):
         until = None
         while True:   # newest first; every order of this batch was created within the last pages
             req = GetOrdersRequest(status="all", limit=500, direction="desc", until=until)
-            page = self._sdk("orders", lambda req=req: self.trading.get_orders(req))
-            for o in page:  # type: ignore[union-attr]
+            page = self._sdk("orders", partial(self.trading.get_orders, req))
+            for o in page:
                 if str(o.id) in ids:
                     got[str(o.id)] = self._follow(o)
-            if len(got) == len(ids) or len(page) < 500:  # type: ignore[arg-type]
+            if len(got) == len(ids) or len(page) < 500:
                 break
-            until = page[-1].submitted_at or page[-1].created_at  # type: ignore[index]
-        return [got.get(s.broker_id) or self._get(s) for s in states]
+            until = page[-1].submitted_at or page[-1].created_at
+        return [got.get(s.broker_id or "") or self._get(s) for s in states]
 
     def _cancel(self, state: OrderState) -> None:
         try:
@@ -342,7 +343,7 @@ class AlpacaBroker(LiveBroker):
             params = {"direction": "desc", "page_size": 100}
             if token:
                 params["page_token"] = token
-            page = self._do("fill activities", lambda p=params: self.trading.get("/account/activities/FILL", p))
+            page = self._do("fill activities", partial(self.trading.get, "/account/activities/FILL", params))
             page = page if isinstance(page, list) else []
             found.extend(a for a in page if str(a.get("order_id")) in order_ids)
             seen = {str(a["order_id"]) for a in found}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from decimal import ROUND_DOWN, Decimal
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -47,7 +48,8 @@ def floor_str(qty: float, increment: float) -> str:
     """Floor ``qty`` to a multiple of ``increment`` and write it exactly as the venue wants it."""
     inc = Decimal(repr(float(increment))).normalize()
     q = (Decimal(repr(float(qty))) / inc).to_integral_value(rounding=ROUND_DOWN) * inc
-    return format(q.quantize(inc) if inc.as_tuple().exponent < 0 else q, "f")
+    exponent = inc.as_tuple().exponent
+    return format(q.quantize(inc) if isinstance(exponent, int) and exponent < 0 else q, "f")
 
 
 class CoinbaseBroker(LiveBroker):
@@ -136,14 +138,14 @@ class CoinbaseBroker(LiveBroker):
         out: dict[str, tuple[float, float]] = {}
         cursor = None
         while True:
-            resp = wire.to_dict(self._do("accounts", lambda c=cursor: self.client.get_accounts(limit=250, cursor=c)))
+            resp = wire.to_dict(self._do("accounts", partial(self.client.get_accounts, limit=250, cursor=cursor)))
             for a in resp.get("accounts", []):
                 a = wire.to_dict(a)
                 if str(a.get("type") or "") == VAULT:
                     continue
                 avail = float((a.get("available_balance") or {}).get("value", 0) or 0)
                 hold = float((a.get("hold") or {}).get("value", 0) or 0)
-                cur = a.get("currency")
+                cur = str(a.get("currency") or "")
                 prev = out.get(cur, (0.0, 0.0))
                 out[cur] = (prev[0] + avail, prev[1] + hold)
             if not resp.get("has_next") or not resp.get("cursor"):
@@ -357,11 +359,11 @@ class CoinbaseBroker(LiveBroker):
         rows = []
         cursor = None
         while True:
-            resp = wire.to_dict(self._do("fills", lambda c=cursor: self.client.get_fills(order_ids=list(by_order),
-                                                                                         limit=250, cursor=c)))
+            resp = wire.to_dict(self._do("fills", partial(self.client.get_fills, order_ids=list(by_order), limit=250,
+                                                          cursor=cursor)))
             for f in resp.get("fills", []):
                 f = wire.to_dict(f)
-                i = by_order.get(f.get("order_id"))
+                i = by_order.get(str(f.get("order_id")))
                 if i is not None:
                     rows.append((i, *_signed(f), f.get("trade_time")))
             if not resp.get("cursor") or len(resp.get("fills", [])) < 250:

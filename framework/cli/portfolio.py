@@ -10,6 +10,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -176,10 +177,32 @@ def _live_sleeves(ledger, sleeves, settings, venue: str, live: bool, echo) -> se
     return held
 
 
+def _tradability_check(broker) -> Callable[[list[str]], dict[str, str]]:
+    """A symbol check for the sleeves' archives: the venue's verdict per symbol, asked once each."""
+    from framework.errors import DataError
+
+    cache: dict[str, str | None] = {}
+
+    def check(symbols: list[str]) -> dict[str, str]:
+        bad: dict[str, str] = {}
+        for s in symbols:
+            if s not in cache:
+                try:
+                    broker.instruments([s])
+                    cache[s] = None
+                except DataError as e:
+                    cache[s] = e.problems[0].message
+            reason = cache[s]
+            if reason:
+                bad[s] = reason
+        return bad
+    return check
+
+
 def run_execute_portfolio(settings: Settings, settings_path: str | None, *, name, live: bool, paper: bool,
                           dry_run: bool, yes: bool, force: bool, json_out: bool) -> int:
     """One portfolio cycle on the portfolio's account (paper unless --live or the portfolio says live)."""
-    from framework.cli.live import _tradability_check, confirm_live, print_plan
+    from framework.cli.live import confirm_live, print_plan
     from framework.cli.registry import BrokerRequest, account_of, build_broker
     from framework.ledger import Ledger
     from framework.portfolios import resolve_sleeves
