@@ -106,14 +106,16 @@ def plan_cycle(p: Pipeline, target: TargetPortfolio) -> CyclePlan:
     plan = None
     if not risk.halted:
         is_open, foreign = broker.market_open(p.universe), broker.foreign_orders()
+        # quantity our own protective exits hold is released before any leg trades the symbol (SPEC §20)
+        releasable = exits.held_by_exits(broker.open_orders(), p.universe)
         plan = p.rebalancer.plan(target, risk.weights, positions, prices, acct.equity, p.universe, is_open)
-        plan = check_plan(plan, acct, positions, p.universe, foreign)        # what the venue would refuse
+        plan = check_plan(plan, acct, positions, p.universe, foreign, releasable)   # what the venue would refuse
         stuck = held_reductions(plan, p.universe)
         if stuck.any():     # a position that cannot shrink this cycle: re-plan with it kept, so the limits count it
             risk = p.risk.approve(target, positions, prices, acct.equity, day_start, p.universe, keep=stuck)
             plan = carry_decisions(plan, check_plan(p.rebalancer.plan(target, risk.weights, positions, prices,
                                                                       acct.equity, p.universe, is_open),
-                                                    acct, positions, p.universe, foreign))
+                                                    acct, positions, p.universe, foreign, releasable))
     return CyclePlan(target, acct, positions, prices, risk, plan)
 
 

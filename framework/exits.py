@@ -184,3 +184,14 @@ def _batch(u: Universe, target: TargetPortfolio, qty: np.ndarray, prices: np.nda
     return OrderBatch(u, target.time, target.batch_id, leg.value, idx.astype(np.int64), side, np.abs(qty[idx]), ref,
                       OrderType.STOP if stop else OrderType.LIMIT, None if stop else px, px if stop else None,
                       client_ids=ids)
+
+
+def held_by_exits(working: list, universe) -> np.ndarray:
+    """Quantity per symbol that Parity's resting protective exits hold at the venue (a stop and a
+    take-profit of one position hold it once: the larger of the two)."""
+    out = np.zeros(len(universe))
+    for o in working:
+        k = universe.index.get(o.symbol)
+        if k is not None and protective(o):
+            out[k] = max(out[k], max(o.qty - o.filled_qty, 0.0))
+    return out

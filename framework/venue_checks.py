@@ -73,11 +73,16 @@ def _planned_sides(plan: RebalancePlan) -> dict[str, set[int]]:
 
 
 def check_plan(plan: RebalancePlan, acct: AccountSnapshot, positions: np.ndarray, universe: Universe,
-               foreign: list[OrderState]) -> RebalancePlan:
+               foreign: list[OrderState], releasable: np.ndarray | None = None) -> RebalancePlan:
     """The plan with every order the venue would refuse held, clipped or dropped, and a decision for
-    each (appended to ``plan.skipped``, which the journal records and ``--dry-run`` prints)."""
+    each (appended to ``plan.skipped``, which the journal records and ``--dry-run`` prints).
+
+    ``releasable``: quantity per symbol that Parity's own orders hold and that the cycle frees before
+    it trades (its protective exits): available to sell."""
     decisions: list[RiskDecision] = []
     avail = available_vector(acct, universe, positions)
+    if releasable is not None:
+        avail = np.minimum(avail + releasable, np.abs(positions))
     reduce = _check_leg(plan.reduce, acct, avail, foreign, decisions, reducing=True)
     left = positions.astype(float).copy()          # what each position is once the reductions fill
     np.add.at(left, reduce.symbol_idx, reduce.side * reduce.qty)

@@ -19,17 +19,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.servers.alpaca_server import AlpacaServer
-from tests.test_cli_alpaca import (  # noqa: F401
+from tests.test_cli_alpaca import (
     KEY,
     LIVE_ENV,
     PAPER_ENV,
     PARITY,
-    PARITY_SIGNALS,
-    PRICES,
     SECRET,
     Home,
-    now_utc,
-    parity_home,
+    make_parity_home,  # noqa: F401
     write_home,
 )
 
@@ -41,11 +38,18 @@ def _db(home: Home) -> sqlite3.Connection:
 # ------------------------------------------------------------------------------ one bookkeeper
 
 
-def test_a_backtest_and_a_paper_run_of_one_strategy_never_share_fills(parity_home):  # noqa: F811
+@pytest.fixture
+def venue_fee_home(tmp_path):
+    """parity_home with the venue's own crypto fee (25 bps, taken in the coin on buys)."""
+    with make_parity_home(tmp_path, crypto_fee_bps=25.0) as h:
+        yield h
+
+
+def test_a_backtest_and_a_paper_run_of_one_strategy_never_share_fills(venue_fee_home):
     """The repro of issue 11: backtest, then paper-execute the same signals on the same ledger. Every
-    paper fill carries the venue's price and quantity and a non-negative fee, and the ledger's paper
-    positions equal the venue's."""
-    h = parity_home
+    paper fill carries the venue's price and quantity (a crypto buy's coin fee booked as a quantity
+    reduction, SPEC §17) and a non-negative fee, and the ledger's paper positions equal the venue's."""
+    h = venue_fee_home
     for _ in range(2):     # a second backtest of the same batch: the same ids again in the sim accounts
         p = h.run("backtest", "--strategy", "paritychk", "--signals", "s.csv", "--bars", "bars.csv", "--json")
         assert p.returncode == 0, p.stderr
@@ -58,7 +62,8 @@ def test_a_backtest_and_a_paper_run_of_one_strategy_never_share_fills(parity_hom
     with _db(h) as db:
         (account,) = db.execute("SELECT account FROM runs WHERE run_id=?", (done["run_id"],)).fetchone()
         assert account.startswith("alpaca:paper:")
-        rows = db.execute("SELECT symbol, qty, price, fee, trade_id FROM fills WHERE account=?", (account,)).fetchall()
+        rows = db.execute("SELECT symbol, qty + COALESCE(fee_qty, 0), price, fee, trade_id FROM fills WHERE account=?",
+                          (account,)).fetchall()
         booked = {(s, round(q, 9), round(px, 6)) for s, q, px, _, _ in rows}
         assert booked == venue and len(rows) == len(venue)
         assert all(fee >= 0 and px > 0 and q > 0 for _, q, px, fee, _ in rows)

@@ -15,6 +15,7 @@ import os
 import re
 import sqlite3
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -326,7 +327,13 @@ PARITY_SIGNALS = [("AAPL", 1, 0.40, 0.9, "paritychk"), ("BTC/USD", 1, 0.30, 0.8,
 def parity_home(tmp_path):
     """Bars whose last close per symbol is the server's price, one batch stamped at that last bar,
     a strategy in config/strategies, and a server whose cash is the backtest's starting cash."""
-    with AlpacaServer(key=KEY, secret=SECRET, cash=50_000.0, prices=PRICES, crypto_fee_bps=0.0,
+    with make_parity_home(tmp_path, crypto_fee_bps=0.0) as h:
+        yield h
+
+
+@contextmanager
+def make_parity_home(tmp_path, crypto_fee_bps: float):
+    with AlpacaServer(key=KEY, secret=SECRET, cash=50_000.0, prices=PRICES, crypto_fee_bps=crypto_fee_bps,
                       rate_limit=None, data_rate_limit=None) as s:
         write_home(tmp_path, s.url, PAPER_ENV)
         (tmp_path / "config" / "strategies").mkdir()

@@ -235,8 +235,9 @@ def trading_columns(target, symbols: tuple[str, ...], held: set[str]):
 
     keep = np.array([np.isfinite(target.weights[k]) or s in held for k, s in enumerate(symbols)], bool)
     idx = np.flatnonzero(keep)
+    levels = None if target.levels is None else target.levels.rows(idx)     # stop-loss / take-profit (§20)
     return (TargetPortfolio(target.time, target.batch_id, target.weights[idx], target.confidence[idx],
-                            target.absent_hold), [symbols[k] for k in idx.tolist()])
+                            target.absent_hold, levels), [symbols[k] for k in idx.tolist()])
 
 
 def _route(strategy: StrategyConfig) -> str:
