@@ -129,7 +129,10 @@ def _on_increment(q: float, inc: float) -> bool:
     return abs(steps - round(steps)) <= max(1e-6, abs(steps) * 1e-9)
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+# derandomized in CI (the same cases on every run, so a landing never depends on the draw); set
+# PARITY_HYPOTHESIS_RANDOM=1 to explore new cases
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None,
+          derandomize=not os.environ.get("PARITY_HYPOTHESIS_RANDOM"))
 @given(cases())
 def test_the_plan_respects_the_venue_and_the_limits(case):
     u, px, acct, foreign, weights, conf, limits, rebalance = case
@@ -164,7 +167,9 @@ def test_the_plan_respects_the_venue_and_the_limits(case):
     cost = 0.0
     for j, side, q in zip(adds.symbol_idx.tolist(), adds.side.tolist(), adds.qty.tolist()):
         assert tradable[j]
-        assert np.sign(after[j]) in (0, side), "an addition grows |position|, after the reductions"
+        # a reduction that closed the position leaves float noise (0.1 increments are inexact): zero
+        left = 0.0 if abs(after[j]) <= 1e-9 * max(1.0, abs(pos[j])) else after[j]
+        assert np.sign(left) in (0, side), "an addition grows |position|, after the reductions"
         assert _on_increment(q, u.qty_increment[j])
         if acct.wash_trade_rule:
             assert not any(o.symbol == u.symbols[j] and o.side == -side for o in foreign)
