@@ -463,20 +463,32 @@ def config_dirs(settings_path: str | Path | None) -> list[Path]:
     return seen
 
 
+def find_config(kind: str, name_or_path: str, settings_path: str | Path | None = None) -> Path | None:
+    """The file of a named config of ``kind`` (``strategies``, ``portfolios``): ``KIND/NAME.yaml`` beside
+    settings.yaml, then under ``config/``; a YAML path as it is; None when there is no such file."""
+    p = Path(name_or_path)
+    if p.suffix.lower() in (".yaml", ".yml"):
+        return p
+    for d in config_dirs(settings_path):
+        cand = d / kind / f"{name_or_path}.yaml"
+        if cand.is_file():
+            return cand
+    return None
+
+
+def not_found(kind: str, name: str, settings_path: str | Path | None) -> ConfigError:
+    what = {"strategies": "strategy", "portfolios": "portfolio"}.get(kind, kind)
+    return ConfigError(f"{what} {name!r} not found (looked for {kind}/{name}.yaml "
+                       f"in {', '.join(str(d) for d in config_dirs(settings_path))})")
+
+
 def load_strategy(name_or_path: str, settings_path: str | Path | None = None) -> StrategyConfig:
     """Load a strategy by name (config/strategies/NAME.yaml) or by path to a YAML file."""
-    p = Path(name_or_path)
-    if p.suffix.lower() not in (".yaml", ".yml"):
-        for d in config_dirs(settings_path):
-            cand = d / "strategies" / f"{name_or_path}.yaml"
-            if cand.is_file():
-                p = cand
-                break
-        else:
-            if name_or_path == "default":
-                return StrategyConfig(name="default")
-            raise ConfigError(f"strategy {name_or_path!r} not found (looked for strategies/{name_or_path}.yaml "
-                              f"in {', '.join(str(d) for d in config_dirs(settings_path))})")
+    p = find_config("strategies", name_or_path, settings_path)
+    if p is None:
+        if name_or_path == "default":
+            return StrategyConfig(name="default")
+        raise not_found("strategies", name_or_path, settings_path)
     data = read_yaml(p)
     data.setdefault("name", p.stem)
     return _validate(StrategyConfig, data, p)

@@ -24,8 +24,9 @@ from framework.config import (
     SimulationSettings,
     StrategyConfig,
     _validate,
-    config_dirs,
+    find_config,
     load_strategy,
+    not_found,
     read_yaml,
 )
 from framework.errors import ConfigError
@@ -113,16 +114,9 @@ class Sleeve:
 
 def load_portfolio(name_or_path: str, settings_path: str | Path | None = None) -> PortfolioConfig:
     """Load ``portfolios/NAME.yaml`` (beside settings.yaml, then ``config/``) or a YAML path."""
-    p = Path(name_or_path)
-    if p.suffix.lower() not in (".yaml", ".yml"):
-        for d in config_dirs(settings_path):
-            cand = d / "portfolios" / f"{name_or_path}.yaml"
-            if cand.is_file():
-                p = cand
-                break
-        else:
-            raise ConfigError(f"portfolio {name_or_path!r} not found (looked for portfolios/{name_or_path}.yaml "
-                              f"in {', '.join(str(d) for d in config_dirs(settings_path))})")
+    p = find_config("portfolios", name_or_path, settings_path)
+    if p is None:
+        raise not_found("portfolios", name_or_path, settings_path)
     data = read_yaml(p)
     data.setdefault("name", p.stem)
     return _validate(PortfolioConfig, data, p)
