@@ -476,6 +476,22 @@ def find_config(kind: str, name_or_path: str, settings_path: str | Path | None =
     return None
 
 
+def load_all(kind: str, load, settings_path: str | Path | None = None) -> tuple[list, list[str]]:
+    """Every config of ``kind`` (``strategies``, ``portfolios``) in the config directories, loaded with
+    ``load(path, settings_path)`` (the first of a name wins), and the problems of files that do not load."""
+    seen: dict[str, Any] = {}
+    problems: list[str] = []
+    for d in config_dirs(settings_path):
+        for f in sorted((d / kind).glob("*.yaml")):
+            try:
+                c = load(str(f), settings_path)
+            except ConfigError as e:
+                problems.append(str(e))
+                continue
+            seen.setdefault(c.name, c)
+    return [seen[k] for k in sorted(seen)], problems
+
+
 def not_found(kind: str, name: str, settings_path: str | Path | None) -> ConfigError:
     what = {"strategies": "strategy", "portfolios": "portfolio"}.get(kind, kind)
     return ConfigError(f"{what} {name!r} not found (looked for {kind}/{name}.yaml "

@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from framework.accounts import Account
-from framework.config import StrategyConfig, config_dirs, load_strategy
-from framework.errors import ConfigError, UsageError
+from framework.config import StrategyConfig, load_all, load_strategy
+from framework.errors import UsageError
 from framework.ledger import Ledger
 from framework.ops.track import ledger_runs, load_track
 
@@ -62,17 +62,8 @@ def is_today(date: str) -> bool:
 
 def discover(settings_path: str | None) -> tuple[list[StrategyConfig], list[str]]:
     """Strategies at stage paper or live, and the problems of strategy files that do not load."""
-    seen: dict[str, StrategyConfig] = {}
-    problems = []
-    for d in config_dirs(settings_path):
-        for f in sorted((d / "strategies").glob("*.yaml")):
-            try:
-                s = load_strategy(str(f), settings_path)
-            except ConfigError as e:
-                problems.append(str(e))
-                continue
-            seen.setdefault(s.name, s)
-    return sorted((s for s in seen.values() if s.stage in ("paper", "live")), key=lambda s: s.name), problems
+    strategies, problems = load_all("strategies", load_strategy, settings_path)
+    return [s for s in strategies if s.stage in ("paper", "live")], problems
 
 
 def targets(strategies: list[StrategyConfig]) -> list[Target]:

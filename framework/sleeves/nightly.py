@@ -25,21 +25,10 @@ from framework.sleeves.report import sleeve_report
 
 def discover(settings_path: str | None) -> tuple[list, list[str]]:
     """Every portfolio file beside the settings and in ``config/``, and the problems of those that do not load."""
-    from framework.config import config_dirs
-    from framework.errors import ConfigError
+    from framework.config import load_all
     from framework.portfolios import load_portfolio
 
-    seen: dict[str, object] = {}
-    problems = []
-    for d in config_dirs(settings_path):
-        for f in sorted((d / "portfolios").glob("*.yaml")):
-            try:
-                p = load_portfolio(str(f), settings_path)
-            except ConfigError as e:
-                problems.append(str(e))
-                continue
-            seen.setdefault(p.name, p)
-    return [seen[k] for k in sorted(seen)], problems
+    return load_all("portfolios", load_portfolio, settings_path)
 
 
 def daily(eq: pd.DataFrame, name: str, day: str) -> tuple[dict[str, float], float | None]:
