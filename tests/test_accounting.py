@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,14 +213,16 @@ def test_equity_csv_has_one_row_per_bar_from_the_first_batch(demo):
 
 
 def check_no_look_ahead(rec: Recorded) -> int:
-    con = sqlite3.connect(rec.ledger)
+    from framework.ledger import Ledger
+
     run_id = rec.artifacts.name
-    orders = pd.read_sql_query("SELECT client_order_id, time, symbol, side, ref_price FROM orders WHERE run_id=?",
-                               con, params=(run_id,))
-    cycles = pd.read_sql_query("SELECT time, status, prices FROM cycles WHERE run_id=? ORDER BY seq", con,
-                               params=(run_id,))
-    universe = pd.read_sql_query("SELECT universe FROM runs WHERE run_id=?", con, params=(run_id,))["universe"][0]
-    con.close()
+    ledger = Ledger(rec.ledger)         # the ledger object reads a large backtest's packed rows too
+    try:
+        orders = ledger.frame("orders", run_id)[["client_order_id", "time", "symbol", "side", "ref_price"]]
+        cycles = ledger.frame("cycles", run_id, "seq")[["time", "status", "prices"]]
+        universe = ledger.run(run_id)["universe"]
+    finally:
+        ledger.close()
     orders["batch"] = pd.to_datetime(orders["time"], utc=True, format="ISO8601")
     fills = rec.fills().merge(orders[["client_order_id", "batch", "ref_price"]], on="client_order_id",
                               how="left", validate="many_to_one")

@@ -35,6 +35,17 @@ def _db(home: Home) -> sqlite3.Connection:
     return sqlite3.connect(str(home.root / "data" / "parity.db"))
 
 
+def _ledger_orders(home: Home) -> list[dict]:
+    """Every order row, through the ledger object (a large backtest's rows may be packed)."""
+    from framework.ledger import Ledger
+
+    ledger = Ledger(home.root / "data" / "parity.db")
+    try:
+        return ledger.table_rows("orders")
+    finally:
+        ledger.close()
+
+
 # ------------------------------------------------------------------------------ one bookkeeper
 
 
@@ -70,7 +81,7 @@ def test_a_backtest_and_a_paper_run_of_one_strategy_never_share_fills(venue_fee_
         assert all(tid for *_, tid in rows)                                  # each keyed by the venue's trade id
         held = dict(db.execute("SELECT symbol, SUM(CASE WHEN side='buy' THEN qty ELSE -qty END) FROM fills "
                                "WHERE account=? GROUP BY symbol", (account,)).fetchall())
-        sim_ids = {c for (c,) in db.execute("SELECT client_order_id FROM orders WHERE account LIKE 'sim:%'")}
+        sim_ids = {r["client_order_id"] for r in _ledger_orders(h) if r["account"].startswith("sim:")}
         paper_ids = {c for (c,) in db.execute("SELECT client_order_id FROM orders WHERE account=?", (account,))}
     assert sim_ids and paper_ids and not sim_ids & paper_ids                 # id spaces never meet
     venue_pos = {s: float(v["qty"]) for s, v in h.srv.positions().items()}

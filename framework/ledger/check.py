@@ -41,28 +41,27 @@ CYCLE_STATUSES = frozenset({"running", "done", "halted", "interrupted", "failed"
 RUN_STATUSES = frozenset({"running", "done", "halted", "interrupted", "failed", "snapshot"})
 
 
-def _connection(ledger) -> tuple[sqlite3.Connection, bool]:
-    if isinstance(ledger, sqlite3.Connection):
-        return ledger, False
-    db = getattr(ledger, "db", None)
-    if isinstance(db, sqlite3.Connection):
-        return db, False
-    if isinstance(ledger, (str, Path)):
-        return sqlite3.connect(str(ledger)), True
-    raise TypeError(f"check_ledger needs a Ledger, a path or an sqlite3 connection, not {type(ledger).__name__}")
-
-
 def check_ledger(ledger, run_ids: list[str] | None = None) -> list[str]:
     """Return every consistency problem of the ledger (a Ledger, a path or a connection).
 
     ``run_ids`` limits the report to rows of those runs (fills of earlier runs of the same account
-    still count towards their orders)."""
-    db, own = _connection(ledger)
-    try:
-        return _check(db, set(run_ids) if run_ids is not None else None)
-    finally:
-        if own:
-            db.close()
+    still count towards their orders). A Ledger (or a path, opened as one) is read whole, packed
+    backtests included (``framework.ledger.packed``)."""
+    only = set(run_ids) if run_ids is not None else None
+    if isinstance(ledger, sqlite3.Connection):
+        return _check(ledger, only)
+    if isinstance(ledger, (str, Path)):
+        from framework.ledger.core import Ledger
+
+        own = Ledger(ledger)
+        try:
+            return check_ledger(own, run_ids)
+        finally:
+            own.close()
+    if not hasattr(ledger, "reading"):
+        raise TypeError(f"check_ledger needs a Ledger, a path or an sqlite3 connection, not {type(ledger).__name__}")
+    with ledger.reading(every=True) as db:
+        return _check(db, only)
 
 
 def _check(db: sqlite3.Connection, only: set[str] | None) -> list[str]:

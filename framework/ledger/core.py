@@ -19,6 +19,7 @@ import pandas as pd
 
 from framework.ledger.columns import BULK_VERBS, chunk_of
 from framework.ledger.leases import LeaseQueries
+from framework.ledger.packed import PACKED_TABLES, PackedQueries
 from framework.ledger.records import OrderRecord
 from framework.ledger.rows import iso, now_iso
 from framework.ledger.runs import RunQueries
@@ -34,7 +35,7 @@ _ORDER_COLUMNS = ("run_id, cycle_seq, client_order_id, broker_id, time, symbol, 
                   "ref_price, status, filled_qty, avg_price, message, updated_at, account")
 
 
-class Ledger(RunQueries, LeaseQueries, SweepQueries, SleeveQueries):
+class Ledger(PackedQueries, RunQueries, LeaseQueries, SweepQueries, SleeveQueries):
     """The SQLite file (WAL). Every writing method commits before it returns unless called inside
     ``with ledger.tx():``, which makes several writes one transaction."""
 
@@ -54,11 +55,11 @@ class Ledger(RunQueries, LeaseQueries, SweepQueries, SleeveQueries):
     def tx(self) -> _Tx:
         return _Tx(self)
 
-    def _one(self, sql: str, args: tuple | list = ()) -> tuple | None:
-        return self.db.execute(sql, args).fetchone()
+    def _one(self, sql: str, args: tuple | list = (), db: sqlite3.Connection | None = None) -> tuple | None:
+        return (db or self.db).execute(sql, args).fetchone()
 
-    def _dicts(self, sql: str, args: tuple | list = ()) -> list[dict]:
-        cur = self.db.execute(sql, args)
+    def _dicts(self, sql: str, args: tuple | list = (), db: sqlite3.Connection | None = None) -> list[dict]:
+        cur = (db or self.db).execute(sql, args)
         names = [c[0] for c in cur.description]
         return [dict(zip(names, row)) for row in cur.fetchall()]
 
@@ -114,52 +115,59 @@ class Ledger(RunQueries, LeaseQueries, SweepQueries, SleeveQueries):
 
     def open_orders(self, account: str) -> list[OrderRecord]:
         """Orders of ``account`` this ledger still believes are working (or never answered)."""
-        return [OrderRecord.of(d) for d in self._dicts(
-            f"SELECT * FROM orders WHERE account=? AND status IN {_OPEN_SQL}", (account,))]
+        with self.reading(account=account) as db:
+            return [OrderRecord.of(d) for d in self._dicts(
+                f"SELECT * FROM orders WHERE account=? AND status IN {_OPEN_SQL}", (account,), db)]
 
     def orders_missing_fills(self, account: str) -> list[OrderRecord]:
         """Finished orders of ``account`` whose booked fills add up to less than their filled quantity
         (a venue that published the order's state before its fills): reconcile fetches the rest."""
-        return [OrderRecord.of(d) for d in self._dicts(
-            "SELECT o.* FROM orders o WHERE o.account=? AND o.filled_qty > 0 AND o.filled_qty - 1e-9 > "
-            "(SELECT COALESCE(SUM(f.qty + f.fee_qty), 0) FROM fills f WHERE f.account=o.account AND "
-            "f.client_order_id=o.client_order_id)", (account,))]
+        with self.reading(account=account) as db:
+            return [OrderRecord.of(d) for d in self._dicts(
+                "SELECT o.* FROM orders o WHERE o.account=? AND o.filled_qty > 0 AND o.filled_qty - 1e-9 > "
+                "(SELECT COALESCE(SUM(f.qty + f.fee_qty), 0) FROM fills f WHERE f.account=o.account AND "
+                "f.client_order_id=o.client_order_id)", (account,), db)]
 
     def order(self, account: str, client_order_id: str) -> OrderRecord | None:
         """The newest row of an order of ``account`` by its client order id."""
-        rows = self._dicts("SELECT * FROM orders WHERE account=? AND client_order_id=? ORDER BY rowid DESC LIMIT 1",
-                           (account, client_order_id))
+        with self.reading(account=account) as db:
+            rows = self._dicts("SELECT * FROM orders WHERE account=? AND client_order_id=? ORDER BY rowid DESC LIMIT 1",
+                               (account, client_order_id), db)
         return OrderRecord.of(rows[0]) if rows else None
 
     def order_runs(self, account: str, client_ids: list[str]) -> dict[str, str]:
         """The run that first recorded each client order id of ``account`` (where its fills are booked)."""
         out: dict[str, str] = {}
-        for k in range(0, len(client_ids), 500):
-            chunk = client_ids[k:k + 500]
-            q = ",".join("?" * len(chunk))
-            for cid, rid in self.db.execute(f"SELECT client_order_id, run_id FROM orders WHERE account=? AND "
-                                            f"client_order_id IN ({q}) ORDER BY rowid", (account, *chunk)):
-                out.setdefault(cid, rid)
+        with self.reading(account=account) as db:
+            for k in range(0, len(client_ids), 500):
+                chunk = client_ids[k:k + 500]
+                q = ",".join("?" * len(chunk))
+                for cid, rid in db.execute(f"SELECT client_order_id, run_id FROM orders WHERE account=? AND "
+                                           f"client_order_id IN ({q}) ORDER BY rowid", (account, *chunk)):
+                    out.setdefault(cid, rid)
         return out
 
     def orders_of_run(self, run_id: str, client_ids: list[str]) -> list[str]:
         """Which of ``client_ids`` ``run_id`` recorded."""
         out: list[str] = []
-        for k in range(0, len(client_ids), 500):
-            chunk = client_ids[k:k + 500]
-            q = ",".join("?" * len(chunk))
-            out += [r[0] for r in self.db.execute(f"SELECT client_order_id FROM orders WHERE run_id=? AND "
-                                                  f"client_order_id IN ({q})", (run_id, *chunk))]
+        with self.reading(run_ids=[run_id]) as db:
+            for k in range(0, len(client_ids), 500):
+                chunk = client_ids[k:k + 500]
+                q = ",".join("?" * len(chunk))
+                out += [r[0] for r in db.execute(f"SELECT client_order_id FROM orders WHERE run_id=? AND "
+                                                 f"client_order_id IN ({q})", (run_id, *chunk))]
         return out
 
     def count_filled_orders(self, run_id: str) -> int:
-        return int(self._one("SELECT COUNT(*) FROM orders WHERE run_id=? AND filled_qty > 0", (run_id,))[0])  # type: ignore[index]
+        with self.reading(run_ids=[run_id]) as db:
+            return int(self._one("SELECT COUNT(*) FROM orders WHERE run_id=? AND filled_qty > 0", (run_id,), db)[0])  # type: ignore[index]
 
     def first_event_times(self, run_ids: list[str]) -> pd.DataFrame:
         """Each order's first recorded event time (when it was journaled as an intent)."""
         q = ",".join("?" * len(run_ids))
-        return pd.read_sql_query(f"SELECT client_order_id, MIN(time) AS t FROM order_events WHERE run_id IN ({q}) "
-                                 "GROUP BY client_order_id", self.db, params=run_ids)
+        with self.reading(run_ids=list(run_ids)) as db:
+            return pd.read_sql_query(f"SELECT client_order_id, MIN(time) AS t FROM order_events WHERE run_id IN ({q}) "
+                                     "GROUP BY client_order_id", db, params=run_ids)
 
     # ------------------------------------------------------------ fills
     def book_fills(self, rows: list[tuple]) -> int:
@@ -176,30 +184,34 @@ class Ledger(RunQueries, LeaseQueries, SweepQueries, SleeveQueries):
 
     def positions(self, account: str) -> dict[str, float]:
         """Net quantity per symbol that ``account``'s booked fills add up to."""
-        cur = self.db.execute("SELECT symbol, SUM(CASE WHEN side='buy' THEN qty ELSE -qty END) FROM fills "
-                              "WHERE account=? GROUP BY symbol", (account,))
-        return {s: float(q) for s, q in cur.fetchall() if abs(q) > 1e-12}
+        with self.reading(account=account) as db:
+            cur = db.execute("SELECT symbol, SUM(CASE WHEN side='buy' THEN qty ELSE -qty END) FROM fills "
+                             "WHERE account=? GROUP BY symbol", (account,))
+            return {s: float(q) for s, q in cur.fetchall() if abs(q) > 1e-12}
 
     def positions_before(self, account: str, run_id: str) -> dict[str, float]:
         """Net quantity per symbol from ``account``'s fills booked by runs created before ``run_id``."""
         row = self._one("SELECT created_at, rowid FROM runs WHERE run_id=?", (run_id,))
         if row is None:
             return {}
-        cur = self.db.execute(
-            "SELECT f.symbol, SUM(CASE WHEN f.side='buy' THEN f.qty ELSE -f.qty END) FROM fills f JOIN runs r "
-            "ON r.run_id=f.run_id WHERE f.account=? AND (r.created_at < ? OR (r.created_at = ? AND r.rowid < ?)) "
-            "GROUP BY f.symbol", (account, row[0], row[0], row[1]))
-        return {s: float(q) for s, q in cur.fetchall() if abs(q) > 1e-12}
+        with self.reading(account=account) as db:
+            cur = db.execute(
+                "SELECT f.symbol, SUM(CASE WHEN f.side='buy' THEN f.qty ELSE -f.qty END) FROM fills f JOIN runs r "
+                "ON r.run_id=f.run_id WHERE f.account=? AND (r.created_at < ? OR (r.created_at = ? AND r.rowid < ?)) "
+                "GROUP BY f.symbol", (account, row[0], row[0], row[1]))
+            return {s: float(q) for s, q in cur.fetchall() if abs(q) > 1e-12}
 
     def cash_flow(self, account: str) -> float:
         """Cash the account's fills moved: sells' proceeds minus buys' cost, minus every fee."""
-        row = self._one("SELECT COALESCE(SUM(CASE WHEN side='buy' THEN -qty*price ELSE qty*price END - fee), 0) "
-                        "FROM fills WHERE account=?", (account,))
+        with self.reading(account=account) as db:
+            row = self._one("SELECT COALESCE(SUM(CASE WHEN side='buy' THEN -qty*price ELSE qty*price END - fee), 0) "
+                            "FROM fills WHERE account=?", (account,), db)
         return float(row[0])  # type: ignore[index]
 
     def average_cost(self, account: str, symbol: str) -> float:
-        row = self._one("SELECT SUM(qty*price)/SUM(qty) FROM fills WHERE account=? AND symbol=? AND side='buy'",
-                        (account, symbol))
+        with self.reading(account=account) as db:
+            row = self._one("SELECT SUM(qty*price)/SUM(qty) FROM fills WHERE account=? AND symbol=? AND side='buy'",
+                            (account, symbol), db)
         return float((row or (None,))[0] or 0.0)
 
     # ------------------------------------------------------------ cycles and decisions
@@ -232,7 +244,9 @@ class Ledger(RunQueries, LeaseQueries, SweepQueries, SleeveQueries):
                              (run_id, *[str(s) for s in statuses]))[0])  # type: ignore[index]
 
     def count_decisions(self, run_id: str, action: str) -> int:
-        return int(self._one("SELECT COUNT(*) FROM decisions WHERE run_id=? AND action=?", (run_id, str(action)))[0])  # type: ignore[index]
+        with self.reading(run_ids=[run_id]) as db:
+            return int(self._one("SELECT COUNT(*) FROM decisions WHERE run_id=? AND action=?",  # type: ignore[index]
+                                 (run_id, str(action)), db)[0])
 
     def write_decisions(self, run_id: str, seq: int | None, decisions: Iterable) -> None:
         with self.tx():
@@ -279,7 +293,12 @@ class Ledger(RunQueries, LeaseQueries, SweepQueries, SleeveQueries):
     def frame(self, table: str, run_id: str, order: str = "rowid") -> pd.DataFrame:
         """All rows of one run in ``table`` (one of the ledger's tables), ordered by ``order``."""
         _known_table(table)
-        return pd.read_sql_query(f"SELECT * FROM {table} WHERE run_id=? ORDER BY {order}", self.db, params=(run_id,))
+        if table in PACKED_TABLES and order == "rowid":
+            packed = self.packed_frame(table, run_id)
+            if packed is not None:
+                return packed
+        with self.reading(run_ids=[run_id] if table in PACKED_TABLES else None) as db:
+            return pd.read_sql_query(f"SELECT * FROM {table} WHERE run_id=? ORDER BY {order}", db, params=(run_id,))
 
     def frames_of(self, table: str, run_ids: list[str], until: str | None = None) -> pd.DataFrame:
         """Rows of several runs in ``table`` (times before ``until`` when given), by time."""
@@ -287,18 +306,21 @@ class Ledger(RunQueries, LeaseQueries, SweepQueries, SleeveQueries):
         q = ",".join("?" * len(run_ids))
         sql = f"SELECT * FROM {table} WHERE run_id IN ({q})" + (" AND time < ?" if until else "")
         sql += " ORDER BY time, rowid"
-        return pd.read_sql_query(sql, self.db, params=(*run_ids, *([until] if until else [])))
+        with self.reading(run_ids=list(run_ids) if table in PACKED_TABLES else None) as db:
+            return pd.read_sql_query(sql, db, params=(*run_ids, *([until] if until else [])))
 
     def table_rows(self, table: str) -> list[dict]:
         """Every row of ``table`` (the consistency check reads whole tables)."""
         _known_table(table)
-        return self._dicts(f"SELECT rowid AS _rowid, * FROM {table}")
+        with self.reading(every=table in PACKED_TABLES) as db:
+            return self._dicts(f"SELECT rowid AS _rowid, * FROM {table}", (), db)
 
     def count_rows(self, table: str, run_id: str | None = None) -> int:
         _known_table(table)
+        packed = self.packed_rows(table, run_id) if table in PACKED_TABLES else 0
         if run_id is None:
-            return int(self._one(f"SELECT COUNT(*) FROM {table}")[0])  # type: ignore[index]
-        return int(self._one(f"SELECT COUNT(*) FROM {table} WHERE run_id=?", (run_id,))[0])  # type: ignore[index]
+            return packed + int(self._one(f"SELECT COUNT(*) FROM {table}")[0])  # type: ignore[index]
+        return packed + int(self._one(f"SELECT COUNT(*) FROM {table} WHERE run_id=?", (run_id,))[0])  # type: ignore[index]
 
     # ------------------------------------------------------------ columnar bulk writes (issue 15)
     def write_columns(self, table: str, columns: dict[str, object], chunk: int = 50_000) -> None:
@@ -307,7 +329,8 @@ class Ledger(RunQueries, LeaseQueries, SweepQueries, SleeveQueries):
         A sequence is a list, a numpy array (floats: NaN is stored as NULL, as SQLite does for a
         bound NaN), an ``IsoTimes`` (written as the ISO 8601 text every ledger time uses) or a
         ``Coded`` column. Columns are named, so a table that gains a column with a default still
-        takes these rows."""
+        takes these rows. One run's rows of a bulk table from ``PARITY_PACK_ROWS`` rows on are
+        stored packed (``framework.ledger.packed``); every reader here sees them as rows."""
         _known_table(table)
         verb = BULK_VERBS[table]
         names = list(columns)
@@ -317,6 +340,8 @@ class Ledger(RunQueries, LeaseQueries, SweepQueries, SleeveQueries):
         sql = f"{verb} INTO {table} ({', '.join(names)}) VALUES ({','.join('?' * len(names))})"
         cols = list(columns.values())
         with self.tx():
+            if self.write_packed(table, columns):      # one large backtest's rows as one block
+                return
             for lo in range(0, n, chunk):
                 hi = min(lo + chunk, n)
                 self.db.executemany(sql, zip(*(chunk_of(c, lo, hi) for c in cols)))
@@ -327,7 +352,7 @@ class Ledger(RunQueries, LeaseQueries, SweepQueries, SleeveQueries):
 
 
 _TABLES = frozenset({"runs", "cycles", "decisions", "orders", "order_events", "fills", "equity", "promotions",
-                     "leases", "sweeps", "sweep_points"})
+                     "leases", "sweeps", "sweep_points", "packed_parts"})
 
 
 def _known_table(table: str) -> None:

@@ -56,6 +56,10 @@ CREATE TABLE IF NOT EXISTS sleeve_trades (
 CREATE TABLE IF NOT EXISTS sleeve_equity (
   account TEXT NOT NULL, run_id TEXT, time TEXT NOT NULL, sleeve TEXT NOT NULL, equity REAL NOT NULL,
   cash REAL NOT NULL, gross REAL NOT NULL, PRIMARY KEY (account, time, sleeve));
+CREATE TABLE IF NOT EXISTS packed_parts (
+  run_id TEXT NOT NULL, tbl TEXT NOT NULL, part INTEGER NOT NULL, account TEXT, n_rows INTEGER NOT NULL,
+  data BLOB NOT NULL, PRIMARY KEY (run_id, tbl, part));
+CREATE INDEX IF NOT EXISTS packed_parts_account ON packed_parts (account);
 CREATE TABLE IF NOT EXISTS leases (
   account TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL, command TEXT, run_id TEXT,
   acquired_at REAL NOT NULL, expires_at REAL NOT NULL);

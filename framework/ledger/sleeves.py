@@ -26,8 +26,12 @@ class SleeveQueries:
     def tx(self) -> Any:  # provided by Ledger
         raise NotImplementedError
 
-    def _dicts(self, sql: str, args: tuple | list = ()) -> list[dict]:  # provided by Ledger
-        raise NotImplementedError
+    def _dicts(self, sql: str, args: tuple | list = (), db: sqlite3.Connection | None = None) -> list[dict]:
+        raise NotImplementedError        # provided by Ledger
+
+    def reading(self, *, account: str | None = None, run_ids: list[str] | None = None,
+                every: bool = False) -> Any:
+        raise NotImplementedError        # provided by Ledger (framework.ledger.packed)
 
     def write_sleeve_rows(self, accounts: list[tuple], plans: list[tuple], trades: list[tuple],
                           equity: list[tuple]) -> None:
@@ -65,8 +69,9 @@ class SleeveQueries:
     def fills_with_batches(self, account: str) -> list[dict]:
         """The account's fills with the batch of the cycle that recorded their order (None for an
         order of no cycle), oldest first: what a portfolio allocates to its sleeves."""
-        return self._dicts(
-            "SELECT f.client_order_id, f.trade_id, f.time, f.symbol, f.side, f.qty, f.price, f.fee, "
-            "(SELECT c.batch_id FROM orders o JOIN cycles c ON c.run_id=o.run_id AND c.seq=o.cycle_seq "
-            " WHERE o.account=f.account AND o.client_order_id=f.client_order_id LIMIT 1) AS batch_id "
-            "FROM fills f WHERE f.account=? ORDER BY f.rowid", (account,))
+        with self.reading(account=account) as db:
+            return self._dicts(
+                "SELECT f.client_order_id, f.trade_id, f.time, f.symbol, f.side, f.qty, f.price, f.fee, "
+                "(SELECT c.batch_id FROM orders o JOIN cycles c ON c.run_id=o.run_id AND c.seq=o.cycle_seq "
+                " WHERE o.account=f.account AND o.client_order_id=f.client_order_id LIMIT 1) AS batch_id "
+                "FROM fills f WHERE f.account=? ORDER BY f.rowid", (account,), db)

@@ -127,6 +127,7 @@ def test_backtest_portfolio_sleeves_add_up_to_the_account_and_netting_saves_fees
     from framework.cli.portfolio import run_portfolio_backtest
     from framework.cli.wiring import run_backtest
     from framework.config import load_strategy
+    from framework.ledger import Ledger
 
     root, path = home
     settings = load_settings(path)
@@ -145,7 +146,9 @@ def test_backtest_portfolio_sleeves_add_up_to_the_account_and_netting_saves_fees
     assert abs(sum(s["pnl"] for s in rep["sleeves"].values()) + rep["unallocated"]["pnl"]
                - rep["total"]["pnl"]) < 0.015
     # every fill of the account is in exactly one sleeve's book: quantities and cash add up
-    fills = pd.read_sql_query("SELECT symbol, side, qty, price, fee FROM fills WHERE run_id=?", db, params=(run_id,))
+    led = Ledger(settings.ledger)
+    fills = led.frame("fills", run_id)[["symbol", "side", "qty", "price", "fee"]]
+    led.close()
     trades = pd.read_sql_query("SELECT sleeve, kind, symbol, qty, fee, cash FROM sleeve_trades WHERE account=?", db,
                                params=(f"sim:sim:{run_id}",))
     signed = np.where(fills["side"] == "buy", 1.0, -1.0)

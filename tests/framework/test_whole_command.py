@@ -84,10 +84,11 @@ def _reference_flush(ledger, journal) -> None:
 
 def _rows(ledger, run_id: str) -> dict[str, list[tuple]]:
     out = {}
-    for table in ("cycles", "decisions", "orders", "fills", "order_events"):
-        cur = ledger.db.execute(f"SELECT * FROM {table} WHERE run_id=? ORDER BY rowid", (run_id,))
-        keep = [k for k, c in enumerate(cur.description) if c[0] not in ("run_id", "updated_at", "account")]
-        out[table] = [tuple(row[k] for k in keep) for row in cur.fetchall()]     # NULL stays None
+    with ledger.reading(run_ids=[run_id]) as db:       # packed rows (PARITY_PACK_ROWS) read as rows
+        for table in ("cycles", "decisions", "orders", "fills", "order_events"):
+            cur = db.execute(f"SELECT * FROM {table} WHERE run_id=? ORDER BY rowid", (run_id,))
+            keep = [k for k, c in enumerate(cur.description) if c[0] not in ("run_id", "updated_at", "account")]
+            out[table] = [tuple(row[k] for k in keep) for row in cur.fetchall()]     # NULL stays None
     return out
 
 
