@@ -67,22 +67,33 @@ def _arrow(col, n: int):
             if col.dtype.kind in "iu":
                 return pa.array(col.astype(np.int64))
             return pa.array(col.tolist())
-        return pa.array(list(col))
+        values = list(col)
+        if values and all(type(v) is str for v in values[:64]):
+            try:
+                return pa.array(values, pa.string())      # typed: no inference pass over a million ids
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+                pass
+        return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
         return None
 
 
-def _unique(col, n: int) -> bool:
-    """Whether the column's non-NULL values are all different (what a unique index asks)."""
-    from framework.ledger.columns import chunk_of
+def _unique(arr) -> bool:
+    """Whether the Arrow array's non-NULL values are all different (what a unique index asks).
+    A plain array is hashed by Arrow (without the GIL: the ledger write runs beside the
+    artifacts); a dictionary one by its codes."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    if isinstance(col, Coded):
-        known = np.array([v is not None for v in col.values], bool)
-        codes = np.asarray(col.codes)
-        codes = codes[known[codes]] if len(known) else codes[:0]
+    if pa.types.is_dictionary(arr.type):
+        values = arr.dictionary.to_pylist()
+        first: dict = {}
+        canon = np.array([first.setdefault(v, k) if v is not None else -1 for k, v in enumerate(values)] or [-1])
+        codes = canon[np.asarray(arr.indices.to_numpy(zero_copy_only=False), np.int64)]
+        codes = codes[codes >= 0]
         return len(np.unique(codes)) == len(codes)
-    values = [v for v in chunk_of(col, 0, n) if v is not None]
-    return len(set(values)) == len(values)
+    values = arr.drop_null()
+    return len(pc.unique(values)) == len(values)
 
 
 class PackedQueries:
@@ -111,10 +122,6 @@ class PackedQueries:
         run_id = next(iter(run_ids))
         info = [(r[1], r[2], r[4]) for r in self.db.execute(f"PRAGMA table_info({table})")]
         account = self._account_of(run_id, columns, n)
-        if table == "orders" and not _unique(columns["client_order_id"], n):
-            return False           # the ledger keeps one row per client order id and run
-        if table == "fills" and "trade_id" in columns and not _unique(columns["trade_id"], n):
-            return False           # ... and books a venue trade once per account
         arrays, fields = [], []
         for name, decl, default in info:
             if name in columns:
@@ -127,6 +134,11 @@ class PackedQueries:
                 arr = _constant(default, decl, n)
             arrays.append(arr)
             fields.append(name)
+        # the rows the table's keys would fold are not packed: one row per client order id and run,
+        # a venue trade booked once per account
+        key = {"orders": "client_order_id", "fills": "trade_id"}.get(table)
+        if key in columns and not _unique(arrays[fields.index(key)]):
+            return False
         unknown = set(names) - set(fields)
         if unknown:
             raise ValueError(f"table {table} has no column(s) {sorted(unknown)}")

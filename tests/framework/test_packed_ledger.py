@@ -139,5 +139,15 @@ def test_rows_that_break_uniqueness_are_written_as_rows(tmp_path, monkeypatch):
         ledger.write_columns("orders", cols)
         assert ledger.packed_rows("orders", "r2") == 4 and ledger.count_rows("orders", "r2") == 4
         assert ledger.frame("orders", "r2")["filled_qty"].tolist() == [0.0] * 4       # the table's default
+        fills = {"run_id": Coded.constant("r2", n), "client_order_id": ["a", "b", "c", "d"], "time": t,
+                 "trade_id": Coded(np.array([0, 1, 2, 1], np.int8), [None, "t1", "t2"]),
+                 "symbol": Coded.constant("AAPL", n), "side": Coded.constant("buy", n), "qty": np.ones(n),
+                 "price": np.full(n, 10.0), "fee": np.zeros(n), "account": Coded.constant("sim:sim:r2", n)}
+        ledger.write_columns("fills", fills)               # trade t1 twice: the unique index folds it
+        assert ledger.packed_rows("fills") == 0 and ledger.count_rows("fills", "r2") == 3
+        fills["trade_id"] = Coded(np.array([0, 1, 2, 0], np.int8), [None, "t3", "t4"])
+        fills["run_id"] = Coded.constant("r3", n)
+        ledger.write_columns("fills", fills)               # NULL trade ids are not keys: packed
+        assert ledger.packed_rows("fills", "r3") == 4
     finally:
         ledger.close()
