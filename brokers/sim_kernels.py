@@ -78,16 +78,13 @@ def fillable(codes, sym, qty, px_row, cap_row, cap_increment, cap_fraction):
 
 
 @njit(cache=True, nogil=True)
-def execution_prices(ref, side, fraction, qty):
+def execution_prices(ref, side, fraction, qty, px, cost):
     """Prices moved against each order by its slippage fraction (buys pay up, sells receive
-    less), and the cost of that slippage in quote currency."""
-    n = len(ref)
-    px = np.empty(n)
-    cost = np.empty(n)
-    for i in range(n):
+    less), and the cost of that slippage in quote currency, written to ``px`` and ``cost``
+    (arrays the caller makes: a compiled function's returned arrays cost more to hand back)."""
+    for i in range(len(ref)):
         px[i] = ref[i] * (1.0 + side[i] * fraction[i])
         cost[i] = abs(px[i] - ref[i]) * qty[i]
-    return px, cost
 
 
 @njit(cache=True, nogil=True)
@@ -160,21 +157,20 @@ def book_fills(pos, avg_cost, realized, fees, cash, bar, sym, side, qty, price, 
 
 
 @njit(cache=True, nogil=True)
-def order_outcome(n, codes, fill_pos, fill_qty, fill_price, qty, stopped):
-    """Filled quantity, what is left working, volume-weighted price and status code per order.
+def order_outcome(codes, fill_pos, fill_qty, fill_price, qty, stopped, filled, rest, avg, status):
+    """Filled quantity, what is left working, volume-weighted price and status code per order,
+    written to ``filled`` (zeros on entry), ``rest``, ``avg`` and ``status`` (one entry per order;
+    the caller makes them: a compiled function's returned arrays cost more to hand back).
 
     ``fill_pos`` maps each fill to its order; ``stopped`` marks orders cut short for lack of
     funds (canceled, nothing left working; empty: none). Status codes are those of ``OrderStatus``.
-    Also returns how many orders have something left working.
+    Returns how many orders have something left working.
     """
-    filled = np.zeros(n)
+    n = len(filled)
     notional = np.zeros(n)
     for f in range(len(fill_pos)):
         filled[fill_pos[f]] += fill_qty[f]
         notional[fill_pos[f]] += fill_qty[f] * fill_price[f]
-    rest = np.empty(n)
-    avg = np.empty(n)
-    status = np.empty(n, np.int8)
     any_stopped = len(stopped) > 0
     n_working = 0
     for i in range(n):
@@ -194,7 +190,7 @@ def order_outcome(n, codes, fill_pos, fill_qty, fill_price, qty, stopped):
             status[i] = 2                 # PARTIAL
         else:
             status[i] = 1                 # NEW
-    return filled, rest, avg, status, n_working
+    return n_working
 
 
 @njit(cache=True, nogil=True)

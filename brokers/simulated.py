@@ -313,7 +313,10 @@ class SimulatedBroker(Broker):
             for i, m in messages.items():
                 if m.startswith("insufficient"):
                     stopped[i] = True
-        return self._k.order_outcome(n, codes, fills.order_pos, fills.qty, fills.price, qty, stopped)
+        filled, rest, avg, status = np.zeros(n), np.empty(n), np.empty(n), np.empty(n, np.int8)
+        n_working = self._k.order_outcome(codes, fills.order_pos, fills.qty, fills.price, qty, stopped,
+                                          filled, rest, avg, status)
+        return filled, rest, avg, status, n_working
 
     def _keep_working(self, batch: OrderBatch, rest: np.ndarray, filled: np.ndarray, fills: FillBatch,
                       from_bar: int) -> None:
@@ -441,7 +444,8 @@ class SimulatedBroker(Broker):
         crypto = self.universe.crypto[sym]
         # a limit fills at its price or better: no slippage on top
         frac = self.slippage.fraction(CostInputs(q, ref, side, crypto, sigma, adv)) if slip else np.zeros(len(q))
-        px, slippage = self._k.execution_prices(ref, side, frac, q)
+        px, slippage = np.empty(len(q)), np.empty(len(q))
+        self._k.execution_prices(ref, side, frac, q, px, slippage)
         fee = self.fee_model.fees(CostInputs(q, px, side, crypto))
         cash_after_sells, cost, n_buys = self._k.funds(self.book.cash, side, q, px, fee)
         if n_buys and cost > cash_after_sells + 1e-9:

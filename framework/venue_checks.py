@@ -84,9 +84,11 @@ def check_plan(plan: RebalancePlan, acct: AccountSnapshot, positions: np.ndarray
     if releasable is not None:
         avail = np.minimum(avail + releasable, np.abs(positions))
     reduce = _check_leg(plan.reduce, acct, avail, foreign, decisions, reducing=True)
-    left = positions.astype(float).copy()          # what each position is once the reductions fill
-    np.add.at(left, reduce.symbol_idx, reduce.side * reduce.qty)
-    add = _unflipped(plan.add, left, decisions)
+    add = plan.add
+    if len(add):
+        left = positions.astype(float).copy()          # what each position is once the reductions fill
+        np.add.at(left, reduce.symbol_idx, reduce.side * reduce.qty)
+        add = _unflipped(add, left, decisions)
     add = _check_leg(add, acct, avail, foreign, decisions, reducing=False)
     if not decisions:
         return plan
@@ -116,6 +118,8 @@ def carry_decisions(first: RebalancePlan, second: RebalancePlan) -> RebalancePla
 def _unflipped(leg: OrderBatch, left: np.ndarray, decisions: list[RiskDecision]) -> OrderBatch:
     """Additions that would grow a position the other way while the reduction before it could not
     close it (quantity held, a held symbol): the venue would take them as part of the old side."""
+    if not (left[leg.symbol_idx] * leg.side < -EPS).any():
+        return _same_leg(leg)           # the usual case: every reduction before it closes what it must
     qty = leg.qty.copy()
     for i, (j, side) in enumerate(zip(leg.symbol_idx.tolist(), leg.side.tolist())):
         if left[j] * side < -EPS:
@@ -127,6 +131,26 @@ def _unflipped(leg: OrderBatch, left: np.ndarray, decisions: list[RiskDecision])
     return leg.with_qty(qty)
 
 
+def _nothing_to_decide(leg: OrderBatch, tradable: np.ndarray, floor: np.ndarray, avail: np.ndarray,
+                       reducing: bool) -> bool:
+    """Whether no order of ``leg`` meets a check below (the usual case), found over the arrays at
+    once: the per-order loop then has nothing to record. Only for a leg with one order per symbol,
+    where what one sell takes from ``avail`` cannot change the check of another."""
+    j, side, qty = leg.symbol_idx, leg.side, leg.qty
+    if not tradable[j].all():
+        return False
+    if reducing:
+        flagged = (side < 0) & (qty > avail[j] + EPS)
+    else:
+        flagged = (side < 0) | ((floor[j] > 0) & (qty * leg.ref_price < floor[j] - 1e-9))
+    return not flagged.any() and len(set(j.tolist())) == len(j)
+
+
+def _same_leg(leg: OrderBatch) -> OrderBatch:
+    """``leg`` with nothing held, clipped or dropped: itself (``with_qty`` of its own quantities)."""
+    return leg if (leg.qty > 0).all() else leg.with_qty(leg.qty.copy())
+
+
 def _check_leg(leg: OrderBatch, acct: AccountSnapshot, avail: np.ndarray, foreign: list[OrderState],
                decisions: list[RiskDecision], *, reducing: bool) -> OrderBatch:
     """One leg: in the reduce leg a sell sells a long and a buy covers a short; in the add leg a sell
@@ -134,34 +158,41 @@ def _check_leg(leg: OrderBatch, acct: AccountSnapshot, avail: np.ndarray, foreig
     if len(leg) == 0:
         return leg
     u = leg.universe
-    qty = leg.qty.copy()
     tradable, floor = u.can_trade(), u.buy_floor()
+    wash = acct.wash_trade_rule and bool(foreign)
+    if not wash and _nothing_to_decide(leg, tradable, floor, avail, reducing):
+        if reducing:
+            sells = leg.side < 0
+            avail[leg.symbol_idx[sells]] -= leg.qty[sells]
+        return _same_leg(leg)
+    qty = leg.qty.copy()
+    n_before = len(decisions)
+
+    def decide(i: int, s: str, rule: str, action: RiskAction, approved: float, reason: str) -> None:
+        decisions.append(RiskDecision(leg.time, s, rule, action, float(leg.qty[i]), approved, reason))
+
     for i, (j, side) in enumerate(zip(leg.symbol_idx.tolist(), leg.side.tolist())):
-        s = u.symbols[j]
-        px = float(leg.ref_price[i])
-
-        def decide(rule: str, action: RiskAction, approved: float, reason: str, s: str = s,
-                   asked: float = float(leg.qty[i])) -> None:
-            decisions.append(RiskDecision(leg.time, s, rule, action, asked, approved, reason))
-
         if not tradable[j]:
+            s = u.symbols[j]
             why = u.halt_reason(j) or "not tradable"
-            decide("venue_halt", RiskAction.HOLD, 0.0, f"{s} is not traded at the venue now ({why}): held, "
-                                                       "the other symbols trade")
+            decide(i, s, "venue_halt", RiskAction.HOLD, 0.0, f"{s} is not traded at the venue now ({why}): held, "
+                                                             "the other symbols trade")
             qty[i] = 0.0
             continue
-        blocker = next((o for o in foreign if o.symbol == s and o.side == -side), None)
-        if blocker is not None and acct.wash_trade_rule:
-            decide("wash_trade", RiskAction.HOLD, 0.0,
-                   f"an open {'buy' if blocker.side > 0 else 'sell'} order not Parity's "
-                   f"({blocker.client_order_id or blocker.broker_id}) is on {s}: the venue would refuse this "
-                   "order as a potential wash trade; held until that order is gone")
-            qty[i] = 0.0
-            continue
+        if wash:
+            s = u.symbols[j]
+            blocker = next((o for o in foreign if o.symbol == s and o.side == -side), None)
+            if blocker is not None:
+                decide(i, s, "wash_trade", RiskAction.HOLD, 0.0,
+                       f"an open {'buy' if blocker.side > 0 else 'sell'} order not Parity's "
+                       f"({blocker.client_order_id or blocker.broker_id}) is on {s}: the venue would refuse this "
+                       "order as a potential wash trade; held until that order is gone")
+                qty[i] = 0.0
+                continue
         if reducing and side < 0:         # selling a long
             if qty[i] > avail[j] + EPS:
                 can = float(floor_to(np.array([max(avail[j], 0.0)]), np.array([u.qty_increment[j]]))[0])
-                decide("qty_available", RiskAction.CLIP, can,
+                decide(i, u.symbols[j], "qty_available", RiskAction.CLIP, can,
                        f"only {can:g} can be sold now (the rest of the position is held by open orders)")
                 qty[i] = can
             avail[j] -= qty[i]
@@ -169,20 +200,25 @@ def _check_leg(leg: OrderBatch, acct: AccountSnapshot, avail: np.ndarray, foreig
         if reducing:                      # covering a short
             continue
         if side < 0:                      # a short sale
+            s = u.symbols[j]
             if not acct.can_short or not u.shortable[j]:
                 why = ("the account may not sell short (a cash account, or shorting disabled)" if not acct.can_short
                        else f"the venue does not lend {s} (not shortable or hard to borrow)")
-                decide("short_not_allowed", RiskAction.REJECT, 0.0, f"{why}: short sale not sent")
+                decide(i, s, "short_not_allowed", RiskAction.REJECT, 0.0, f"{why}: short sale not sent")
                 qty[i] = 0.0
                 continue
             whole = float(np.floor(qty[i] + 1e-9))
             if whole < qty[i] - EPS:
-                decide("fractional_short", RiskAction.CLIP, whole,
+                decide(i, s, "fractional_short", RiskAction.CLIP, whole,
                        f"short sales are whole shares only: {qty[i]:g} floored to {whole:g}")
                 qty[i] = whole
             continue
-        if floor[j] > 0 and qty[i] * px < floor[j] - 1e-9:
-            decide("min_buy_notional", RiskAction.REJECT, 0.0,
-                   f"a buy of ${qty[i] * px:,.2f} is under the venue's minimum of ${floor[j]:,.2f}: not sent")
-            qty[i] = 0.0
+        if floor[j] > 0:
+            px = float(leg.ref_price[i])
+            if qty[i] * px < floor[j] - 1e-9:
+                decide(i, u.symbols[j], "min_buy_notional", RiskAction.REJECT, 0.0,
+                       f"a buy of ${qty[i] * px:,.2f} is under the venue's minimum of ${floor[j]:,.2f}: not sent")
+                qty[i] = 0.0
+    if len(decisions) == n_before:
+        return _same_leg(leg)             # nothing held, clipped or dropped
     return leg.with_qty(qty)
