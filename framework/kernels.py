@@ -82,3 +82,45 @@ def plan_orders(weights, positions, prices, tradable, invest, min_trade, increme
             a_idx[ka] = j
             ka += 1
     return (r_idx, side[r_idx], red[r_idx], prices[r_idx], a_idx, side[a_idx], add[a_idx], prices[a_idx], final)
+
+
+@njit(cache=True, nogil=True)
+def leg_clear(idx, side, qty, ref, tradable, floor, avail, reducing):
+    """Whether a leg is clear of ``framework.venue_checks``' per-order checks: 0 when an order
+    meets one (a symbol the venue does not trade, a sell beyond the quantity available, a short
+    sale, a buy under the venue's floor) or a symbol repeats, and the per-order loop decides.
+
+    Otherwise that loop would only take each sell from ``avail``: that is done here, and the
+    answer is 1 when every quantity is positive (the leg stands as it is), else 2.
+    """
+    seen = np.zeros(len(avail), np.bool_)
+    for i in range(len(idx)):
+        j = idx[i]
+        if seen[j] or not tradable[j]:
+            return 0
+        seen[j] = True
+        if reducing:
+            if side[i] < 0 and qty[i] > avail[j] + EPS:
+                return 0
+        elif side[i] < 0 or (floor[j] > 0 and qty[i] * ref[i] < floor[j] - 1e-9):
+            return 0
+    positive = True
+    for i in range(len(idx)):
+        if reducing and side[i] < 0:
+            avail[idx[i]] -= qty[i]
+        if not qty[i] > 0:
+            positive = False
+    return 1 if positive else 2
+
+
+@njit(cache=True, nogil=True)
+def flips_after(left, r_idx, r_side, r_qty, a_idx, a_side):
+    """Book the reductions into ``left`` (positions, changed in place: what each is once they
+    fill), then whether an addition would grow a position the other way (its reduction could not
+    close it)."""
+    for i in range(len(r_idx)):
+        left[r_idx[i]] += r_side[i] * r_qty[i]
+    for i in range(len(a_idx)):
+        if left[a_idx[i]] * a_side[i] < -EPS:
+            return True
+    return False

@@ -86,9 +86,11 @@ def check_plan(plan: RebalancePlan, acct: AccountSnapshot, positions: np.ndarray
     reduce = _check_leg(plan.reduce, acct, avail, foreign, decisions, reducing=True)
     add = plan.add
     if len(add):
-        left = positions.astype(float).copy()          # what each position is once the reductions fill
-        np.add.at(left, reduce.symbol_idx, reduce.side * reduce.qty)
-        add = _unflipped(add, left, decisions)
+        left = positions.astype(float)          # what each position is once the reductions fill
+        if _kernels().flips_after(left, reduce.symbol_idx, reduce.side, reduce.qty, add.symbol_idx, add.side):
+            add = _unflipped(add, left, decisions)
+        elif not (add.qty > 0).all():
+            add = add.with_qty(add.qty.copy())
     add = _check_leg(add, acct, avail, foreign, decisions, reducing=False)
     if not decisions:
         return plan
@@ -118,8 +120,6 @@ def carry_decisions(first: RebalancePlan, second: RebalancePlan) -> RebalancePla
 def _unflipped(leg: OrderBatch, left: np.ndarray, decisions: list[RiskDecision]) -> OrderBatch:
     """Additions that would grow a position the other way while the reduction before it could not
     close it (quantity held, a held symbol): the venue would take them as part of the old side."""
-    if not (left[leg.symbol_idx] * leg.side < -EPS).any():
-        return _same_leg(leg)           # the usual case: every reduction before it closes what it must
     qty = leg.qty.copy()
     for i, (j, side) in enumerate(zip(leg.symbol_idx.tolist(), leg.side.tolist())):
         if left[j] * side < -EPS:
@@ -131,24 +131,12 @@ def _unflipped(leg: OrderBatch, left: np.ndarray, decisions: list[RiskDecision])
     return leg.with_qty(qty)
 
 
-def _nothing_to_decide(leg: OrderBatch, tradable: np.ndarray, floor: np.ndarray, avail: np.ndarray,
-                       reducing: bool) -> bool:
-    """Whether no order of ``leg`` meets a check below (the usual case), found over the arrays at
-    once: the per-order loop then has nothing to record. Only for a leg with one order per symbol,
-    where what one sell takes from ``avail`` cannot change the check of another."""
-    j, side, qty = leg.symbol_idx, leg.side, leg.qty
-    if not tradable[j].all():
-        return False
-    if reducing:
-        flagged = (side < 0) & (qty > avail[j] + EPS)
-    else:
-        flagged = (side < 0) | ((floor[j] > 0) & (qty * leg.ref_price < floor[j] - 1e-9))
-    return not flagged.any() and len(set(j.tolist())) == len(j)
+def _kernels():
+    """The compiled screens (``framework.kernels``), loaded with the first plan checked, so that
+    importing this module does not load numba."""
+    from framework import kernels
 
-
-def _same_leg(leg: OrderBatch) -> OrderBatch:
-    """``leg`` with nothing held, clipped or dropped: itself (``with_qty`` of its own quantities)."""
-    return leg if (leg.qty > 0).all() else leg.with_qty(leg.qty.copy())
+    return kernels
 
 
 def _check_leg(leg: OrderBatch, acct: AccountSnapshot, avail: np.ndarray, foreign: list[OrderState],
@@ -160,11 +148,11 @@ def _check_leg(leg: OrderBatch, acct: AccountSnapshot, avail: np.ndarray, foreig
     u = leg.universe
     tradable, floor = u.can_trade(), u.buy_floor()
     wash = acct.wash_trade_rule and bool(foreign)
-    if not wash and _nothing_to_decide(leg, tradable, floor, avail, reducing):
-        if reducing:
-            sells = leg.side < 0
-            avail[leg.symbol_idx[sells]] -= leg.qty[sells]
-        return _same_leg(leg)
+    if not wash:        # the usual case, screened over the arrays at once: no order meets a check below
+        done = _kernels().leg_clear(leg.symbol_idx, leg.side, leg.qty, leg.ref_price, tradable, floor, avail,
+                                           reducing)
+        if done:
+            return leg if done == 1 else leg.with_qty(leg.qty.copy())
     qty = leg.qty.copy()
     n_before = len(decisions)
 
@@ -219,6 +207,6 @@ def _check_leg(leg: OrderBatch, acct: AccountSnapshot, avail: np.ndarray, foreig
                 decide(i, u.symbols[j], "min_buy_notional", RiskAction.REJECT, 0.0,
                        f"a buy of ${qty[i] * px:,.2f} is under the venue's minimum of ${floor[j]:,.2f}: not sent")
                 qty[i] = 0.0
-    if len(decisions) == n_before:
-        return _same_leg(leg)             # nothing held, clipped or dropped
+    if len(decisions) == n_before and (leg.qty > 0).all():
+        return leg                        # nothing held, clipped or dropped
     return leg.with_qty(qty)
