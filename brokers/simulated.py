@@ -444,7 +444,8 @@ class SimulatedBroker(Broker):
         crypto = self.universe.crypto[sym]
         # a limit fills at its price or better: no slippage on top
         frac = self.slippage.fraction(CostInputs(q, ref, side, crypto, sigma, adv)) if slip else np.zeros(len(q))
-        px, slippage = np.empty(len(q)), np.empty(len(q))
+        px: np.ndarray = np.empty(len(q))
+        slippage: np.ndarray = np.empty(len(q))
         self._k.execution_prices(ref, side, frac, q, px, slippage)
         fee = self.fee_model.fees(CostInputs(q, px, side, crypto))
         cash_after_sells, cost, n_buys = self._k.funds(self.book.cash, side, q, px, fee)

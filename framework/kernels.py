@@ -1,10 +1,12 @@
-"""Compiled loops of the rebalancer: one pass over the symbols of a cycle instead of dozens of
-array operations, each costing more than the arithmetic when a universe has a handful of symbols.
+"""Compiled loops of the rebalancer, and the screens of the risk manager and the venue pre-checks:
+one pass over the symbols of a cycle instead of dozens of array operations, each costing more than
+the arithmetic when a universe has a handful of symbols. A screen answers whether a rule has
+anything to do; when it has, the rule's own array code runs, so decisions are made in one place.
 
 The Rebalancer calls them the same way in backtest, paper and live. They apply, per symbol, the
 exact arithmetic of the array rules described in ``framework.rebalance`` (``floor_to`` included,
-bit for bit). numba is imported here only, and this module only when a Rebalancer is built, so
-``import framework`` and ``parity --help`` never load it.
+bit for bit). numba is imported here only, and this module only when a Rebalancer is built or a
+first approval or plan check runs, so ``import framework`` and ``parity --help`` never load it.
 """
 
 from __future__ import annotations
@@ -124,3 +126,21 @@ def flips_after(left, r_idx, r_side, r_qty, a_idx, a_side):
         if left[a_idx[i]] * a_side[i] < -EPS:
             return True
     return False
+
+
+@njit(cache=True, nogil=True)
+def limits_idle(weights, confidence, min_confidence, tradable, cap, max_positions):
+    """Whether the risk manager's per-symbol rules (``framework.risk``, 2 to 5) have nothing to do:
+    no symbol absent (NaN), under ``min_confidence``, not traded by the venue, short, above ``cap``,
+    and no more than ``max_positions`` non-zero weights. Each test is the rule's own."""
+    n_nonzero = 0
+    for j in range(len(weights)):
+        w = weights[j]
+        if np.isnan(w) or confidence[j] < min_confidence or not tradable[j] or w < -EPS:
+            return False
+        size = abs(w)
+        if size > cap + EPS:
+            return False
+        if size > EPS:
+            n_nonzero += 1
+    return n_nonzero <= max_positions
