@@ -18,14 +18,15 @@ OK, SHORT, OFF_INCREMENT, TOO_SMALL = 0, 1, 2, 3
 
 
 @njit(cache=True, nogil=True)
-def venue_check(sym, side, qty, ref, increment, min_notional, min_qty, shortable, pos):
-    """Per order: OK or why the venue refuses it (shorting, increment, minimum notional/quantity).
+def venue_check(sym, side, qty, ref, increment, min_notional, min_qty, shortable, pos, codes):
+    """Per order: OK or why the venue refuses it (shorting, increment, minimum notional/quantity),
+    written to ``codes`` (zeros on entry, one per order; made by the caller, as a compiled
+    function's returned arrays cost more to hand back).
 
     A full close is exempt from the increment and minimum rules (venues accept closing a
-    position below the minimum). Returns (codes, number refused).
+    position below the minimum). Returns the number refused.
     """
     n = len(sym)
-    codes = np.zeros(n, np.int8)
     n_bad = 0
     for i in range(n):
         s = sym[i]
@@ -49,16 +50,15 @@ def venue_check(sym, side, qty, ref, increment, min_notional, min_qty, shortable
             codes[i] = TOO_SMALL
         if codes[i] != OK:
             n_bad += 1
-    return codes, n_bad
+    return n_bad
 
 
 @njit(cache=True, nogil=True)
-def fillable(codes, sym, qty, px_row, cap_row, cap_increment, cap_fraction):
-    """Quantity each market order may fill on a bar: nothing when refused or without a price,
-    else at most ``cap_fraction`` of the bar's volume (floored to the increment) when capped.
-    ``cap_fraction`` < 0 means no volume cap. Returns (quantities, how many are > 0)."""
+def fillable(codes, sym, qty, px_row, cap_row, cap_increment, cap_fraction, out):
+    """Quantity each market order may fill on a bar, written to ``out`` (zeros on entry): nothing
+    when refused or without a price, else at most ``cap_fraction`` of the bar's volume (floored to
+    the increment) when capped. ``cap_fraction`` < 0 means no volume cap. Returns how many are > 0."""
     n = len(sym)
-    out = np.zeros(n)
     k = 0
     for i in range(n):
         s = sym[i]
@@ -74,7 +74,7 @@ def fillable(codes, sym, qty, px_row, cap_row, cap_increment, cap_fraction):
         out[i] = q
         if q > 0:
             k += 1
-    return out, k
+    return k
 
 
 @njit(cache=True, nogil=True)

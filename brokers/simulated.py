@@ -270,8 +270,9 @@ class SimulatedBroker(Broker):
         k0 = self._now()
         fb = k0 if self.fill == "close" else k0 + 1
         sym, qty = batch.symbol_idx, batch.qty
-        codes, n_bad = self._k.venue_check(sym, batch.side, qty, batch.ref_price, u.qty_increment, u.min_notional,
-                                           u.min_qty, u.shortable, self.book.pos)
+        codes = np.zeros(n, np.int8)
+        n_bad = self._k.venue_check(sym, batch.side, qty, batch.ref_price, u.qty_increment, u.min_notional,
+                                    u.min_qty, u.shortable, self.book.pos, codes)
         messages: dict[int, str] = {}
         if n_bad:
             messages.update(refusals(batch, codes, self.book.pos))
@@ -285,7 +286,8 @@ class SimulatedBroker(Broker):
             if self.bars.split_ratio is not None and self.fill != "close":
                 qty = qty * self.bars.split_ratio[fb, sym]
             vol = self.bars.volume[fb] if self.volume_cap is not None else self._nan_row
-            fq, n_fill = self._k.fillable(codes, sym, qty, self._fill_px[fb], vol, u.qty_increment, self._cap_fraction)
+            fq = np.zeros(n)
+            n_fill = self._k.fillable(codes, sym, qty, self._fill_px[fb], vol, u.qty_increment, self._cap_fraction, fq)
             if n_fill:
                 fills = self._fill(fb, batch, np.flatnonzero(fq > 0) if n_fill < n else None, fq, messages)
         filled, rest, avg, status, n_working = self._outcome(n, codes, fills, qty, messages)
