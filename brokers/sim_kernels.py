@@ -18,14 +18,15 @@ OK, SHORT, OFF_INCREMENT, TOO_SMALL = 0, 1, 2, 3
 
 
 @njit(cache=True, nogil=True)
-def venue_check(sym, side, qty, ref, increment, min_notional, min_qty, shortable, pos):
-    """Per order: OK or why the venue refuses it (shorting, increment, minimum notional/quantity).
+def venue_check(sym, side, qty, ref, increment, min_notional, min_qty, shortable, pos, codes):
+    """Per order: OK or why the venue refuses it (shorting, increment, minimum notional/quantity),
+    written to ``codes`` (zeros on entry, one per order; made by the caller, as a compiled
+    function's returned arrays cost more to hand back).
 
     A full close is exempt from the increment and minimum rules (venues accept closing a
-    position below the minimum). Returns (codes, number refused).
+    position below the minimum). Returns the number refused.
     """
     n = len(sym)
-    codes = np.zeros(n, np.int8)
     n_bad = 0
     for i in range(n):
         s = sym[i]
@@ -49,16 +50,15 @@ def venue_check(sym, side, qty, ref, increment, min_notional, min_qty, shortable
             codes[i] = TOO_SMALL
         if codes[i] != OK:
             n_bad += 1
-    return codes, n_bad
+    return n_bad
 
 
 @njit(cache=True, nogil=True)
-def fillable(codes, sym, qty, px_row, cap_row, cap_increment, cap_fraction):
-    """Quantity each market order may fill on a bar: nothing when refused or without a price,
-    else at most ``cap_fraction`` of the bar's volume (floored to the increment) when capped.
-    ``cap_fraction`` < 0 means no volume cap. Returns (quantities, how many are > 0)."""
+def fillable(codes, sym, qty, px_row, cap_row, cap_increment, cap_fraction, out):
+    """Quantity each market order may fill on a bar, written to ``out`` (zeros on entry): nothing
+    when refused or without a price, else at most ``cap_fraction`` of the bar's volume (floored to
+    the increment) when capped. ``cap_fraction`` < 0 means no volume cap. Returns how many are > 0."""
     n = len(sym)
-    out = np.zeros(n)
     k = 0
     for i in range(n):
         s = sym[i]
@@ -74,20 +74,17 @@ def fillable(codes, sym, qty, px_row, cap_row, cap_increment, cap_fraction):
         out[i] = q
         if q > 0:
             k += 1
-    return out, k
+    return k
 
 
 @njit(cache=True, nogil=True)
-def execution_prices(ref, side, fraction, qty):
+def execution_prices(ref, side, fraction, qty, px, cost):
     """Prices moved against each order by its slippage fraction (buys pay up, sells receive
-    less), and the cost of that slippage in quote currency."""
-    n = len(ref)
-    px = np.empty(n)
-    cost = np.empty(n)
-    for i in range(n):
+    less), and the cost of that slippage in quote currency, written to ``px`` and ``cost``
+    (arrays the caller makes: a compiled function's returned arrays cost more to hand back)."""
+    for i in range(len(ref)):
         px[i] = ref[i] * (1.0 + side[i] * fraction[i])
         cost[i] = abs(px[i] - ref[i]) * qty[i]
-    return px, cost
 
 
 @njit(cache=True, nogil=True)
@@ -160,21 +157,20 @@ def book_fills(pos, avg_cost, realized, fees, cash, bar, sym, side, qty, price, 
 
 
 @njit(cache=True, nogil=True)
-def order_outcome(n, codes, fill_pos, fill_qty, fill_price, qty, stopped):
-    """Filled quantity, what is left working, volume-weighted price and status code per order.
+def order_outcome(codes, fill_pos, fill_qty, fill_price, qty, stopped, filled, rest, avg, status):
+    """Filled quantity, what is left working, volume-weighted price and status code per order,
+    written to ``filled`` (zeros on entry), ``rest``, ``avg`` and ``status`` (one entry per order;
+    the caller makes them: a compiled function's returned arrays cost more to hand back).
 
     ``fill_pos`` maps each fill to its order; ``stopped`` marks orders cut short for lack of
     funds (canceled, nothing left working; empty: none). Status codes are those of ``OrderStatus``.
-    Also returns how many orders have something left working.
+    Returns how many orders have something left working.
     """
-    filled = np.zeros(n)
+    n = len(filled)
     notional = np.zeros(n)
     for f in range(len(fill_pos)):
         filled[fill_pos[f]] += fill_qty[f]
         notional[fill_pos[f]] += fill_qty[f] * fill_price[f]
-    rest = np.empty(n)
-    avg = np.empty(n)
-    status = np.empty(n, np.int8)
     any_stopped = len(stopped) > 0
     n_working = 0
     for i in range(n):
@@ -194,7 +190,7 @@ def order_outcome(n, codes, fill_pos, fill_qty, fill_price, qty, stopped):
             status[i] = 2                 # PARTIAL
         else:
             status[i] = 1                 # NEW
-    return filled, rest, avg, status, n_working
+    return n_working
 
 
 @njit(cache=True, nogil=True)

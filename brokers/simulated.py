@@ -270,8 +270,9 @@ class SimulatedBroker(Broker):
         k0 = self._now()
         fb = k0 if self.fill == "close" else k0 + 1
         sym, qty = batch.symbol_idx, batch.qty
-        codes, n_bad = self._k.venue_check(sym, batch.side, qty, batch.ref_price, u.qty_increment, u.min_notional,
-                                           u.min_qty, u.shortable, self.book.pos)
+        codes = np.zeros(n, np.int8)
+        n_bad = self._k.venue_check(sym, batch.side, qty, batch.ref_price, u.qty_increment, u.min_notional,
+                                    u.min_qty, u.shortable, self.book.pos, codes)
         messages: dict[int, str] = {}
         if n_bad:
             messages.update(refusals(batch, codes, self.book.pos))
@@ -285,7 +286,8 @@ class SimulatedBroker(Broker):
             if self.bars.split_ratio is not None and self.fill != "close":
                 qty = qty * self.bars.split_ratio[fb, sym]
             vol = self.bars.volume[fb] if self.volume_cap is not None else self._nan_row
-            fq, n_fill = self._k.fillable(codes, sym, qty, self._fill_px[fb], vol, u.qty_increment, self._cap_fraction)
+            fq = np.zeros(n)
+            n_fill = self._k.fillable(codes, sym, qty, self._fill_px[fb], vol, u.qty_increment, self._cap_fraction, fq)
             if n_fill:
                 fills = self._fill(fb, batch, np.flatnonzero(fq > 0) if n_fill < n else None, fq, messages)
         filled, rest, avg, status, n_working = self._outcome(n, codes, fills, qty, messages)
@@ -313,7 +315,10 @@ class SimulatedBroker(Broker):
             for i, m in messages.items():
                 if m.startswith("insufficient"):
                     stopped[i] = True
-        return self._k.order_outcome(n, codes, fills.order_pos, fills.qty, fills.price, qty, stopped)
+        filled, rest, avg, status = np.zeros(n), np.empty(n), np.empty(n), np.empty(n, np.int8)
+        n_working = self._k.order_outcome(codes, fills.order_pos, fills.qty, fills.price, qty, stopped,
+                                          filled, rest, avg, status)
+        return filled, rest, avg, status, n_working
 
     def _keep_working(self, batch: OrderBatch, rest: np.ndarray, filled: np.ndarray, fills: FillBatch,
                       from_bar: int) -> None:
@@ -441,7 +446,9 @@ class SimulatedBroker(Broker):
         crypto = self.universe.crypto[sym]
         # a limit fills at its price or better: no slippage on top
         frac = self.slippage.fraction(CostInputs(q, ref, side, crypto, sigma, adv)) if slip else np.zeros(len(q))
-        px, slippage = self._k.execution_prices(ref, side, frac, q)
+        px: np.ndarray = np.empty(len(q))
+        slippage: np.ndarray = np.empty(len(q))
+        self._k.execution_prices(ref, side, frac, q, px, slippage)
         fee = self.fee_model.fees(CostInputs(q, px, side, crypto))
         cash_after_sells, cost, n_buys = self._k.funds(self.book.cash, side, q, px, fee)
         if n_buys and cost > cash_after_sells + 1e-9:

@@ -107,11 +107,13 @@ def plan_cycle(p: Pipeline, target: TargetPortfolio) -> CyclePlan:
     if not risk.halted:
         is_open, foreign = broker.market_open(p.universe), broker.foreign_orders()
         # quantity our own protective exits hold is released before any leg trades the symbol (SPEC §20)
-        releasable = exits.held_by_exits(broker.open_orders(), p.universe)
+        working = broker.open_orders()
+        releasable = exits.held_by_exits(working, p.universe) if working else None
         plan = p.rebalancer.plan(target, risk.weights, positions, prices, acct.equity, p.universe, is_open)
         plan = check_plan(plan, acct, positions, p.universe, foreign, releasable)   # what the venue would refuse
-        stuck = held_reductions(plan, p.universe)
-        if stuck.any():     # a position that cannot shrink this cycle: re-plan with it kept, so the limits count it
+        stuck = held_reductions(plan, p.universe) if plan.skipped else None
+        if stuck is not None and stuck.any():
+            # a position that cannot shrink this cycle: re-plan with it kept, so the limits count it
             risk = p.risk.approve(target, positions, prices, acct.equity, day_start, p.universe, keep=stuck)
             plan = carry_decisions(plan, check_plan(p.rebalancer.plan(target, risk.weights, positions, prices,
                                                                       acct.equity, p.universe, is_open),
@@ -169,7 +171,7 @@ def run_cycle(p: Pipeline, target: TargetPortfolio) -> CycleResult:
     broker = p.broker
     gate: tuple[RiskDecision, ...] = cp.plan.skipped      # per-order gates: market hours, then buying power
     j.decisions(seq, gate)
-    exits.release(p, {*cp.plan.reduce.symbols(), *cp.plan.add.symbols()}, target.time)   # SPEC §20
+    exits.release(p, (cp.plan.reduce, cp.plan.add), target.time)   # SPEC §20
     reports = send_leg(p, seq, cp.plan.reduce)
     adds = cp.plan.add
     if len(adds):

@@ -56,9 +56,13 @@ def working_exits(p: Pipeline) -> list[OrderState]:
     return [o for o in p.broker.open_orders() if protective(o)]
 
 
-def release(p: Pipeline, symbols: set[str], t: np.datetime64) -> None:
-    """Cancel the protective orders of ``symbols`` (the cycle is about to trade them)."""
-    ids = [o.client_order_id for o in working_exits(p) if o.symbol in symbols]
+def release(p: Pipeline, legs: tuple[OrderBatch, ...], t: np.datetime64) -> None:
+    """Cancel the protective orders of the symbols ``legs`` trade (the cycle is about to trade them)."""
+    have = working_exits(p)
+    if not have:                # the usual case without exit levels: nothing to look up
+        return
+    symbols = {s for leg in legs for s in leg.symbols()}
+    ids = [o.client_order_id for o in have if o.symbol in symbols]
     if ids:
         p.broker.cancel(ids)
         p.journal.cancels(ids, t, "canceled: the position it protects is being traded")

@@ -1,10 +1,12 @@
-"""Compiled loops of the rebalancer: one pass over the symbols of a cycle instead of dozens of
-array operations, each costing more than the arithmetic when a universe has a handful of symbols.
+"""Compiled loops of the rebalancer, and the screens of the risk manager and the venue pre-checks:
+one pass over the symbols of a cycle instead of dozens of array operations, each costing more than
+the arithmetic when a universe has a handful of symbols. A screen answers whether a rule has
+anything to do; when it has, the rule's own array code runs, so decisions are made in one place.
 
 The Rebalancer calls them the same way in backtest, paper and live. They apply, per symbol, the
 exact arithmetic of the array rules described in ``framework.rebalance`` (``floor_to`` included,
-bit for bit). numba is imported here only, and this module only when a Rebalancer is built, so
-``import framework`` and ``parity --help`` never load it.
+bit for bit). numba is imported here only, and this module only when a Rebalancer is built or a
+first approval or plan check runs, so ``import framework`` and ``parity --help`` never load it.
 """
 
 from __future__ import annotations
@@ -82,3 +84,63 @@ def plan_orders(weights, positions, prices, tradable, invest, min_trade, increme
             a_idx[ka] = j
             ka += 1
     return (r_idx, side[r_idx], red[r_idx], prices[r_idx], a_idx, side[a_idx], add[a_idx], prices[a_idx], final)
+
+
+@njit(cache=True, nogil=True)
+def leg_clear(idx, side, qty, ref, tradable, floor, avail, reducing):
+    """Whether a leg is clear of ``framework.venue_checks``' per-order checks: 0 when an order
+    meets one (a symbol the venue does not trade, a sell beyond the quantity available, a short
+    sale, a buy under the venue's floor) or a symbol repeats, and the per-order loop decides.
+
+    Otherwise that loop would only take each sell from ``avail``: that is done here, and the
+    answer is 1 when every quantity is positive (the leg stands as it is), else 2.
+    """
+    seen = np.zeros(len(avail), np.bool_)
+    for i in range(len(idx)):
+        j = idx[i]
+        if seen[j] or not tradable[j]:
+            return 0
+        seen[j] = True
+        if reducing:
+            if side[i] < 0 and qty[i] > avail[j] + EPS:
+                return 0
+        elif side[i] < 0 or (floor[j] > 0 and qty[i] * ref[i] < floor[j] - 1e-9):
+            return 0
+    positive = True
+    for i in range(len(idx)):
+        if reducing and side[i] < 0:
+            avail[idx[i]] -= qty[i]
+        if not qty[i] > 0:
+            positive = False
+    return 1 if positive else 2
+
+
+@njit(cache=True, nogil=True)
+def flips_after(left, r_idx, r_side, r_qty, a_idx, a_side):
+    """Book the reductions into ``left`` (positions, changed in place: what each is once they
+    fill), then whether an addition would grow a position the other way (its reduction could not
+    close it)."""
+    for i in range(len(r_idx)):
+        left[r_idx[i]] += r_side[i] * r_qty[i]
+    for i in range(len(a_idx)):
+        if left[a_idx[i]] * a_side[i] < -EPS:
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def limits_idle(weights, confidence, min_confidence, tradable, cap, max_positions):
+    """Whether the risk manager's per-symbol rules (``framework.risk``, 2 to 5) have nothing to do:
+    no symbol absent (NaN), under ``min_confidence``, not traded by the venue, short, above ``cap``,
+    and no more than ``max_positions`` non-zero weights. Each test is the rule's own."""
+    n_nonzero = 0
+    for j in range(len(weights)):
+        w = weights[j]
+        if np.isnan(w) or confidence[j] < min_confidence or not tradable[j] or w < -EPS:
+            return False
+        size = abs(w)
+        if size > cap + EPS:
+            return False
+        if size > EPS:
+            n_nonzero += 1
+    return n_nonzero <= max_positions

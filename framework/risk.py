@@ -45,6 +45,14 @@ def day_key(t: np.datetime64) -> np.datetime64:
     return np.datetime64(t, "D")
 
 
+def _kernels():
+    """The compiled screen (``framework.kernels``), loaded with the first approval so that importing
+    this module does not load numba."""
+    from framework import kernels
+
+    return kernels
+
+
 class RiskManager:
     """Applies the limits of SPEC section 7; keeps only the daily-loss halt state."""
 
@@ -78,6 +86,66 @@ class RiskManager:
                                           "no orders this cycle"))
             return RiskResult(current(), Decisions(decisions), halted=True)
 
+        if keep is None and _kernels().limits_idle(target.weights, target.confidence, L.min_confidence,
+                                                   universe.can_trade(), L.max_position_size_pct, L.max_positions):
+            # the usual case, screened at once: no symbol absent, under the confidence, halted, short,
+            # above the cap or beyond the number of positions, so rules 2 to 5 change nothing
+            approved = target.weights.copy()
+            held: np.ndarray | None = None
+            size = np.abs(approved)
+        else:
+            approved, held, size = self._per_symbol(target, universe, keep, current, decisions)
+
+        # 6./7. gross exposure and leverage
+        gross = float(size.sum())
+        for rule, limit in (("max_exposure_pct", L.max_exposure_pct), ("max_leverage", L.max_leverage)):
+            if gross > limit + 1e-9:
+                fixed_mask = held if held is not None else np.zeros(len(approved), dtype=bool)
+                fixed = float(np.abs(approved[fixed_mask]).sum())
+                room = limit - fixed
+                rest = gross - fixed
+                if room > 0 and rest > 0:
+                    factor = room / rest
+                    approved[~fixed_mask] *= factor
+                else:      # what cannot change at all (the venue does not trade it) stays; the rest scales
+                    halted = ~universe.can_trade()
+                    stuck = (halted if keep is None else halted | keep) & fixed_mask
+                    stuck_gross = float(np.abs(approved[stuck]).sum())
+                    factor = max(limit - stuck_gross, 0.0) / (gross - stuck_gross) if gross > stuck_gross else 0.0
+                    approved[~stuck] *= factor
+                new_gross = float(np.abs(approved).sum())
+                decisions.append(RiskDecision(t, "*", rule, "scale", gross, new_gross,
+                                              f"gross exposure {gross:.4f} above the limit {limit:.4f}: "
+                                              f"targets scaled by {factor:.4f}"))
+                gross = new_gross
+
+        # 8. daily loss: reduce-only for the rest of the day
+        reduce_only = self.halted_day is not None and self.halted_day == day_key(t)
+        if not reduce_only and day_start_equity and day_start_equity > 0:
+            loss = 1.0 - equity / day_start_equity
+            if loss > L.max_daily_loss_pct:
+                self.halted_day = day_key(t)
+                reduce_only = True
+                decisions.append(RiskDecision(t, "*", "max_daily_loss_pct", "halt", loss, L.max_daily_loss_pct,
+                                              f"equity {equity:,.2f} is {loss:.2%} below the day's start "
+                                              f"{day_start_equity:,.2f}: only risk-reducing orders until the day ends"))
+        if reduce_only:
+            cur = current()
+            same_side = np.sign(approved) == np.sign(cur)
+            reduced = np.where(same_side, np.sign(cur) * np.minimum(np.abs(approved), np.abs(cur)), 0.0)
+            changed = np.abs(reduced - approved) > EPS
+            for j in np.flatnonzero(changed):
+                decisions.append(RiskDecision(t, syms[j], "max_daily_loss_pct", "reduce_only", float(approved[j]),
+                                              float(reduced[j]), "daily loss limit hit: the position may only shrink"))
+            approved = reduced
+        return RiskResult(approved, Decisions(decisions), halted=False, reduce_only=reduce_only)
+
+    def _per_symbol(self, target: TargetPortfolio, universe: Universe, keep: np.ndarray | None, current,
+                    decisions: list) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Rules 2 to 5, symbol by symbol: (approved weights, symbols no later rule may change, |weights|)."""
+        L = self.limits
+        t = target.time
+        syms = universe.symbols
         w = target.weights
         absent = np.isnan(w)
         any_absent = np.count_nonzero(absent) > 0
@@ -155,46 +223,4 @@ class RiskManager:
                 "kept (confidence x weight ", score[drop].astype(float), ")"))
             approved[drop] = 0.0
             size = np.abs(approved)
-
-        # 6./7. gross exposure and leverage
-        gross = float(size.sum())
-        for rule, limit in (("max_exposure_pct", L.max_exposure_pct), ("max_leverage", L.max_leverage)):
-            if gross > limit + 1e-9:
-                fixed_mask = held if held is not None else np.zeros(len(approved), dtype=bool)
-                fixed = float(np.abs(approved[fixed_mask]).sum())
-                room = limit - fixed
-                rest = gross - fixed
-                if room > 0 and rest > 0:
-                    factor = room / rest
-                    approved[~fixed_mask] *= factor
-                else:      # what cannot change at all (the venue does not trade it) stays; the rest scales
-                    stuck = (halted if keep is None else halted | keep) & fixed_mask
-                    stuck_gross = float(np.abs(approved[stuck]).sum())
-                    factor = max(limit - stuck_gross, 0.0) / (gross - stuck_gross) if gross > stuck_gross else 0.0
-                    approved[~stuck] *= factor
-                new_gross = float(np.abs(approved).sum())
-                decisions.append(RiskDecision(t, "*", rule, "scale", gross, new_gross,
-                                              f"gross exposure {gross:.4f} above the limit {limit:.4f}: "
-                                              f"targets scaled by {factor:.4f}"))
-                gross = new_gross
-
-        # 8. daily loss: reduce-only for the rest of the day
-        reduce_only = self.halted_day is not None and self.halted_day == day_key(t)
-        if not reduce_only and day_start_equity and day_start_equity > 0:
-            loss = 1.0 - equity / day_start_equity
-            if loss > L.max_daily_loss_pct:
-                self.halted_day = day_key(t)
-                reduce_only = True
-                decisions.append(RiskDecision(t, "*", "max_daily_loss_pct", "halt", loss, L.max_daily_loss_pct,
-                                              f"equity {equity:,.2f} is {loss:.2%} below the day's start "
-                                              f"{day_start_equity:,.2f}: only risk-reducing orders until the day ends"))
-        if reduce_only:
-            cur = current()
-            same_side = np.sign(approved) == np.sign(cur)
-            reduced = np.where(same_side, np.sign(cur) * np.minimum(np.abs(approved), np.abs(cur)), 0.0)
-            changed = np.abs(reduced - approved) > EPS
-            for j in np.flatnonzero(changed):
-                decisions.append(RiskDecision(t, syms[j], "max_daily_loss_pct", "reduce_only", float(approved[j]),
-                                              float(reduced[j]), "daily loss limit hit: the position may only shrink"))
-            approved = reduced
-        return RiskResult(approved, Decisions(decisions), halted=False, reduce_only=reduce_only)
+        return approved, held, size

@@ -84,9 +84,13 @@ def check_plan(plan: RebalancePlan, acct: AccountSnapshot, positions: np.ndarray
     if releasable is not None:
         avail = np.minimum(avail + releasable, np.abs(positions))
     reduce = _check_leg(plan.reduce, acct, avail, foreign, decisions, reducing=True)
-    left = positions.astype(float).copy()          # what each position is once the reductions fill
-    np.add.at(left, reduce.symbol_idx, reduce.side * reduce.qty)
-    add = _unflipped(plan.add, left, decisions)
+    add = plan.add
+    if len(add):
+        left = positions.astype(float)          # what each position is once the reductions fill
+        if _kernels().flips_after(left, reduce.symbol_idx, reduce.side, reduce.qty, add.symbol_idx, add.side):
+            add = _unflipped(add, left, decisions)
+        elif not (add.qty > 0).all():
+            add = add.with_qty(add.qty.copy())
     add = _check_leg(add, acct, avail, foreign, decisions, reducing=False)
     if not decisions:
         return plan
@@ -127,6 +131,14 @@ def _unflipped(leg: OrderBatch, left: np.ndarray, decisions: list[RiskDecision])
     return leg.with_qty(qty)
 
 
+def _kernels():
+    """The compiled screens (``framework.kernels``), loaded with the first plan checked, so that
+    importing this module does not load numba."""
+    from framework import kernels
+
+    return kernels
+
+
 def _check_leg(leg: OrderBatch, acct: AccountSnapshot, avail: np.ndarray, foreign: list[OrderState],
                decisions: list[RiskDecision], *, reducing: bool) -> OrderBatch:
     """One leg: in the reduce leg a sell sells a long and a buy covers a short; in the add leg a sell
@@ -134,34 +146,41 @@ def _check_leg(leg: OrderBatch, acct: AccountSnapshot, avail: np.ndarray, foreig
     if len(leg) == 0:
         return leg
     u = leg.universe
-    qty = leg.qty.copy()
     tradable, floor = u.can_trade(), u.buy_floor()
+    wash = acct.wash_trade_rule and bool(foreign)
+    if not wash:        # the usual case, screened over the arrays at once: no order meets a check below
+        done = _kernels().leg_clear(leg.symbol_idx, leg.side, leg.qty, leg.ref_price, tradable, floor, avail,
+                                           reducing)
+        if done:
+            return leg if done == 1 else leg.with_qty(leg.qty.copy())
+    qty = leg.qty.copy()
+    n_before = len(decisions)
+
+    def decide(i: int, s: str, rule: str, action: RiskAction, approved: float, reason: str) -> None:
+        decisions.append(RiskDecision(leg.time, s, rule, action, float(leg.qty[i]), approved, reason))
+
     for i, (j, side) in enumerate(zip(leg.symbol_idx.tolist(), leg.side.tolist())):
-        s = u.symbols[j]
-        px = float(leg.ref_price[i])
-
-        def decide(rule: str, action: RiskAction, approved: float, reason: str, s: str = s,
-                   asked: float = float(leg.qty[i])) -> None:
-            decisions.append(RiskDecision(leg.time, s, rule, action, asked, approved, reason))
-
         if not tradable[j]:
+            s = u.symbols[j]
             why = u.halt_reason(j) or "not tradable"
-            decide("venue_halt", RiskAction.HOLD, 0.0, f"{s} is not traded at the venue now ({why}): held, "
-                                                       "the other symbols trade")
+            decide(i, s, "venue_halt", RiskAction.HOLD, 0.0, f"{s} is not traded at the venue now ({why}): held, "
+                                                             "the other symbols trade")
             qty[i] = 0.0
             continue
-        blocker = next((o for o in foreign if o.symbol == s and o.side == -side), None)
-        if blocker is not None and acct.wash_trade_rule:
-            decide("wash_trade", RiskAction.HOLD, 0.0,
-                   f"an open {'buy' if blocker.side > 0 else 'sell'} order not Parity's "
-                   f"({blocker.client_order_id or blocker.broker_id}) is on {s}: the venue would refuse this "
-                   "order as a potential wash trade; held until that order is gone")
-            qty[i] = 0.0
-            continue
+        if wash:
+            s = u.symbols[j]
+            blocker = next((o for o in foreign if o.symbol == s and o.side == -side), None)
+            if blocker is not None:
+                decide(i, s, "wash_trade", RiskAction.HOLD, 0.0,
+                       f"an open {'buy' if blocker.side > 0 else 'sell'} order not Parity's "
+                       f"({blocker.client_order_id or blocker.broker_id}) is on {s}: the venue would refuse this "
+                       "order as a potential wash trade; held until that order is gone")
+                qty[i] = 0.0
+                continue
         if reducing and side < 0:         # selling a long
             if qty[i] > avail[j] + EPS:
                 can = float(floor_to(np.array([max(avail[j], 0.0)]), np.array([u.qty_increment[j]]))[0])
-                decide("qty_available", RiskAction.CLIP, can,
+                decide(i, u.symbols[j], "qty_available", RiskAction.CLIP, can,
                        f"only {can:g} can be sold now (the rest of the position is held by open orders)")
                 qty[i] = can
             avail[j] -= qty[i]
@@ -169,20 +188,25 @@ def _check_leg(leg: OrderBatch, acct: AccountSnapshot, avail: np.ndarray, foreig
         if reducing:                      # covering a short
             continue
         if side < 0:                      # a short sale
+            s = u.symbols[j]
             if not acct.can_short or not u.shortable[j]:
                 why = ("the account may not sell short (a cash account, or shorting disabled)" if not acct.can_short
                        else f"the venue does not lend {s} (not shortable or hard to borrow)")
-                decide("short_not_allowed", RiskAction.REJECT, 0.0, f"{why}: short sale not sent")
+                decide(i, s, "short_not_allowed", RiskAction.REJECT, 0.0, f"{why}: short sale not sent")
                 qty[i] = 0.0
                 continue
             whole = float(np.floor(qty[i] + 1e-9))
             if whole < qty[i] - EPS:
-                decide("fractional_short", RiskAction.CLIP, whole,
+                decide(i, s, "fractional_short", RiskAction.CLIP, whole,
                        f"short sales are whole shares only: {qty[i]:g} floored to {whole:g}")
                 qty[i] = whole
             continue
-        if floor[j] > 0 and qty[i] * px < floor[j] - 1e-9:
-            decide("min_buy_notional", RiskAction.REJECT, 0.0,
-                   f"a buy of ${qty[i] * px:,.2f} is under the venue's minimum of ${floor[j]:,.2f}: not sent")
-            qty[i] = 0.0
+        if floor[j] > 0:
+            px = float(leg.ref_price[i])
+            if qty[i] * px < floor[j] - 1e-9:
+                decide(i, u.symbols[j], "min_buy_notional", RiskAction.REJECT, 0.0,
+                       f"a buy of ${qty[i] * px:,.2f} is under the venue's minimum of ${floor[j]:,.2f}: not sent")
+                qty[i] = 0.0
+    if len(decisions) == n_before and (leg.qty > 0).all():
+        return leg                        # nothing held, clipped or dropped
     return leg.with_qty(qty)
