@@ -135,7 +135,7 @@ def backtest(ctx: click.Context, strategy_name: str | None, portfolio_name: str 
         return
     run_id, summary, out = run_backtest(settings, ctx.obj["config"], strategy, signals_path=signals_path,
                                         bars_path=bars_path, start=start, end=end, cash=cash, out_dir=out_dir,
-                                        progress=_progress(json_out))
+                                        progress=_progress(json_out), draw_ahead=True)
     _finish(summary, out, json_out)
 
 
