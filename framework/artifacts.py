@@ -174,13 +174,14 @@ def summarize(run: dict, equity: pd.DataFrame, fills: pd.DataFrame, orders: pd.D
 
 
 def write_artifacts(ledger: Ledger, run_id: str, reports_dir: str | Path, report: bool = True, tables=None,
-                    equity: pd.DataFrame | None = None, record: bool = True) -> Path:
+                    equity: pd.DataFrame | None = None, record: bool = True, figures=None) -> Path:
     """Write reports/RUN_ID/: summary.json, equity/orders/fills/decisions CSVs and report.html
     (from ``tables`` and ``equity`` when the caller has just written them: see ``load_run``).
-    ``record`` stores the path in the run's row (a backtest does it when it marks the run done)."""
+    ``record`` stores the path in the run's row (a backtest does it when it marks the run done);
+    ``figures``, a ``framework.reports.figures.FigureWorker`` to draw the report's figures."""
     data = load_run(ledger, run_id, tables, equity)
     out = Path(reports_dir) / run_id
-    write_run_files(data, out, report=report)
+    write_run_files(data, out, report=report, figures=figures)
     if record:
         ledger.set_artifacts(run_id, str(out))
     return out
@@ -191,9 +192,18 @@ FILL_CSV = ("time", "symbol", "side", "qty", "price", "fee", "order_id", "client
 EXIT_LEGS = ("stop", "take")
 
 
-def write_run_files(data, out: Path, report: bool = True) -> None:
-    """summary.json, the four CSVs of SPEC section 9 and (optionally) report.html for one RunData."""
+def write_run_files(data, out: Path, report: bool = True, figures=None) -> None:
+    """summary.json, the four CSVs of SPEC section 9 and (optionally) report.html for one RunData.
+
+    With a ``figures`` helper (``framework.reports.figures.FigureWorker``) the report's figures are
+    drawn there while the CSVs are written."""
     out.mkdir(parents=True, exist_ok=True)
+    if report:
+        from framework.reports.figures import figure_inputs
+
+        inputs = figure_inputs(data)
+        if figures is not None:
+            figures.submit(inputs)
     (out / "summary.json").write_text(json.dumps(data.summary, indent=2, default=str) + "\n")
     _csv(data.equity, out / "equity.csv")
     # SPEC §9's columns; a run with protective exits (SPEC §20) adds ``leg`` last, so each exit
@@ -206,7 +216,7 @@ def write_run_files(data, out: Path, report: bool = True) -> None:
     if report:
         from framework.reports.html import render_report
 
-        render_report(data, out)
+        render_report(data, out, inputs=inputs, figures=figures)
 
 
 def _csv(df: pd.DataFrame, path: Path, chunk: int = 100_000) -> None:

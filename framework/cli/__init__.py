@@ -135,7 +135,7 @@ def backtest(ctx: click.Context, strategy_name: str | None, portfolio_name: str 
         return
     run_id, summary, out = run_backtest(settings, ctx.obj["config"], strategy, signals_path=signals_path,
                                         bars_path=bars_path, start=start, end=end, cash=cash, out_dir=out_dir,
-                                        progress=_progress(json_out))
+                                        progress=_progress(json_out), draw_ahead=True)
     _finish(summary, out, json_out)
 
 
@@ -292,10 +292,54 @@ def close(ctx: click.Context, symbol: str, quantity, broker_name, live: bool, pa
                        live=live, dry_run=dry_run, yes=yes))
 
 
+def entry() -> None:
+    """The ``parity`` console script and ``python -m framework``: run the command, then leave.
+
+    A finished command has closed its ledger, joined its threads and helper processes and
+    written its files; tearing the interpreter down after that (freeing every object, numba's
+    and LLVM's finalizers) takes a good part of a second, for nothing. So a command that ends
+    with an exit code leaves with ``os._exit`` once the output is flushed; while anything else
+    is running (a thread that is not a daemon, a child process) it gets the ordinary exit, which
+    waits for it. An exception that escapes takes the ordinary path (its traceback is printed)."""
+    try:
+        main()
+    except SystemExit as e:
+        if e.code is not None and not isinstance(e.code, int):
+            raise
+        _leave(e.code or 0)
+        raise
+    _leave(0)
+
+
+def _leave(code: int) -> None:
+    """``os._exit(code)`` when nothing is left to wait for (output flushed first); else return."""
+    import os
+    import threading
+
+    main_thread = threading.main_thread()
+    if any(t is not main_thread and not t.daemon for t in threading.enumerate()):
+        return
+    if "multiprocessing" in sys.modules:
+        import multiprocessing
+
+        if multiprocessing.active_children():
+            return
+    if "logging" in sys.modules:
+        import logging
+
+        logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):       # a closed pipe: the ordinary exit reports it
+            return
+    os._exit(code)
+
+
 # More commands register themselves on ``main`` / ``data`` (kept in their own modules).
 from framework.cli import fetch as _fetch  # noqa: E402,F401
 from framework.cli import ops as _ops  # noqa: E402,F401
 from framework.cli import sweep as _sweep  # noqa: E402,F401
 
 if __name__ == "__main__":
-    main()
+    entry()

@@ -37,4 +37,5 @@ def demo_strategy(settings: Settings, settings_path: str | None) -> StrategyConf
 def run_demo(settings: Settings, settings_path: str | None, progress: bool = False):
     from framework.cli.wiring import run_backtest
 
-    return run_backtest(settings, settings_path, demo_strategy(settings, settings_path), progress=progress)
+    return run_backtest(settings, settings_path, demo_strategy(settings, settings_path), progress=progress,
+                        draw_ahead=True)

@@ -139,32 +139,47 @@ def build_backtest(settings: Settings, settings_path: str | None, strategy: Stra
 
 
 def run_backtest(settings: Settings, settings_path: str | None, strategy: StrategyConfig, *,
-                 out_dir: str | None = None, progress: bool = False, report: bool = True, **kw) -> tuple[str, dict, Path]:
-    """Build, replay, persist and write artifacts; return (run_id, summary, artifacts dir)."""
+                 out_dir: str | None = None, progress: bool = False, report: bool = True, draw_ahead: bool = False,
+                 **kw) -> tuple[str, dict, Path]:
+    """Build, replay, persist and write artifacts; return (run_id, summary, artifacts dir).
+
+    ``draw_ahead`` (the ``backtest`` and ``demo`` commands): a helper process loads matplotlib
+    while the backtest runs and draws the report's figures while the CSVs are written
+    (``framework.reports.figures``); the files are the same either way."""
     import json
 
     from framework.artifacts import write_artifacts
     from framework.ledger import Ledger
     from framework.session import RunInfo, simulate
 
-    setup = build_backtest(settings, settings_path, strategy, **kw)
-    ledger = Ledger(settings.ledger)
+    figures = None
+    if report and draw_ahead:
+        from framework.reports.figures import FigureWorker
+
+        figures = FigureWorker.start()           # before any thread of ours exists: see start()
     try:
-        info = RunInfo(strategy.name, strategy.config_hash(), "backtest", settings=setup.settings_dump,
-                       signals=setup.signals_source)
-        # the ledger's bulk write runs beside the artifacts, which are made from the same columns
-        run = simulate(ledger, setup.pipeline, setup.market, setup.signals, setup.run_id, info,
-                       initial_equity=setup.initial_cash, absent_hold=strategy.signals.absent == "hold",
-                       progress=progress, background=True)
+        setup = build_backtest(settings, settings_path, strategy, **kw)
+        ledger = Ledger(settings.ledger)
         try:
-            out = write_artifacts(ledger, setup.run_id, out_dir or settings.reports_dir, report=report,
-                                  tables=setup.journal.tables, equity=run.outcome.equity, record=False)
-        except BaseException:
-            run.writing.wait(quiet=True)      # never leave the write running behind an error
-            raise
-        run.writing.finish(str(out))
+            info = RunInfo(strategy.name, strategy.config_hash(), "backtest", settings=setup.settings_dump,
+                           signals=setup.signals_source)
+            # the ledger's bulk write runs beside the artifacts, which are made from the same columns
+            run = simulate(ledger, setup.pipeline, setup.market, setup.signals, setup.run_id, info,
+                           initial_equity=setup.initial_cash, absent_hold=strategy.signals.absent == "hold",
+                           progress=progress, background=True)
+            try:
+                out = write_artifacts(ledger, setup.run_id, out_dir or settings.reports_dir, report=report,
+                                      tables=setup.journal.tables, equity=run.outcome.equity, record=False,
+                                      figures=figures)
+            except BaseException:
+                run.writing.wait(quiet=True)      # never leave the write running behind an error
+                raise
+            run.writing.finish(str(out))
+        finally:
+            ledger.close()
     finally:
-        ledger.close()
+        if figures is not None:
+            figures.close()
     summary = json.loads((out / "summary.json").read_text())
     return setup.run_id, summary, out
 

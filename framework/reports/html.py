@@ -11,9 +11,9 @@ from __future__ import annotations
 import base64
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from framework.reports import plots
-from framework.reports.attribution import attribution_for
+from framework.reports.figures import FigureInputs, draw_figures, figure_inputs
 from framework.reports.metrics import monthly_returns
 from framework.reports.rundata import RunData
 from framework.reports.sections import (
@@ -21,10 +21,8 @@ from framework.reports.sections import (
     HEADER_KEYS,
     MAX_ROWS,
     attribution_rows,
-    benchmark_curve,
     capped_rows,
     cost_summary,
-    decision_counts,
     fmt,
     fmt_time,
     metric_mismatches,
@@ -32,6 +30,9 @@ from framework.reports.sections import (
     monthly_table,
     trade_rows,
 )
+
+if TYPE_CHECKING:
+    from framework.reports.figures import FigureWorker
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -69,26 +70,20 @@ def header_fields(run: RunData) -> dict[str, str]:
     return fields
 
 
-def render_report(run: RunData, out_dir: Path, risk_free_rate: float = 0.0) -> Path:
+def render_report(run: RunData, out_dir: Path, risk_free_rate: float = 0.0, *, inputs: FigureInputs | None = None,
+                  figures: FigureWorker | None = None) -> Path:
     """Write ``out_dir/report.html`` and its PNG figures; return the HTML path.
 
     ``risk_free_rate`` is only used to cross-check the summary's metrics against the equity
     curve (a mismatch is shown as a warning on the page); pass the rate the run's summary used.
+    ``inputs`` are ``figure_inputs(run)`` when the caller has made them; ``figures``, a helper
+    already drawing them (``FigureWorker.submit``), whose PNGs are collected once the page's
+    tables are ready.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    eq = run.equity_series()
-    benchmark, benchmark_label = benchmark_curve(run)
-    attribution = attribution_for(run.prices, run.fills)
-    counts = decision_counts(run.decisions)
-    images = write_images({
-        "equity": plots.equity_figure(eq, benchmark, benchmark_label),
-        "drawdown": plots.drawdown_figure(eq),
-        "exposure": plots.exposure_figure(run.equity),
-        "costs": plots.costs_figure(run.fills),
-        "attribution": plots.attribution_figure(attribution),
-        "decisions": plots.decisions_figure(counts),
-    }, out_dir)
+    inputs = inputs if inputs is not None else figure_inputs(run)
+    eq, attribution, counts = inputs.equity_curve, inputs.attribution, inputs.decision_counts
 
     total_pnl = float(eq.iloc[-1] - run.initial_equity()) if len(eq) else float("nan")
     attributed = float(attribution["pnl"].sum()) if len(attribution) else 0.0
@@ -100,8 +95,7 @@ def render_report(run: RunData, out_dir: Path, risk_free_rate: float = 0.0) -> P
         "metrics": metric_rows(run.summary),
         "mismatches": metric_mismatches(run, risk_free_rate),
         "periods_per_year": fmt(run.periods_per_year, "num"),
-        "images": images,
-        "benchmark_label": benchmark_label,
+        "benchmark_label": inputs.benchmark_label,
         "monthly": monthly_table(monthly_returns(eq)),
         "attribution": attribution_rows(attribution),
         "reconciliation": {
@@ -122,6 +116,9 @@ def render_report(run: RunData, out_dir: Path, risk_free_rate: float = 0.0) -> P
         "n_trades": n_trades,
         "max_rows": MAX_ROWS,
     }
+    # the figures last: a helper drawing them has had the tables' time to do it
+    images = figures.images(inputs) if figures is not None else draw_figures(inputs)
+    context["images"] = write_images(images, out_dir)
     path = out_dir / "report.html"
     path.write_text(template_env().get_template("report.html.j2").render(**context), encoding="utf-8")
     return path

@@ -1,0 +1,131 @@
+"""The report's figures drawn ahead by a forked helper (``parity backtest``, issue 15): the PNGs
+the helper draws are the ones the process draws, byte for byte; a helper that is gone, or fails,
+costs time only (the process draws, and raises what drawing raises); and no helper outlives the
+command, whether it ends with a report or with an error."""
+
+from __future__ import annotations
+
+import filecmp
+import multiprocessing
+import threading
+
+import pandas as pd
+import pytest
+import yaml
+
+from framework.reports import figures
+from framework.reports.figures import FIGURES, FigureWorker, draw_figures, figure_inputs
+from tests.reports.synthetic import build_run
+
+pytestmark = pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
+                                reason="the helper needs fork; elsewhere the process draws (the plain path)")
+
+
+def _helpers() -> list:
+    return [p for p in multiprocessing.active_children() if p.name == "parity-figures"]
+
+
+def _worker() -> FigureWorker:
+    if threading.active_count() > 1:
+        pytest.skip("another thread is running: the helper is (rightly) not forked")
+    worker = FigureWorker.start()
+    assert worker is not None
+    return worker
+
+
+def _refuse(_inputs):
+    raise AssertionError("drawn in the process, not by the helper")
+
+
+@pytest.fixture(scope="module")
+def run_inputs():
+    return figure_inputs(build_run(mode="backtest", n_bars=300))
+
+
+def test_the_helper_draws_the_pngs_the_process_draws(run_inputs, monkeypatch):
+    here = draw_figures(run_inputs)
+    worker = _worker()
+    monkeypatch.setattr(figures, "draw_figures", _refuse)   # from here on only the helper can draw
+    worker.submit(run_inputs)
+    got = worker.images(run_inputs)
+    assert tuple(got) == FIGURES
+    assert got == here
+    assert not _helpers()
+
+
+def test_a_helper_that_is_gone_costs_time_only(run_inputs):
+    worker = _worker()
+    (helper,) = _helpers()
+    helper.kill()
+    helper.join()
+    worker.submit(run_inputs)
+    assert worker.images(run_inputs) == draw_figures(run_inputs)
+    assert not _helpers()
+
+
+def test_a_figure_that_cannot_be_drawn_raises_in_the_process(run_inputs):
+    bad = figures.FigureInputs(**{**run_inputs.__dict__, "equity": pd.DataFrame({"time": []})})
+    with pytest.raises(KeyError, match="equity"):
+        draw_figures(bad)
+    worker = _worker()
+    worker.submit(bad)
+    with pytest.raises(KeyError, match="equity"):
+        worker.images(bad)
+    assert not _helpers()
+
+
+@pytest.fixture(scope="module")
+def backtest_files(tmp_path_factory):
+    from benchmarks.whole import write_inputs
+    from benchmarks.workloads import make_workload, prefix
+
+    root = tmp_path_factory.mktemp("ahead")
+    inp = write_inputs(prefix(make_workload("small"), 60, copy=True), root / "in")
+    settings = root / "settings.yaml"
+    settings.write_text(yaml.safe_dump({"ledger": str(root / "parity.db"), "data_dir": str(root / "data"),
+                                        "reports_dir": str(root / "reports")}))
+    strategy = root / "strategy.yaml"
+    strategy.write_text(yaml.safe_dump({
+        "name": "ahead", "signals": {"path": str(inp.signals)}, "bars": {"path": str(inp.bars)},
+        "simulation": {"venue": "alpaca", "fill": "next_open", "cash": 1_000_000.0}}))
+    return settings, strategy
+
+
+def test_the_backtest_command_writes_the_same_files_with_figures_drawn_ahead(backtest_files, tmp_path):
+    from framework.cli.wiring import run_backtest
+    from framework.config import load_settings, load_strategy
+
+    if threading.active_count() > 1:
+        pytest.skip("another thread is running: the helper is (rightly) not forked")
+    settings_path, strategy_path = backtest_files
+    settings = load_settings(settings_path)
+    strategy = load_strategy(str(strategy_path), str(settings_path))
+    outs = {}
+    for ahead in (False, True):
+        run_id, _, outs[ahead] = run_backtest(settings, str(settings_path), strategy, draw_ahead=ahead,
+                                              out_dir=str(tmp_path / str(ahead)))
+        assert not _helpers()
+    plain, ahead = outs[False], outs[True]
+    names = sorted(p.name for p in plain.iterdir())
+    assert names == sorted(p.name for p in ahead.iterdir())
+    assert {f"{name}.png" for name in FIGURES} <= set(names)
+    for name in names:
+        if name.endswith(".png"):
+            assert filecmp.cmp(plain / name, ahead / name, shallow=False), name
+        else:                   # the same up to the run id (in order ids, the summary, the page)
+            a = (plain / name).read_text().replace(plain.name, "RUN")
+            b = (ahead / name).read_text().replace(ahead.name, "RUN")
+            assert a == b, name
+
+
+def test_no_helper_outlives_a_backtest_that_fails(backtest_files):
+    from framework.cli.wiring import run_backtest
+    from framework.config import load_settings, load_strategy
+    from framework.errors import UsageError
+
+    settings_path, strategy_path = backtest_files
+    settings = load_settings(settings_path)
+    strategy = load_strategy(str(strategy_path), str(settings_path))
+    with pytest.raises(UsageError, match="--cash must be positive"):
+        run_backtest(settings, str(settings_path), strategy, draw_ahead=True, cash=-1.0)
+    assert not _helpers()
