@@ -142,15 +142,20 @@ class RunTables:
     def _orders(self, rid: str, reports: list, updates: list[ExecutionReport], upd: str) -> dict:
         """Orders as the reports left them, and every fill: the reports' in report order, then the
         updates' (the ledger's row order). Each report is released once read (``reports[k] = None``):
-        its arrays are not held twice. Returns {(batch id, leg): [(first row, symbol_idx)]}."""
+        its arrays are not held twice. Returns {(batch id, leg): [(first row, symbol_idx)]}.
+
+        Built as whole columns: per report only its arrays (and, for a column of one value per
+        report, that value and a count) are kept; they are joined once at the end, and the fills'
+        client ids are picked from all the orders' ids by position in one numpy step."""
         index: dict[tuple[str, str], list[tuple[int, np.ndarray]]] = {}
         books = {k: _Book() for k in ("broker_id", "symbol", "type", "leg", "message")}
         fbooks = {k: _Book() for k in ("broker_order_id", "trade_id", "symbol")}
-        cids: list[str] = []
-        fcids: list[str] = []
-        nums: dict[str, list] = {k: [] for k in ("cycle_seq", "time", "qty", "limit_price", "ref_price", "status",
-                                                 "filled_qty", "avg_price", "side", "broker_id", "symbol", "type",
-                                                 "leg", "message")}
+        ids_all: list[str] = []            # every report's order ids, in report order
+        partial: list[tuple[int, np.ndarray]] = []   # (start in ids_all, orders kept) of reports seen twice
+        fill_at: list[np.ndarray] = []     # each report's fills: their orders' positions in ids_all
+        nums: dict[str, list] = {k: [] for k in ("qty", "limit_price", "ref_price", "status", "filled_qty",
+                                                 "avg_price", "side", "broker_id", "symbol", "message")}
+        per: dict[str, list] = {k: [] for k in ("n", "cycle_seq", "time", "type", "leg")}   # one value a report
         fnums: dict[str, list] = {k: [] for k in ("time", "qty", "price", "fee", "slippage", "side",
                                                   "broker_order_id", "trade_id", "symbol")}
         row = 0
@@ -158,50 +163,66 @@ class RunTables:
             seq, r = reports[k]
             reports[k] = None
             b = r.batch
-            ids = b.client_order_ids()
+            n = len(b)
+            start = len(ids_all)
+            ids_all.extend(b.client_order_ids())
             if len(r.fills):
-                _fill_columns(r, ids, fbooks, fcids, fnums)
+                _fill_columns(r, fbooks, fnums)
+                fill_at.append(r.fills.order_pos.astype(np.int64) + start)
             key = (b.batch_id, b.leg)
             keep = None
             if key in index:   # the same client order ids again: the ledger keeps the first row
                 seen = np.concatenate([s for _, s in index[key]])
                 keep = ~np.isin(b.symbol_idx, seen)
+                partial.append((start, keep))
                 if not keep.any():
                     continue
             sym = b.symbol_idx if keep is None else b.symbol_idx[keep]
             index.setdefault(key, []).append((row, sym))
-            n = len(b)
             row += len(sym)
-            msgs = books["message"].codes([r.messages.get(i) for i in range(n)]) if r.messages else \
-                np.full(n, books["message"].code(None), np.int32)
             arrays = {
-                "cycle_seq": np.full(n, seq, np.int64), "time": np.full(n, b.time, "datetime64[ns]"), "qty": b.qty,
-                "limit_price": b.limit_price if b.limit_price is not None else np.full(n, np.nan),
+                "qty": b.qty, "limit_price": b.limit_price if b.limit_price is not None else np.full(n, np.nan),
                 "ref_price": b.ref_price, "status": r.status, "filled_qty": r.filled_qty, "avg_price": r.avg_price,
-                "side": (b.side > 0).astype(np.int8),
+                "side": b.side > 0,
                 "broker_id": books["broker_id"].codes(list(r.broker_ids)) if r.broker_ids else
                 np.full(n, books["broker_id"].code(None), np.int32),
                 "symbol": books["symbol"].universe(b.universe.symbols)[b.symbol_idx],
-                "type": np.full(n, books["type"].code(str(b.order_type)), np.int32),
-                "leg": np.full(n, books["leg"].code(b.leg), np.int32), "message": msgs}
+                "message": _message_codes(books["message"], r.messages, n)}
             if keep is not None:
                 arrays = {name: np.asarray(v)[keep] for name, v in arrays.items()}
-                ids = [ids[i] for i in np.flatnonzero(keep).tolist()]
-            cids.extend(ids)
             for name, a in arrays.items():
                 nums[name].append(np.asarray(a))
+            for name, v in (("n", len(sym)), ("cycle_seq", seq), ("time", b.time),
+                            ("type", books["type"].code(str(b.order_type))), ("leg", books["leg"].code(b.leg))):
+                per[name].append(v)
+        if partial:
+            kept = np.ones(len(ids_all), np.bool_)
+            for start, keep in partial:
+                kept[start:start + len(keep)] = keep
+            cids = np.array(ids_all, dtype=object)[kept].tolist()
+        else:
+            cids = ids_all
+        fcids = np.array(ids_all, dtype=object)[np.concatenate(fill_at)].tolist() if fill_at else []
+        del ids_all
         for r in updates:
             if len(r.fills):
-                _fill_columns(r, r.batch.client_order_ids(), fbooks, fcids, fnums)
+                _fill_columns(r, fbooks, fnums)
+                ids = r.batch.client_order_ids()
+                fcids.extend(map(ids.__getitem__, r.fills.order_pos.tolist()))
         cat = {name: (np.concatenate(v) if v else np.zeros(0)) for name, v in nums.items()}
+        counts = np.asarray(per["n"], np.int64)
+
+        def repeat(name: str, dtype) -> np.ndarray:
+            return np.repeat(np.asarray(per[name], dtype), counts)
+
         n = len(cids)
         self.orders = {
-            "run_id": Coded.constant(rid, n), "cycle_seq": cat["cycle_seq"].astype(np.int64),
+            "run_id": Coded.constant(rid, n), "cycle_seq": repeat("cycle_seq", np.int64),
             "client_order_id": cids, "broker_id": books["broker_id"].column(cat["broker_id"]),
-            "time": IsoTimes(cat["time"].astype("datetime64[ns]")), "symbol": books["symbol"].column(cat["symbol"]),
+            "time": IsoTimes(repeat("time", "datetime64[ns]")), "symbol": books["symbol"].column(cat["symbol"]),
             "side": Coded(cat["side"].astype(np.int8), list(_SIDES)), "qty": cat["qty"].astype(np.float64),
-            "type": books["type"].column(cat["type"]), "limit_price": cat["limit_price"].astype(np.float64),
-            "leg": books["leg"].column(cat["leg"]), "ref_price": cat["ref_price"].astype(np.float64),
+            "type": books["type"].column(repeat("type", np.int32)), "limit_price": cat["limit_price"].astype(np.float64),
+            "leg": books["leg"].column(repeat("leg", np.int32)), "ref_price": cat["ref_price"].astype(np.float64),
             "status": Coded(cat["status"].astype(np.int8), list(_LABELS)),
             "filled_qty": cat["filled_qty"].astype(np.float64), "avg_price": cat["avg_price"].astype(np.float64),
             "message": books["message"].column(cat["message"]), "updated_at": Coded.constant(upd, n),
@@ -244,47 +265,47 @@ class RunTables:
         filled, avg = (_column(o, k, np.ndarray) for k in ("filled_qty", "avg_price"))
         for r in updates:
             b = r.batch
-            cids = b.client_order_ids()
-            rows = _rows_of(index, b.batch_id, b.leg, b.symbol_idx)
-            for i, cid in enumerate(cids):
-                code = int(r.status[i])
-                st = OrderStatus(code).label
-                fq = float(r.filled_qty[i])
-                msg = r.messages.get(i)
-                j = rows[i]
-                if j >= 0:
-                    status.codes[j] = code
-                    filled[j] = fq
-                    avg[j] = r.avg_price[i]
-                    if r.broker_ids and r.broker_ids[i] is not None:
-                        _set(bids, j, r.broker_ids[i])
-                    if msg is not None:
-                        _set(msgs, j, msg)
-                ev["client_order_id"].append(cid)
-                ev["time"].append(IsoTimes(np.array([r.status_times[i]])).strings()[0]
-                                  if r.status_times is not None else upd)
-                ev["status"].append(st)
-                ev["filled_qty"].append(fq)
-                ev["message"].append(msg)
+            n = len(b)
+            rows = np.asarray(_rows_of(index, b.batch_id, b.leg, b.symbol_idx), np.int64)
+            hit = np.flatnonzero(rows >= 0)
+            at = rows[hit]
+            status.codes[at] = r.status[hit]
+            filled[at] = r.filled_qty[hit]
+            avg[at] = r.avg_price[hit]
+            for i in hit.tolist():
+                if r.broker_ids and r.broker_ids[i] is not None:
+                    _set(bids, int(rows[i]), r.broker_ids[i])
+                if r.messages.get(i) is not None:
+                    _set(msgs, int(rows[i]), r.messages[i])
+            ev["client_order_id"].extend(b.client_order_ids())
+            ev["time"].extend(IsoTimes(r.status_times).strings() if r.status_times is not None else _repeat(upd, n))
+            ev["status"].extend(_LABELS[r.status.astype(np.intp)].tolist())
+            ev["filled_qty"].extend(np.asarray(r.filled_qty, np.float64).tolist())
+            ev["message"].extend([r.messages.get(i) for i in range(n)] if r.messages else _repeat(None, n))
         self.events = {"run_id": _repeat(rid, len(ev["client_order_id"])), **ev}
 
     def _cancels(self, rid: str, cancels: list[tuple[str, np.datetime64, str]], upd: str) -> None:
         """End-of-run and next-batch cancels: status, reason, and the quantity the fills booked."""
         if not cancels:
             return
+        import pandas as pd
+
         o, f, ev = self.orders, self.fills, self.events
         status, filled = _column(o, "status", Coded), _column(o, "filled_qty", np.ndarray)
         ev_run, ev_cid, ev_time, ev_status, ev_qty, ev_msg = (
             _column(ev, k, list) for k in ("run_id", "client_order_id", "time", "status", "filled_qty", "message"))
-        want = {c for c, _, _ in cancels}
+        want = list({c: None for c, _, _ in cancels})
+        # the rows of the cancelled ids, found by a hash lookup in C (a million ids, a few cancels)
+        order_cids = _column(o, "client_order_id", list)
         rows: dict[str, list[int]] = {}
-        for j, c in enumerate(_column(o, "client_order_id", list)):
-            if c in want:
-                rows.setdefault(c, []).append(j)
+        for j in np.flatnonzero(pd.Series(order_cids, dtype=object).isin(want).to_numpy()).tolist():
+            rows.setdefault(order_cids[j], []).append(j)
+        fill_cids = _column(f, "client_order_id", list)
+        qty = _column(f, "qty", np.ndarray)
         booked: dict[str, float] = {}
-        for c, q in zip(_column(f, "client_order_id", list), _column(f, "qty", np.ndarray).tolist()):
-            if c in want:
-                booked[c] = booked.get(c, 0.0) + q       # SQLite's SUM: in row order
+        for j in np.flatnonzero(pd.Series(fill_cids, dtype=object).isin(want).to_numpy()).tolist():
+            c = fill_cids[j]
+            booked[c] = booked.get(c, 0.0) + float(qty[j])       # SQLite's SUM: in row order
         canceled = int(OrderStatus.CANCELED)
         for c, t, reason in cancels:
             for j in rows.get(c, ()):
@@ -329,18 +350,31 @@ class _Book:
         return Coded(codes.astype(np.int32), self.values)
 
 
-def _fill_columns(r: ExecutionReport, ids: list[str], books: dict, cids: list[str], nums: dict) -> None:
-    """Append one report's fills to the fills columns (``ids``: its orders' client ids)."""
+def _message_codes(book: _Book, messages: dict[int, str], n: int) -> np.ndarray:
+    """The codes of a report's messages by order (None where an order has none), a new value
+    coded when its first order comes (as coding them order by order would)."""
+    if not messages:
+        return np.full(n, book.code(None), np.int32)
+    order = sorted(messages)
+    first_without = next((k for k, i in enumerate(order) if k != i), len(order))   # an order with no message
+    for i in order[:first_without]:
+        book.code(messages[i])
+    out = np.full(n, book.code(None) if first_without < n else 0, np.int32)
+    for i in order:
+        out[i] = book.code(messages[i])
+    return out
+
+
+def _fill_columns(r: ExecutionReport, books: dict, nums: dict) -> None:
+    """Append one report's fills to the fills columns (their client ids: the caller's)."""
     f = r.fills
     n = len(f)
-    pos = f.order_pos.tolist()
-    cids.extend([ids[p] for p in pos])
-    nums["broker_order_id"].append(books["broker_order_id"].codes([r.broker_ids[p] for p in pos]) if r.broker_ids
-                                   else np.full(n, books["broker_order_id"].code(None), np.int32))
+    nums["broker_order_id"].append(books["broker_order_id"].codes([r.broker_ids[p] for p in f.order_pos.tolist()])
+                                   if r.broker_ids else np.full(n, books["broker_order_id"].code(None), np.int32))
     nums["trade_id"].append(books["trade_id"].codes(list(f.trade_ids)) if f.trade_ids else
                             np.full(n, books["trade_id"].code(None), np.int32))
     nums["symbol"].append(books["symbol"].universe(r.batch.universe.symbols)[f.symbol_idx])
-    nums["side"].append((f.side > 0).astype(np.int8))
+    nums["side"].append(f.side > 0)
     for k in ("time", "qty", "price", "fee", "slippage"):
         nums[k].append(np.asarray(getattr(f, k)))
 
