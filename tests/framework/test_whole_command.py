@@ -141,7 +141,7 @@ def test_a_backtests_artifacts_are_the_ones_the_ledger_gives(inputs, tmp_path):
 
 
 def test_csv_writer_is_pandas_to_csv_byte_for_byte(tmp_path):
-    from framework.artifacts import _csv
+    from framework.csv_text import write_csv
 
     df = pd.DataFrame({
         "time": pd.to_datetime(["2020-01-01T00:00:00Z", "2020-01-01T00:00:00.5Z", None,
@@ -153,8 +153,34 @@ def test_csv_writer_is_pandas_to_csv_byte_for_byte(tmp_path):
     expected["time"] = expected["time"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").str.replace(".000000Z", "Z", regex=False)
     for frame, want in ((df, expected), (df.iloc[:0], expected.iloc[:0])):
         want.to_csv(tmp_path / "want.csv", index=False)
-        _csv(frame, tmp_path / "got.csv", chunk=3)
+        write_csv(frame, tmp_path / "got.csv", chunk=3)
         assert (tmp_path / "got.csv").read_bytes() == (tmp_path / "want.csv").read_bytes()
+
+
+def test_csv_files_written_together_are_each_pandas_to_csv(tmp_path):
+    """Files written in lockstep reuse the text of equal floats (a fill's price is its order's
+    average price): each file is still exactly what pandas writes, where values differ too."""
+    from framework.csv_text import write_csvs
+
+    rng = np.random.default_rng(7)
+    price = rng.random(11) * 100
+    price[[2, 9]] = np.nan
+    qty = np.round(rng.random(11) * 1000, 9)
+    qty[4] = -0.0
+    orders = pd.DataFrame({"qty": qty, "filled_qty": np.where(np.arange(11) == 5, 0.0, qty), "avg_price": price,
+                           "id": [f"p-x-{k}" for k in range(11)]})
+    fill_price = price.copy()
+    fill_price[[1, 2]] = [0.1 + 0.2, 7.0]
+    fill_qty = qty.copy()
+    fill_qty[4] = 0.0                                    # -0.0 and 0.0 are different text
+    fills = pd.DataFrame({"qty": fill_qty, "price": fill_price, "fee": np.zeros(11),
+                          "id": [f"p-x-{k}" for k in range(10)] + ['a,"b"']})
+    other = pd.DataFrame({"x": price[:4] * 2, "y": [1, 2, 3, 4]})      # another length: nothing to reuse
+    paths = [tmp_path / f"{k}.csv" for k in range(3)]
+    write_csvs(list(zip((orders, fills, other), paths)), chunk=4)
+    for frame, path in zip((orders, fills, other), paths):
+        frame.to_csv(tmp_path / "want.csv", index=False)
+        assert path.read_bytes() == (tmp_path / "want.csv").read_bytes(), path.name
 
 
 def _average_cost_in_python(qtys, prices):
