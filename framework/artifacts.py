@@ -71,6 +71,9 @@ def tables_frames(tables, equity: pd.DataFrame | None, run: dict) -> tuple:
     fills = pd.DataFrame({"time": _us(f["time"].times), **_shared(f, ("symbol", "side", "qty", "price", "fee",
                                                                        "broker_order_id", "client_order_id",
                                                                        "slippage"))}, copy=False)
+    if tables.fill_legs is not None:       # each fill's order's leg, known without a lookup by client id
+        legs = np.array([*o["leg"].values, np.nan], dtype=object)      # code -1: no such order (NaN)
+        fills["leg"] = pd.Series(legs[tables.fill_legs], dtype=object)
     orders = pd.DataFrame({"time": _us(o["time"].times), **_shared(o, ("symbol", "side", "qty", "type", "status",
                                                                         "client_order_id", "filled_qty",
                                                                         "avg_price", "leg"))}, copy=False)
@@ -95,9 +98,11 @@ def run_data(run: dict, equity: pd.DataFrame, fills: pd.DataFrame, orders: pd.Da
     orders = orders[["time", "symbol", "side", "qty", "type", "status", "client_order_id", "filled_qty", "avg_price",
                      "leg"]]
     # which part of a cycle each fill belongs to: a protective exit (``stop``, ``take``, SPEC §20)
-    # shows as its own rows, next to the cycle's ``reduce``/``add`` legs
-    legs = orders.drop_duplicates("client_order_id", keep="last").set_index("client_order_id")["leg"]
-    fills = fills.assign(leg=fills["client_order_id"].map(legs).astype(object))
+    # shows as its own rows, next to the cycle's ``reduce``/``add`` legs (the leg of the order the
+    # fill's client id names; a backtest's columns know it already: ``tables_frames``)
+    if "leg" not in fills.columns:
+        legs = orders.drop_duplicates("client_order_id", keep="last").set_index("client_order_id")["leg"]
+        fills = fills.assign(leg=fills["client_order_id"].map(legs).astype(object))
     fills = fills[["time", "symbol", "side", "qty", "price", "fee", "order_id", "client_order_id", "slippage",
                    "leg"]]
     decisions = decisions[["time", "symbol", "rule", "action", "requested", "approved", "reason"]]

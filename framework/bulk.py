@@ -43,6 +43,9 @@ class RunTables:
     prices: np.ndarray | None = None      # (n_cycles, n_symbols) closes each cycle was sized with
     account: str | None = None            # the run's account key (SPEC §17)
     cycle_times: np.ndarray | None = None  # datetime64[ns] of each cycle row
+    # each fill's order's leg, as a code of the orders' ``leg`` column (-1: no such order in the run),
+    # which the run's artifacts show without looking the orders up by client id
+    fill_legs: np.ndarray | None = None
 
     @staticmethod
     def build(run_id: str, cycles: list[tuple], decisions: list[tuple[int, tuple[RiskDecision, ...]]],
@@ -153,6 +156,7 @@ class RunTables:
         ids_all: list[str] = []            # every report's order ids, in report order
         partial: list[tuple[int, np.ndarray]] = []   # (start in ids_all, orders kept) of reports seen twice
         fill_at: list[np.ndarray] = []     # each report's fills: their orders' positions in ids_all
+        fill_legs: list[np.ndarray] = []
         nums: dict[str, list] = {k: [] for k in ("qty", "limit_price", "ref_price", "status", "filled_qty",
                                                  "avg_price", "side", "broker_id", "symbol", "message")}
         per: dict[str, list] = {k: [] for k in ("n", "cycle_seq", "time", "type", "leg")}   # one value a report
@@ -169,6 +173,7 @@ class RunTables:
             if len(r.fills):
                 _fill_columns(r, fbooks, fnums)
                 fill_at.append(r.fills.order_pos.astype(np.int64) + start)
+                fill_legs.append(np.full(len(r.fills), books["leg"].code(b.leg), np.int32))
             key = (b.batch_id, b.leg)
             keep = None
             if key in index:   # the same client order ids again: the ledger keeps the first row
@@ -209,6 +214,8 @@ class RunTables:
                 _fill_columns(r, fbooks, fnums)
                 ids = r.batch.client_order_ids()
                 fcids.extend(map(ids.__getitem__, r.fills.order_pos.tolist()))
+                known = np.asarray(_rows_of(index, r.batch.batch_id, r.batch.leg, r.batch.symbol_idx))[r.fills.order_pos] >= 0
+                fill_legs.append(np.where(known, books["leg"].index.get(r.batch.leg, -1), -1).astype(np.int32))
         cat = {name: (np.concatenate(v) if v else np.zeros(0)) for name, v in nums.items()}
         counts = np.asarray(per["n"], np.int64)
 
@@ -237,6 +244,7 @@ class RunTables:
                       "side": Coded(fcat["side"].astype(np.int8), list(_SIDES)),
                       **{name: fcat[name].astype(np.float64) for name in ("qty", "price", "fee", "slippage")},
                       "account": Coded.constant(self.account, m)}
+        self.fill_legs = np.concatenate(fill_legs) if fill_legs else np.zeros(0, np.int32)
         self._dedupe_trades()
         return index
 
@@ -255,6 +263,8 @@ class RunTables:
                     seen.add(t)
         if len(keep) < len(tids):
             self.fills = _take(self.fills, keep)
+            if self.fill_legs is not None:
+                self.fill_legs = self.fill_legs[keep]
 
     def _updates(self, rid: str, updates: list[ExecutionReport], index: dict, upd: str) -> None:
         """Broker updates: the order's new state (broker id and message kept when the update has

@@ -140,6 +140,34 @@ def test_a_backtests_artifacts_are_the_ones_the_ledger_gives(inputs, tmp_path):
     assert (out / "report.html").is_file()
 
 
+def test_a_backtests_frames_are_the_ones_the_ledger_gives(inputs, tmp_path):
+    """Every frame of the run's data, the fills' legs included (known from the columns, looked up
+    by client id from the ledger), is the same from either source: later fills of working orders
+    and next-batch cancels included."""
+    from framework.artifacts import load_run
+    from framework.ledger import Ledger
+    from framework.session import RunInfo, simulate
+
+    _, settings_path, strategy_path = inputs
+    _, strategy, setup = _setup(settings_path, strategy_path)
+    ledger = Ledger(tmp_path / "frames.db")
+    try:
+        info = RunInfo(strategy.name, strategy.config_hash(), "backtest", settings=setup.settings_dump,
+                       signals=setup.signals_source)
+        run = simulate(ledger, setup.pipeline, setup.market, setup.signals, setup.run_id, info,
+                       initial_equity=setup.initial_cash)
+        got = load_run(ledger, setup.run_id, setup.journal.tables, run.outcome.equity)
+        want = load_run(ledger, setup.run_id)
+    finally:
+        ledger.close()
+    assert setup.journal.tables.fill_legs is not None and len(want.fills) > 0
+    assert want.fills["leg"].notna().all()
+    for name in ("fills", "orders", "equity", "decisions"):
+        g, w = getattr(got, name), getattr(want, name)
+        g, w = (f.astype(object).where(f.notna(), None) for f in (g, w))    # NULL: None or NaN alike
+        pd.testing.assert_frame_equal(g, w, check_dtype=False, obj=name)
+
+
 def test_csv_writer_is_pandas_to_csv_byte_for_byte(tmp_path):
     from framework.csv_text import write_csv
 
