@@ -216,33 +216,34 @@ class RunTables:
                 fcids.extend(map(ids.__getitem__, r.fills.order_pos.tolist()))
                 known = np.asarray(_rows_of(index, r.batch.batch_id, r.batch.leg, r.batch.symbol_idx))[r.fills.order_pos] >= 0
                 fill_legs.append(np.where(known, books["leg"].index.get(r.batch.leg, -1), -1).astype(np.int32))
-        cat = {name: (np.concatenate(v) if v else np.zeros(0)) for name, v in nums.items()}
         counts = np.asarray(per["n"], np.int64)
 
         def repeat(name: str, dtype) -> np.ndarray:
             return np.repeat(np.asarray(per[name], dtype), counts)
 
         n = len(cids)
+        # each column joined in turn, its parts let go as it is (no second copy of every column)
+        cat = _Joiner(nums)
         self.orders = {
             "run_id": Coded.constant(rid, n), "cycle_seq": repeat("cycle_seq", np.int64),
-            "client_order_id": cids, "broker_id": books["broker_id"].column(cat["broker_id"]),
-            "time": IsoTimes(repeat("time", "datetime64[ns]")), "symbol": books["symbol"].column(cat["symbol"]),
-            "side": Coded(cat["side"].astype(np.int8), list(_SIDES)), "qty": cat["qty"].astype(np.float64),
-            "type": books["type"].column(repeat("type", np.int32)), "limit_price": cat["limit_price"].astype(np.float64),
-            "leg": books["leg"].column(repeat("leg", np.int32)), "ref_price": cat["ref_price"].astype(np.float64),
-            "status": Coded(cat["status"].astype(np.int8), list(_LABELS)),
-            "filled_qty": cat["filled_qty"].astype(np.float64), "avg_price": cat["avg_price"].astype(np.float64),
-            "message": books["message"].column(cat["message"]), "updated_at": Coded.constant(upd, n),
+            "client_order_id": cids, "broker_id": books["broker_id"].column(cat("broker_id", np.int32)),
+            "time": IsoTimes(repeat("time", "datetime64[ns]")),
+            "symbol": books["symbol"].column(cat("symbol", np.int32)),
+            "side": Coded(cat("side", np.int8), list(_SIDES)), "qty": cat("qty", np.float64),
+            "type": books["type"].column(repeat("type", np.int32)), "limit_price": cat("limit_price", np.float64),
+            "leg": books["leg"].column(repeat("leg", np.int32)), "ref_price": cat("ref_price", np.float64),
+            "status": Coded(cat("status", np.int8), list(_LABELS)),
+            "filled_qty": cat("filled_qty", np.float64), "avg_price": cat("avg_price", np.float64),
+            "message": books["message"].column(cat("message", np.int32)), "updated_at": Coded.constant(upd, n),
             "account": Coded.constant(self.account, n)}
-        del nums, cat
-        fcat = {name: (np.concatenate(v) if v else np.zeros(0)) for name, v in fnums.items()}
+        fcat = _Joiner(fnums)
         m = len(fcids)
         self.fills = {"run_id": Coded.constant(rid, m), "client_order_id": fcids,
-                      **{name: fbooks[name].column(fcat[name]) for name in ("broker_order_id", "trade_id")},
-                      "time": IsoTimes(fcat["time"].astype("datetime64[ns]")),
-                      "symbol": fbooks["symbol"].column(fcat["symbol"]),
-                      "side": Coded(fcat["side"].astype(np.int8), list(_SIDES)),
-                      **{name: fcat[name].astype(np.float64) for name in ("qty", "price", "fee", "slippage")},
+                      **{name: fbooks[name].column(fcat(name, np.int32)) for name in ("broker_order_id", "trade_id")},
+                      "time": IsoTimes(fcat("time", "datetime64[ns]")),
+                      "symbol": fbooks["symbol"].column(fcat("symbol", np.int32)),
+                      "side": Coded(fcat("side", np.int8), list(_SIDES)),
+                      **{name: fcat(name, np.float64) for name in ("qty", "price", "fee", "slippage")},
                       "account": Coded.constant(self.account, m)}
         self.fill_legs = np.concatenate(fill_legs) if fill_legs else np.zeros(0, np.int32)
         self._dedupe_trades()
@@ -357,7 +358,19 @@ class _Book:
         return got
 
     def column(self, codes: np.ndarray) -> Coded:
-        return Coded(codes.astype(np.int32), self.values)
+        return Coded(codes.astype(np.int32, copy=False), self.values)
+
+
+class _Joiner:
+    """Columns kept as lists of per-report parts, each joined once when asked for (and its parts
+    dropped then, so a column is not held twice)."""
+
+    def __init__(self, parts: dict[str, list]):
+        self.parts = parts
+
+    def __call__(self, name: str, dtype) -> np.ndarray:
+        v = self.parts.pop(name)
+        return (np.concatenate(v) if v else np.zeros(0)).astype(dtype, copy=False)
 
 
 def _message_codes(book: _Book, messages: dict[int, str], n: int) -> np.ndarray:
