@@ -47,12 +47,12 @@ class _Memo:
 Column = Callable[[int, int, _Memo], list[str]]
 
 
-def write_csv(df: pd.DataFrame, path: Path, chunk: int = 100_000) -> None:
+def write_csv(df: pd.DataFrame, path: Path, chunk: int = 50_000) -> None:
     """Write ``df`` as ``df.to_csv(path, index=False)`` would, byte for byte."""
     write_csvs([(df, path)], chunk)
 
 
-def write_csvs(frames: list[tuple[pd.DataFrame, Path]], chunk: int = 100_000) -> None:
+def write_csvs(frames: list[tuple[pd.DataFrame, Path]], chunk: int = 50_000) -> None:
     """Write each frame to its path as ``to_csv(index=False)`` would, in lockstep chunks of rows (so
     the frames' float columns of equal values are formatted once: see the module's docstring)."""
     with ExitStack() as stack:
