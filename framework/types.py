@@ -359,19 +359,19 @@ def client_order_ids(batch_id: str, symbols: list[str], leg: str) -> list[str]:
     a backtest names a million orders this way); equal to calling it once per symbol. The digest
     of the batch's part of the text is taken once too, and copied for each symbol."""
     head = f"{OWNED_PREFIX}{batch_id.split('@')[0][:16]}-{batch_id.split('@')[-1]}-"
-    post, tail = f"|{leg}".encode(), f"-{leg}"
+    post, tail = f"|{leg}", f"-{leg}"
     cut = len(OWNED_PREFIX) + 47 - len(leg)      # the readable part stays at most 48 characters
     longest = len(OWNED_PREFIX) + 48
-    batch = hashlib.sha1(f"{batch_id}|".encode())
-    out = []
+    batch = hashlib.sha1(f"{batch_id}|".encode()).copy
+    out: list[str] = []
+    add = out.append
     for s in symbols:
         readable = head + s.replace("/", "") + tail
         if len(readable) > longest:
             readable = readable[:cut] + tail
-        h = batch.copy()
-        h.update(s.encode())
-        h.update(post)
-        out.append(f"{readable}-{h.hexdigest()[:10]}")
+        h = batch()
+        h.update((s + post).encode())
+        add(f"{readable}-{h.hexdigest()[:10]}")
     return out
 
 

@@ -264,3 +264,28 @@ def test_risk_decisions_kept_as_columns_read_as_their_records():
                             f"{first.requested:.4f})")
     assert r.decisions == tuple(r.decisions) and r.decisions + () == tuple(r.decisions)
     assert sorted(np.flatnonzero(r.weights).tolist()) == list(range(m - 5, m))
+
+
+def test_a_batchs_client_ids_are_each_orders_own_and_made_once():
+    """The ids of a batch, made for all its orders at once and kept on the batch, are the ids of
+    its orders one by one (long names cut, ``/`` dropped); a batch made from it gets its own."""
+    from dataclasses import replace
+
+    from framework.types import client_order_id, client_order_ids
+    from tests.conftest import order_batch, universe
+
+    long_name = "a-strategy-with-a-very-long-name@20240102T000000Z"
+    syms = ["AAPL", "BTC/USD", "X" * 40, "ÉTÉ"]
+    for batch_id in ("s@20240102T000000Z", long_name):
+        for leg in ("add", "reduce", "add-r1", "stop"):
+            assert client_order_ids(batch_id, syms, leg) == [client_order_id(batch_id, s, leg) for s in syms]
+    b = order_batch(universe("AAPL", "MSFT", "BTC/USD"), "2024-01-02T00:00:00Z",
+                    [("AAPL", 1, 1.0), ("MSFT", -1, 2.0), ("BTC/USD", 1, 3.0)])
+    names = ("AAPL", "MSFT", "BTC/USD")
+    ids = b.client_order_ids()
+    assert ids == [client_order_id(b.batch_id, s, b.leg) for s in names]
+    ids.append("changed by the caller")
+    assert b.client_order_ids() == ids[:3]                     # the batch's own stay as they were
+    other = replace(b, leg="take")                             # a new batch: its own ids
+    assert other.client_order_ids() == [client_order_id(b.batch_id, s, "take") for s in names]
+    assert b.subset(np.array([False, True, True])).client_order_ids() == ids[1:3]
