@@ -104,9 +104,10 @@ def _column(s: pd.Series) -> Column:
     if s.dtype.kind in "iub":
         v = s.to_numpy()
         return lambda lo, hi, memo: list(map(str, v[lo:hi].tolist()))
-    o = s.to_numpy(dtype=object, na_value=None)
+    o = s.to_numpy(dtype=object)
     if pd.api.types.infer_dtype(o, skipna=False) == "string":     # every field a str (client order ids)
         return lambda lo, hi, memo: _quoted(o[lo:hi].tolist())
+    o = s.to_numpy(dtype=object, na_value=None)
     o = np.where(pd.isna(o), _NONE, o)
 
     def objects(lo: int, hi: int, memo: _Memo) -> list[str]:
