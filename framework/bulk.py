@@ -15,16 +15,24 @@ updates apply them). The same columns are then
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import numpy as np
 
+from framework.bulk_columns import (
+    Book,
+    Joiner,
+    column_of,
+    fill_columns,
+    message_codes,
+    rows_of,
+    set_value,
+    take_rows,
+)
 from framework.ledger import Coded, IsoTimes, Ledger, now_iso, pack_prices
 from framework.types import ExecutionReport, OrderStatus, RiskDecision
 
 _LABELS = np.array([OrderStatus(k).label for k in range(len(OrderStatus))], dtype=object)
 _SIDES = np.array(["sell", "buy"], dtype=object)   # index: side > 0
-_T = TypeVar("_T")
 
 
 def _repeat(value, n: int) -> list:
@@ -67,8 +75,8 @@ class RunTables:
         c = self.cycles
         for k, v in (("run_id", run_id), ("seq", seq), ("batch_id", batch_id), ("status", status),
                      ("equity", equity), ("prices", pack_prices(prices))):
-            c[k] = _column(c, k, list) + [v]
-        c["time"] = IsoTimes(np.append(_column(c, "time", IsoTimes).times, np.datetime64(time, "us")))
+            c[k] = column_of(c, k, list) + [v]
+        c["time"] = IsoTimes(np.append(column_of(c, "time", IsoTimes).times, np.datetime64(time, "us")))
         row = np.asarray(prices, np.float64)[None, :]
         self.prices = row if self.prices is None or not len(self.prices) else np.vstack([self.prices, row])
         t_ns = np.datetime64(time, "ns")
@@ -151,8 +159,8 @@ class RunTables:
         report, that value and a count) are kept; they are joined once at the end, and the fills'
         client ids are picked from all the orders' ids by position in one numpy step."""
         index: dict[tuple[str, str], list[tuple[int, np.ndarray]]] = {}
-        books = {k: _Book() for k in ("broker_id", "symbol", "type", "leg", "message")}
-        fbooks = {k: _Book() for k in ("broker_order_id", "trade_id", "symbol")}
+        books = {k: Book() for k in ("broker_id", "symbol", "type", "leg", "message")}
+        fbooks = {k: Book() for k in ("broker_order_id", "trade_id", "symbol")}
         ids_all: list[str] = []            # every report's order ids, in report order
         partial: list[tuple[int, np.ndarray]] = []   # (start in ids_all, orders kept) of reports seen twice
         fill_at: list[np.ndarray] = []     # each report's fills: their orders' positions in ids_all
@@ -171,7 +179,7 @@ class RunTables:
             start = len(ids_all)
             ids_all.extend(b.client_order_ids())
             if len(r.fills):
-                _fill_columns(r, fbooks, fnums)
+                fill_columns(r, fbooks, fnums)
                 fill_at.append(r.fills.order_pos.astype(np.int64) + start)
                 fill_legs.append(np.full(len(r.fills), books["leg"].code(b.leg), np.int32))
             key = (b.batch_id, b.leg)
@@ -192,7 +200,7 @@ class RunTables:
                 "broker_id": books["broker_id"].codes(list(r.broker_ids)) if r.broker_ids else
                 np.full(n, books["broker_id"].code(None), np.int32),
                 "symbol": books["symbol"].universe(b.universe.symbols)[b.symbol_idx],
-                "message": _message_codes(books["message"], r.messages, n)}
+                "message": message_codes(books["message"], r.messages, n)}
             if keep is not None:
                 arrays = {name: np.asarray(v)[keep] for name, v in arrays.items()}
             for name, a in arrays.items():
@@ -211,10 +219,10 @@ class RunTables:
         del ids_all
         for r in updates:
             if len(r.fills):
-                _fill_columns(r, fbooks, fnums)
+                fill_columns(r, fbooks, fnums)
                 ids = r.batch.client_order_ids()
                 fcids.extend(map(ids.__getitem__, r.fills.order_pos.tolist()))
-                known = np.asarray(_rows_of(index, r.batch.batch_id, r.batch.leg, r.batch.symbol_idx))[r.fills.order_pos] >= 0
+                known = np.asarray(rows_of(index, r.batch.batch_id, r.batch.leg, r.batch.symbol_idx))[r.fills.order_pos] >= 0
                 fill_legs.append(np.where(known, books["leg"].index.get(r.batch.leg, -1), -1).astype(np.int32))
         counts = np.asarray(per["n"], np.int64)
 
@@ -223,7 +231,7 @@ class RunTables:
 
         n = len(cids)
         # each column joined in turn, its parts let go as it is (no second copy of every column)
-        cat = _Joiner(nums)
+        cat = Joiner(nums)
         self.orders = {
             "run_id": Coded.constant(rid, n), "cycle_seq": repeat("cycle_seq", np.int64),
             "client_order_id": cids, "broker_id": books["broker_id"].column(cat("broker_id", np.int32)),
@@ -236,7 +244,7 @@ class RunTables:
             "filled_qty": cat("filled_qty", np.float64), "avg_price": cat("avg_price", np.float64),
             "message": books["message"].column(cat("message", np.int32)), "updated_at": Coded.constant(upd, n),
             "account": Coded.constant(self.account, n)}
-        fcat = _Joiner(fnums)
+        fcat = Joiner(fnums)
         m = len(fcids)
         self.fills = {"run_id": Coded.constant(rid, m), "client_order_id": fcids,
                       **{name: fbooks[name].column(fcat(name, np.int32)) for name in ("broker_order_id", "trade_id")},
@@ -263,7 +271,7 @@ class RunTables:
                 if t is not None:
                     seen.add(t)
         if len(keep) < len(tids):
-            self.fills = _take(self.fills, keep)
+            self.fills = take_rows(self.fills, keep)
             if self.fill_legs is not None:
                 self.fill_legs = self.fill_legs[keep]
 
@@ -272,12 +280,12 @@ class RunTables:
         none), one event row per order, in update order."""
         ev: dict[str, list] = {k: [] for k in ("client_order_id", "time", "status", "filled_qty", "message")}
         o = self.orders
-        status, bids, msgs = (_column(o, k, Coded) for k in ("status", "broker_id", "message"))
-        filled, avg = (_column(o, k, np.ndarray) for k in ("filled_qty", "avg_price"))
+        status, bids, msgs = (column_of(o, k, Coded) for k in ("status", "broker_id", "message"))
+        filled, avg = (column_of(o, k, np.ndarray) for k in ("filled_qty", "avg_price"))
         for r in updates:
             b = r.batch
             n = len(b)
-            rows = np.asarray(_rows_of(index, b.batch_id, b.leg, b.symbol_idx), np.int64)
+            rows = np.asarray(rows_of(index, b.batch_id, b.leg, b.symbol_idx), np.int64)
             hit = np.flatnonzero(rows >= 0)
             at = rows[hit]
             status.codes[at] = r.status[hit]
@@ -285,9 +293,9 @@ class RunTables:
             avg[at] = r.avg_price[hit]
             for i in hit.tolist():
                 if r.broker_ids and r.broker_ids[i] is not None:
-                    _set(bids, int(rows[i]), r.broker_ids[i])
+                    set_value(bids, int(rows[i]), r.broker_ids[i])
                 if r.messages.get(i) is not None:
-                    _set(msgs, int(rows[i]), r.messages[i])
+                    set_value(msgs, int(rows[i]), r.messages[i])
             ev["client_order_id"].extend(b.client_order_ids())
             ev["time"].extend(IsoTimes(r.status_times).strings() if r.status_times is not None else _repeat(upd, n))
             ev["status"].extend(_LABELS[r.status.astype(np.intp)].tolist())
@@ -302,17 +310,17 @@ class RunTables:
         import pandas as pd
 
         o, f, ev = self.orders, self.fills, self.events
-        status, filled = _column(o, "status", Coded), _column(o, "filled_qty", np.ndarray)
+        status, filled = column_of(o, "status", Coded), column_of(o, "filled_qty", np.ndarray)
         ev_run, ev_cid, ev_time, ev_status, ev_qty, ev_msg = (
-            _column(ev, k, list) for k in ("run_id", "client_order_id", "time", "status", "filled_qty", "message"))
+            column_of(ev, k, list) for k in ("run_id", "client_order_id", "time", "status", "filled_qty", "message"))
         want = list({c: None for c, _, _ in cancels})
         # the rows of the cancelled ids, found by a hash lookup in C (a million ids, a few cancels)
-        order_cids = _column(o, "client_order_id", list)
+        order_cids = column_of(o, "client_order_id", list)
         rows: dict[str, list[int]] = {}
         for j in np.flatnonzero(pd.Series(order_cids, dtype=object).isin(want).to_numpy()).tolist():
             rows.setdefault(order_cids[j], []).append(j)
-        fill_cids = _column(f, "client_order_id", list)
-        qty = _column(f, "qty", np.ndarray)
+        fill_cids = column_of(f, "client_order_id", list)
+        qty = column_of(f, "qty", np.ndarray)
         booked: dict[str, float] = {}
         for j in np.flatnonzero(pd.Series(fill_cids, dtype=object).isin(want).to_numpy()).tolist():
             c = fill_cids[j]
@@ -321,7 +329,7 @@ class RunTables:
         for c, t, reason in cancels:
             for j in rows.get(c, ()):
                 status.codes[j] = canceled
-                _set(o["message"], j, reason)
+                set_value(o["message"], j, reason)
                 filled[j] = booked.get(c, 0.0)
             ev_run.append(rid)
             ev_cid.append(c)
@@ -329,117 +337,3 @@ class RunTables:
             ev_status.append("canceled")
             ev_qty.append(None)
             ev_msg.append(reason)
-
-
-class _Book:
-    """Codes for the distinct values of a column (None included), in order of appearance."""
-
-    def __init__(self) -> None:
-        self.values: list = []
-        self.index: dict = {}
-        self._universes: dict[tuple[str, ...], np.ndarray] = {}
-
-    def code(self, value) -> int:
-        k = self.index.get(value)
-        if k is None:
-            k = self.index[value] = len(self.values)
-            self.values.append(value)
-        return k
-
-    def codes(self, values: list) -> np.ndarray:
-        return np.array([self.code(v) for v in values], np.int32)
-
-    def universe(self, symbols: tuple[str, ...]) -> np.ndarray:
-        """Codes of a universe's symbols, by position (made once per universe)."""
-        key = symbols
-        got = self._universes.get(key)
-        if got is None:
-            got = self._universes[key] = self.codes(list(symbols))
-        return got
-
-    def column(self, codes: np.ndarray) -> Coded:
-        return Coded(codes.astype(np.int32, copy=False), self.values)
-
-
-class _Joiner:
-    """Columns kept as lists of per-report parts, each joined once when asked for (and its parts
-    dropped then, so a column is not held twice)."""
-
-    def __init__(self, parts: dict[str, list]):
-        self.parts = parts
-
-    def __call__(self, name: str, dtype) -> np.ndarray:
-        v = self.parts.pop(name)
-        return (np.concatenate(v) if v else np.zeros(0)).astype(dtype, copy=False)
-
-
-def _message_codes(book: _Book, messages: dict[int, str], n: int) -> np.ndarray:
-    """The codes of a report's messages by order (None where an order has none), a new value
-    coded when its first order comes (as coding them order by order would)."""
-    if not messages:
-        return np.full(n, book.code(None), np.int32)
-    order = sorted(messages)
-    first_without = next((k for k, i in enumerate(order) if k != i), len(order))   # an order with no message
-    for i in order[:first_without]:
-        book.code(messages[i])
-    out = np.full(n, book.code(None) if first_without < n else 0, np.int32)
-    for i in order:
-        out[i] = book.code(messages[i])
-    return out
-
-
-def _fill_columns(r: ExecutionReport, books: dict, nums: dict) -> None:
-    """Append one report's fills to the fills columns (their client ids: the caller's)."""
-    f = r.fills
-    n = len(f)
-    nums["broker_order_id"].append(books["broker_order_id"].codes([r.broker_ids[p] for p in f.order_pos.tolist()])
-                                   if r.broker_ids else np.full(n, books["broker_order_id"].code(None), np.int32))
-    nums["trade_id"].append(books["trade_id"].codes(list(f.trade_ids)) if f.trade_ids else
-                            np.full(n, books["trade_id"].code(None), np.int32))
-    nums["symbol"].append(books["symbol"].universe(r.batch.universe.symbols)[f.symbol_idx])
-    nums["side"].append(f.side > 0)
-    for k in ("time", "qty", "price", "fee", "slippage"):
-        nums[k].append(np.asarray(getattr(f, k)))
-
-
-def _column(cols: dict[str, object], name: str, kind: type[_T]) -> _T:
-    """Column ``name`` of a table, of the type ``RunTables`` builds it as (a list, a numpy array,
-    ``Coded`` or ``IsoTimes``): checked, so the code that updates it in place is typed."""
-    col = cols[name]
-    assert isinstance(col, kind), name
-    return col
-
-
-def _set(col, j: int, value) -> None:
-    """Row ``j`` of a ``Coded`` column takes ``value`` (a new value gets a new code)."""
-    try:
-        k = col.values.index(value)
-    except ValueError:
-        k = len(col.values)
-        col.values.append(value)
-    col.codes[j] = k
-
-
-def _rows_of(index: dict, batch_id: str, leg: str, symbol_idx: np.ndarray) -> list[int]:
-    """Order-table rows of the orders (batch, leg, symbol), -1 where the run has no such order."""
-    out = [-1] * len(symbol_idx)
-    for start, syms in index.get((batch_id, leg), ()):
-        where = {int(s): start + k for k, s in enumerate(syms.tolist())}
-        for i, s in enumerate(symbol_idx.tolist()):
-            if out[i] < 0 and s in where:
-                out[i] = where[s]
-    return out
-
-
-def _take(cols: dict, keep: list[int]) -> dict:
-    out: dict = {}
-    for k, v in cols.items():
-        if isinstance(v, IsoTimes):
-            out[k] = IsoTimes(v.times[keep])
-        elif isinstance(v, Coded):
-            out[k] = Coded(v.codes[keep], v.values)
-        elif isinstance(v, np.ndarray):
-            out[k] = v[keep]
-        else:
-            out[k] = [v[i] for i in keep]
-    return out
