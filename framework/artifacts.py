@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from framework.csv_text import write_csvs
 from framework.ledger import Ledger, unpack_prices
 
 SUMMARY_KEYS = ("run_id", "strategy", "mode", "broker", "config_hash", "start", "end", "initial_equity",
@@ -70,6 +71,9 @@ def tables_frames(tables, equity: pd.DataFrame | None, run: dict) -> tuple:
     fills = pd.DataFrame({"time": _us(f["time"].times), **_shared(f, ("symbol", "side", "qty", "price", "fee",
                                                                        "broker_order_id", "client_order_id",
                                                                        "slippage"))}, copy=False)
+    if tables.fill_legs is not None:       # each fill's order's leg, known without a lookup by client id
+        legs = np.array([*o["leg"].values, np.nan], dtype=object)      # code -1: no such order (NaN)
+        fills["leg"] = pd.Series(legs[tables.fill_legs], dtype=object)
     orders = pd.DataFrame({"time": _us(o["time"].times), **_shared(o, ("symbol", "side", "qty", "type", "status",
                                                                         "client_order_id", "filled_qty",
                                                                         "avg_price", "leg"))}, copy=False)
@@ -94,9 +98,11 @@ def run_data(run: dict, equity: pd.DataFrame, fills: pd.DataFrame, orders: pd.Da
     orders = orders[["time", "symbol", "side", "qty", "type", "status", "client_order_id", "filled_qty", "avg_price",
                      "leg"]]
     # which part of a cycle each fill belongs to: a protective exit (``stop``, ``take``, SPEC §20)
-    # shows as its own rows, next to the cycle's ``reduce``/``add`` legs
-    legs = orders.drop_duplicates("client_order_id", keep="last").set_index("client_order_id")["leg"]
-    fills = fills.assign(leg=fills["client_order_id"].map(legs).astype(object))
+    # shows as its own rows, next to the cycle's ``reduce``/``add`` legs (the leg of the order the
+    # fill's client id names; a backtest's columns know it already: ``tables_frames``)
+    if "leg" not in fills.columns:
+        legs = orders.drop_duplicates("client_order_id", keep="last").set_index("client_order_id")["leg"]
+        fills = fills.assign(leg=fills["client_order_id"].map(legs).astype(object))
     fills = fills[["time", "symbol", "side", "qty", "price", "fee", "order_id", "client_order_id", "slippage",
                    "leg"]]
     decisions = decisions[["time", "symbol", "rule", "action", "requested", "approved", "reason"]]
@@ -205,89 +211,14 @@ def write_run_files(data, out: Path, report: bool = True, figures=None) -> None:
         if figures is not None:
             figures.submit(inputs)
     (out / "summary.json").write_text(json.dumps(data.summary, indent=2, default=str) + "\n")
-    _csv(data.equity, out / "equity.csv")
     # SPEC §9's columns; a run with protective exits (SPEC §20) adds ``leg`` last, so each exit
     # shows as its own row (``stop``, ``take``) beside the cycle's legs
     exits = "leg" in data.orders.columns and data.orders["leg"].astype(object).isin(EXIT_LEGS).any()
     extra = ["leg"] if exits else []
-    _csv(data.orders[[*ORDER_CSV, *extra]], out / "orders.csv")
-    _csv(data.fills[[*FILL_CSV, *extra]], out / "fills.csv")
-    _csv(data.decisions, out / "decisions.csv")
+    # in lockstep: the fills' quantities and prices repeat their orders' and are formatted once
+    write_csvs([(data.equity, out / "equity.csv"), (data.orders[[*ORDER_CSV, *extra]], out / "orders.csv"),
+                (data.fills[[*FILL_CSV, *extra]], out / "fills.csv"), (data.decisions, out / "decisions.csv")])
     if report:
         from framework.reports.html import render_report
 
         render_report(data, out, inputs=inputs, figures=figures)
-
-
-def _csv(df: pd.DataFrame, path: Path, chunk: int = 100_000) -> None:
-    """Write ``df`` as pandas' ``to_csv(index=False)`` would, byte for byte, in a fraction of its time.
-
-    Every column becomes its text once, as pandas writes it: times ISO 8601 UTC (``...T00:00:00Z``,
-    microseconds only when there are some), floats their shortest round-trip text (``repr``), NaN
-    and None an empty field, other values ``str``; a field holding a comma, a quote or a line
-    break is quoted with its quotes doubled (the csv module's minimal quoting, which pandas uses).
-    The rows are then joined in chunks."""
-    cols = [_csv_column(df[c]) for c in df.columns]
-    n = len(df)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        f.write(",".join(_quoted([str(c) for c in df.columns])) + "\n")
-        for lo in range(0, n, chunk):
-            hi = min(lo + chunk, n)
-            f.write("\n".join(map(",".join, zip(*(c(lo, hi) for c in cols)))) + "\n")
-
-
-_SPECIAL = frozenset(',"\r\n')
-# None as a 0-d object array: what np.where makes of a None argument, spelled so numpy's stubs (which
-# take no None there) see an array
-_NONE = np.array(None, dtype=object)
-
-
-def _quoted(texts: list[str]) -> list[str]:
-    """``texts`` with the csv module's minimal quoting applied where a field needs it."""
-    joined = "".join(texts)        # one scan in C for the rare field that needs quotes
-    if not any(c in joined for c in _SPECIAL):
-        return texts
-    return ['"' + t.replace('"', '""') + '"' if _SPECIAL.intersection(t) else t for t in texts]
-
-
-def _csv_column(s: pd.Series):
-    """A function (lo, hi) -> the column's fields for rows lo..hi, as pandas' CSV writer shows them."""
-    if isinstance(s.dtype, pd.DatetimeTZDtype):
-        t = s.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]")
-        nat = np.isnat(t)
-
-        def times(lo: int, hi: int) -> list[str]:
-            part = t[lo:hi]
-            if not len(part):
-                return []
-            uniq, inv = np.unique(part, return_inverse=True)
-            text = np.array([x.replace(".000000", "") + "Z" for x in np.datetime_as_string(uniq, unit="us").tolist()],
-                            dtype=object)
-            out = text[inv.reshape(-1)]
-            out[nat[lo:hi]] = ""
-            return out.tolist()
-        return times
-    if isinstance(s.dtype, pd.CategoricalDtype):
-        table = np.array(_quoted([repr(x) if type(x) is float else str(x) for x in s.cat.categories.tolist()]) + [""],
-                         dtype=object)
-        codes = s.cat.codes.to_numpy()          # -1 (missing) picks the empty field at the end
-        return lambda lo, hi: table[codes[lo:hi]].tolist()
-    if s.dtype.kind == "f":
-        v = s.to_numpy(np.float64)
-        missing = np.isnan(v)
-
-        def floats(lo: int, hi: int) -> list[str]:
-            out = list(map(repr, v[lo:hi].tolist()))
-            for i in np.flatnonzero(missing[lo:hi]).tolist():
-                out[i] = ""
-            return out
-        return floats
-    if s.dtype.kind in "iub":
-        v = s.to_numpy()
-        return lambda lo, hi: list(map(str, v[lo:hi].tolist()))
-    o = s.to_numpy(dtype=object, na_value=None)
-    o = np.where(pd.isna(o), _NONE, o)
-
-    def objects(lo: int, hi: int) -> list[str]:
-        return _quoted(["" if x is None else (repr(x) if type(x) is float else str(x)) for x in o[lo:hi].tolist()])
-    return objects

@@ -15,16 +15,24 @@ updates apply them). The same columns are then
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import numpy as np
 
+from framework.bulk_columns import (
+    Book,
+    Joiner,
+    column_of,
+    fill_columns,
+    message_codes,
+    rows_of,
+    set_value,
+    take_rows,
+)
 from framework.ledger import Coded, IsoTimes, Ledger, now_iso, pack_prices
 from framework.types import ExecutionReport, OrderStatus, RiskDecision
 
 _LABELS = np.array([OrderStatus(k).label for k in range(len(OrderStatus))], dtype=object)
 _SIDES = np.array(["sell", "buy"], dtype=object)   # index: side > 0
-_T = TypeVar("_T")
 
 
 def _repeat(value, n: int) -> list:
@@ -43,6 +51,9 @@ class RunTables:
     prices: np.ndarray | None = None      # (n_cycles, n_symbols) closes each cycle was sized with
     account: str | None = None            # the run's account key (SPEC §17)
     cycle_times: np.ndarray | None = None  # datetime64[ns] of each cycle row
+    # each fill's order's leg, as a code of the orders' ``leg`` column (-1: no such order in the run),
+    # which the run's artifacts show without looking the orders up by client id
+    fill_legs: np.ndarray | None = None
 
     @staticmethod
     def build(run_id: str, cycles: list[tuple], decisions: list[tuple[int, tuple[RiskDecision, ...]]],
@@ -64,8 +75,8 @@ class RunTables:
         c = self.cycles
         for k, v in (("run_id", run_id), ("seq", seq), ("batch_id", batch_id), ("status", status),
                      ("equity", equity), ("prices", pack_prices(prices))):
-            c[k] = _column(c, k, list) + [v]
-        c["time"] = IsoTimes(np.append(_column(c, "time", IsoTimes).times, np.datetime64(time, "us")))
+            c[k] = column_of(c, k, list) + [v]
+        c["time"] = IsoTimes(np.append(column_of(c, "time", IsoTimes).times, np.datetime64(time, "us")))
         row = np.asarray(prices, np.float64)[None, :]
         self.prices = row if self.prices is None or not len(self.prices) else np.vstack([self.prices, row])
         t_ns = np.datetime64(time, "ns")
@@ -142,15 +153,21 @@ class RunTables:
     def _orders(self, rid: str, reports: list, updates: list[ExecutionReport], upd: str) -> dict:
         """Orders as the reports left them, and every fill: the reports' in report order, then the
         updates' (the ledger's row order). Each report is released once read (``reports[k] = None``):
-        its arrays are not held twice. Returns {(batch id, leg): [(first row, symbol_idx)]}."""
+        its arrays are not held twice. Returns {(batch id, leg): [(first row, symbol_idx)]}.
+
+        Built as whole columns: per report only its arrays (and, for a column of one value per
+        report, that value and a count) are kept; they are joined once at the end, and the fills'
+        client ids are picked from all the orders' ids by position in one numpy step."""
         index: dict[tuple[str, str], list[tuple[int, np.ndarray]]] = {}
-        books = {k: _Book() for k in ("broker_id", "symbol", "type", "leg", "message")}
-        fbooks = {k: _Book() for k in ("broker_order_id", "trade_id", "symbol")}
-        cids: list[str] = []
-        fcids: list[str] = []
-        nums: dict[str, list] = {k: [] for k in ("cycle_seq", "time", "qty", "limit_price", "ref_price", "status",
-                                                 "filled_qty", "avg_price", "side", "broker_id", "symbol", "type",
-                                                 "leg", "message")}
+        books = {k: Book() for k in ("broker_id", "symbol", "type", "leg", "message")}
+        fbooks = {k: Book() for k in ("broker_order_id", "trade_id", "symbol")}
+        ids_all: list[str] = []            # every report's order ids, in report order
+        partial: list[tuple[int, np.ndarray]] = []   # (start in ids_all, orders kept) of reports seen twice
+        fill_at: list[np.ndarray] = []     # each report's fills: their orders' positions in ids_all
+        fill_legs: list[np.ndarray] = []
+        nums: dict[str, list] = {k: [] for k in ("qty", "limit_price", "ref_price", "status", "filled_qty",
+                                                 "avg_price", "side", "broker_id", "symbol", "message")}
+        per: dict[str, list] = {k: [] for k in ("n", "cycle_seq", "time", "type", "leg")}   # one value a report
         fnums: dict[str, list] = {k: [] for k in ("time", "qty", "price", "fee", "slippage", "side",
                                                   "broker_order_id", "trade_id", "symbol")}
         row = 0
@@ -158,64 +175,85 @@ class RunTables:
             seq, r = reports[k]
             reports[k] = None
             b = r.batch
-            ids = b.client_order_ids()
+            n = len(b)
+            start = len(ids_all)
+            ids_all.extend(b.client_order_ids())
             if len(r.fills):
-                _fill_columns(r, ids, fbooks, fcids, fnums)
+                fill_columns(r, fbooks, fnums)
+                fill_at.append(r.fills.order_pos.astype(np.int64) + start)
+                fill_legs.append(np.full(len(r.fills), books["leg"].code(b.leg), np.int32))
             key = (b.batch_id, b.leg)
             keep = None
             if key in index:   # the same client order ids again: the ledger keeps the first row
                 seen = np.concatenate([s for _, s in index[key]])
                 keep = ~np.isin(b.symbol_idx, seen)
+                partial.append((start, keep))
                 if not keep.any():
                     continue
             sym = b.symbol_idx if keep is None else b.symbol_idx[keep]
             index.setdefault(key, []).append((row, sym))
-            n = len(b)
             row += len(sym)
-            msgs = books["message"].codes([r.messages.get(i) for i in range(n)]) if r.messages else \
-                np.full(n, books["message"].code(None), np.int32)
             arrays = {
-                "cycle_seq": np.full(n, seq, np.int64), "time": np.full(n, b.time, "datetime64[ns]"), "qty": b.qty,
-                "limit_price": b.limit_price if b.limit_price is not None else np.full(n, np.nan),
+                "qty": b.qty, "limit_price": b.limit_price if b.limit_price is not None else np.full(n, np.nan),
                 "ref_price": b.ref_price, "status": r.status, "filled_qty": r.filled_qty, "avg_price": r.avg_price,
-                "side": (b.side > 0).astype(np.int8),
+                "side": b.side > 0,
                 "broker_id": books["broker_id"].codes(list(r.broker_ids)) if r.broker_ids else
                 np.full(n, books["broker_id"].code(None), np.int32),
                 "symbol": books["symbol"].universe(b.universe.symbols)[b.symbol_idx],
-                "type": np.full(n, books["type"].code(str(b.order_type)), np.int32),
-                "leg": np.full(n, books["leg"].code(b.leg), np.int32), "message": msgs}
+                "message": message_codes(books["message"], r.messages, n)}
             if keep is not None:
                 arrays = {name: np.asarray(v)[keep] for name, v in arrays.items()}
-                ids = [ids[i] for i in np.flatnonzero(keep).tolist()]
-            cids.extend(ids)
             for name, a in arrays.items():
                 nums[name].append(np.asarray(a))
+            for name, v in (("n", len(sym)), ("cycle_seq", seq), ("time", b.time),
+                            ("type", books["type"].code(str(b.order_type))), ("leg", books["leg"].code(b.leg))):
+                per[name].append(v)
+        if partial:
+            kept = np.ones(len(ids_all), np.bool_)
+            for start, keep in partial:
+                kept[start:start + len(keep)] = keep
+            cids = np.array(ids_all, dtype=object)[kept].tolist()
+        else:
+            cids = ids_all
+        fcids = np.array(ids_all, dtype=object)[np.concatenate(fill_at)].tolist() if fill_at else []
+        del ids_all
         for r in updates:
             if len(r.fills):
-                _fill_columns(r, r.batch.client_order_ids(), fbooks, fcids, fnums)
-        cat = {name: (np.concatenate(v) if v else np.zeros(0)) for name, v in nums.items()}
+                fill_columns(r, fbooks, fnums)
+                ids = r.batch.client_order_ids()
+                fcids.extend(map(ids.__getitem__, r.fills.order_pos.tolist()))
+                known = np.asarray(rows_of(index, r.batch.batch_id, r.batch.leg, r.batch.symbol_idx))[r.fills.order_pos] >= 0
+                fill_legs.append(np.where(known, books["leg"].index.get(r.batch.leg, -1), -1).astype(np.int32))
+        counts = np.asarray(per["n"], np.int64)
+
+        def repeat(name: str, dtype) -> np.ndarray:
+            return np.repeat(np.asarray(per[name], dtype), counts)
+
         n = len(cids)
+        # each column joined in turn, its parts let go as it is (no second copy of every column)
+        cat = Joiner(nums)
         self.orders = {
-            "run_id": Coded.constant(rid, n), "cycle_seq": cat["cycle_seq"].astype(np.int64),
-            "client_order_id": cids, "broker_id": books["broker_id"].column(cat["broker_id"]),
-            "time": IsoTimes(cat["time"].astype("datetime64[ns]")), "symbol": books["symbol"].column(cat["symbol"]),
-            "side": Coded(cat["side"].astype(np.int8), list(_SIDES)), "qty": cat["qty"].astype(np.float64),
-            "type": books["type"].column(cat["type"]), "limit_price": cat["limit_price"].astype(np.float64),
-            "leg": books["leg"].column(cat["leg"]), "ref_price": cat["ref_price"].astype(np.float64),
-            "status": Coded(cat["status"].astype(np.int8), list(_LABELS)),
-            "filled_qty": cat["filled_qty"].astype(np.float64), "avg_price": cat["avg_price"].astype(np.float64),
-            "message": books["message"].column(cat["message"]), "updated_at": Coded.constant(upd, n),
+            "run_id": Coded.constant(rid, n), "cycle_seq": repeat("cycle_seq", np.int64),
+            "client_order_id": cids, "broker_id": books["broker_id"].column(cat("broker_id", np.int32)),
+            "time": IsoTimes(repeat("time", "datetime64[ns]")),
+            "symbol": books["symbol"].column(cat("symbol", np.int32)),
+            "side": Coded(cat("side", np.int8), list(_SIDES)), "qty": cat("qty", np.float64),
+            "type": books["type"].column(repeat("type", np.int32)), "limit_price": cat("limit_price", np.float64),
+            "leg": books["leg"].column(repeat("leg", np.int32)), "ref_price": cat("ref_price", np.float64),
+            "status": Coded(cat("status", np.int8), list(_LABELS)),
+            "filled_qty": cat("filled_qty", np.float64), "avg_price": cat("avg_price", np.float64),
+            "message": books["message"].column(cat("message", np.int32)), "updated_at": Coded.constant(upd, n),
             "account": Coded.constant(self.account, n)}
-        del nums, cat
-        fcat = {name: (np.concatenate(v) if v else np.zeros(0)) for name, v in fnums.items()}
+        fcat = Joiner(fnums)
         m = len(fcids)
         self.fills = {"run_id": Coded.constant(rid, m), "client_order_id": fcids,
-                      **{name: fbooks[name].column(fcat[name]) for name in ("broker_order_id", "trade_id")},
-                      "time": IsoTimes(fcat["time"].astype("datetime64[ns]")),
-                      "symbol": fbooks["symbol"].column(fcat["symbol"]),
-                      "side": Coded(fcat["side"].astype(np.int8), list(_SIDES)),
-                      **{name: fcat[name].astype(np.float64) for name in ("qty", "price", "fee", "slippage")},
+                      **{name: fbooks[name].column(fcat(name, np.int32)) for name in ("broker_order_id", "trade_id")},
+                      "time": IsoTimes(fcat("time", "datetime64[ns]")),
+                      "symbol": fbooks["symbol"].column(fcat("symbol", np.int32)),
+                      "side": Coded(fcat("side", np.int8), list(_SIDES)),
+                      **{name: fcat(name, np.float64) for name in ("qty", "price", "fee", "slippage")},
                       "account": Coded.constant(self.account, m)}
+        self.fill_legs = np.concatenate(fill_legs) if fill_legs else np.zeros(0, np.int32)
         self._dedupe_trades()
         return index
 
@@ -233,63 +271,65 @@ class RunTables:
                 if t is not None:
                     seen.add(t)
         if len(keep) < len(tids):
-            self.fills = _take(self.fills, keep)
+            self.fills = take_rows(self.fills, keep)
+            if self.fill_legs is not None:
+                self.fill_legs = self.fill_legs[keep]
 
     def _updates(self, rid: str, updates: list[ExecutionReport], index: dict, upd: str) -> None:
         """Broker updates: the order's new state (broker id and message kept when the update has
         none), one event row per order, in update order."""
         ev: dict[str, list] = {k: [] for k in ("client_order_id", "time", "status", "filled_qty", "message")}
         o = self.orders
-        status, bids, msgs = (_column(o, k, Coded) for k in ("status", "broker_id", "message"))
-        filled, avg = (_column(o, k, np.ndarray) for k in ("filled_qty", "avg_price"))
+        status, bids, msgs = (column_of(o, k, Coded) for k in ("status", "broker_id", "message"))
+        filled, avg = (column_of(o, k, np.ndarray) for k in ("filled_qty", "avg_price"))
         for r in updates:
             b = r.batch
-            cids = b.client_order_ids()
-            rows = _rows_of(index, b.batch_id, b.leg, b.symbol_idx)
-            for i, cid in enumerate(cids):
-                code = int(r.status[i])
-                st = OrderStatus(code).label
-                fq = float(r.filled_qty[i])
-                msg = r.messages.get(i)
-                j = rows[i]
-                if j >= 0:
-                    status.codes[j] = code
-                    filled[j] = fq
-                    avg[j] = r.avg_price[i]
-                    if r.broker_ids and r.broker_ids[i] is not None:
-                        _set(bids, j, r.broker_ids[i])
-                    if msg is not None:
-                        _set(msgs, j, msg)
-                ev["client_order_id"].append(cid)
-                ev["time"].append(IsoTimes(np.array([r.status_times[i]])).strings()[0]
-                                  if r.status_times is not None else upd)
-                ev["status"].append(st)
-                ev["filled_qty"].append(fq)
-                ev["message"].append(msg)
+            n = len(b)
+            rows = np.asarray(rows_of(index, b.batch_id, b.leg, b.symbol_idx), np.int64)
+            hit = np.flatnonzero(rows >= 0)
+            at = rows[hit]
+            status.codes[at] = r.status[hit]
+            filled[at] = r.filled_qty[hit]
+            avg[at] = r.avg_price[hit]
+            for i in hit.tolist():
+                if r.broker_ids and r.broker_ids[i] is not None:
+                    set_value(bids, int(rows[i]), r.broker_ids[i])
+                if r.messages.get(i) is not None:
+                    set_value(msgs, int(rows[i]), r.messages[i])
+            ev["client_order_id"].extend(b.client_order_ids())
+            ev["time"].extend(IsoTimes(r.status_times).strings() if r.status_times is not None else _repeat(upd, n))
+            ev["status"].extend(_LABELS[r.status.astype(np.intp)].tolist())
+            ev["filled_qty"].extend(np.asarray(r.filled_qty, np.float64).tolist())
+            ev["message"].extend([r.messages.get(i) for i in range(n)] if r.messages else _repeat(None, n))
         self.events = {"run_id": _repeat(rid, len(ev["client_order_id"])), **ev}
 
     def _cancels(self, rid: str, cancels: list[tuple[str, np.datetime64, str]], upd: str) -> None:
         """End-of-run and next-batch cancels: status, reason, and the quantity the fills booked."""
         if not cancels:
             return
+        import pandas as pd
+
         o, f, ev = self.orders, self.fills, self.events
-        status, filled = _column(o, "status", Coded), _column(o, "filled_qty", np.ndarray)
+        status, filled = column_of(o, "status", Coded), column_of(o, "filled_qty", np.ndarray)
         ev_run, ev_cid, ev_time, ev_status, ev_qty, ev_msg = (
-            _column(ev, k, list) for k in ("run_id", "client_order_id", "time", "status", "filled_qty", "message"))
-        want = {c for c, _, _ in cancels}
+            column_of(ev, k, list) for k in ("run_id", "client_order_id", "time", "status", "filled_qty", "message"))
+        want = list({c: None for c, _, _ in cancels})
+        # the rows of the cancelled ids, found by a hash lookup in C (a million ids, a few cancels)
+        order_cids = column_of(o, "client_order_id", list)
         rows: dict[str, list[int]] = {}
-        for j, c in enumerate(_column(o, "client_order_id", list)):
-            if c in want:
-                rows.setdefault(c, []).append(j)
+        for j in np.flatnonzero(pd.Series(order_cids, dtype=object).isin(want).to_numpy()).tolist():
+            rows.setdefault(order_cids[j], []).append(j)
+        fill_cids = column_of(f, "client_order_id", list)
+        qty = column_of(f, "qty", np.ndarray)
         booked: dict[str, float] = {}
-        for c, q in zip(_column(f, "client_order_id", list), _column(f, "qty", np.ndarray).tolist()):
-            if c in want:
-                booked[c] = booked.get(c, 0.0) + q       # SQLite's SUM: in row order
+        for j in np.flatnonzero(pd.Series(fill_cids, dtype=object).isin(want).to_numpy()).tolist():
+            c = fill_cids[j]
+            booked[c] = booked.get(c, 0.0) + float(qty[j])       # SQLite's SUM: in row order
         canceled = int(OrderStatus.CANCELED)
         for c, t, reason in cancels:
             for j in rows.get(c, ()):
                 status.codes[j] = canceled
-                _set(o["message"], j, reason)
+                set_value(o["message"], j, reason)
                 filled[j] = booked.get(c, 0.0)
             ev_run.append(rid)
             ev_cid.append(c)
@@ -297,92 +337,3 @@ class RunTables:
             ev_status.append("canceled")
             ev_qty.append(None)
             ev_msg.append(reason)
-
-
-class _Book:
-    """Codes for the distinct values of a column (None included), in order of appearance."""
-
-    def __init__(self) -> None:
-        self.values: list = []
-        self.index: dict = {}
-        self._universes: dict[tuple[str, ...], np.ndarray] = {}
-
-    def code(self, value) -> int:
-        k = self.index.get(value)
-        if k is None:
-            k = self.index[value] = len(self.values)
-            self.values.append(value)
-        return k
-
-    def codes(self, values: list) -> np.ndarray:
-        return np.array([self.code(v) for v in values], np.int32)
-
-    def universe(self, symbols: tuple[str, ...]) -> np.ndarray:
-        """Codes of a universe's symbols, by position (made once per universe)."""
-        key = symbols
-        got = self._universes.get(key)
-        if got is None:
-            got = self._universes[key] = self.codes(list(symbols))
-        return got
-
-    def column(self, codes: np.ndarray) -> Coded:
-        return Coded(codes.astype(np.int32), self.values)
-
-
-def _fill_columns(r: ExecutionReport, ids: list[str], books: dict, cids: list[str], nums: dict) -> None:
-    """Append one report's fills to the fills columns (``ids``: its orders' client ids)."""
-    f = r.fills
-    n = len(f)
-    pos = f.order_pos.tolist()
-    cids.extend([ids[p] for p in pos])
-    nums["broker_order_id"].append(books["broker_order_id"].codes([r.broker_ids[p] for p in pos]) if r.broker_ids
-                                   else np.full(n, books["broker_order_id"].code(None), np.int32))
-    nums["trade_id"].append(books["trade_id"].codes(list(f.trade_ids)) if f.trade_ids else
-                            np.full(n, books["trade_id"].code(None), np.int32))
-    nums["symbol"].append(books["symbol"].universe(r.batch.universe.symbols)[f.symbol_idx])
-    nums["side"].append((f.side > 0).astype(np.int8))
-    for k in ("time", "qty", "price", "fee", "slippage"):
-        nums[k].append(np.asarray(getattr(f, k)))
-
-
-def _column(cols: dict[str, object], name: str, kind: type[_T]) -> _T:
-    """Column ``name`` of a table, of the type ``RunTables`` builds it as (a list, a numpy array,
-    ``Coded`` or ``IsoTimes``): checked, so the code that updates it in place is typed."""
-    col = cols[name]
-    assert isinstance(col, kind), name
-    return col
-
-
-def _set(col, j: int, value) -> None:
-    """Row ``j`` of a ``Coded`` column takes ``value`` (a new value gets a new code)."""
-    try:
-        k = col.values.index(value)
-    except ValueError:
-        k = len(col.values)
-        col.values.append(value)
-    col.codes[j] = k
-
-
-def _rows_of(index: dict, batch_id: str, leg: str, symbol_idx: np.ndarray) -> list[int]:
-    """Order-table rows of the orders (batch, leg, symbol), -1 where the run has no such order."""
-    out = [-1] * len(symbol_idx)
-    for start, syms in index.get((batch_id, leg), ()):
-        where = {int(s): start + k for k, s in enumerate(syms.tolist())}
-        for i, s in enumerate(symbol_idx.tolist()):
-            if out[i] < 0 and s in where:
-                out[i] = where[s]
-    return out
-
-
-def _take(cols: dict, keep: list[int]) -> dict:
-    out: dict = {}
-    for k, v in cols.items():
-        if isinstance(v, IsoTimes):
-            out[k] = IsoTimes(v.times[keep])
-        elif isinstance(v, Coded):
-            out[k] = Coded(v.codes[keep], v.values)
-        elif isinstance(v, np.ndarray):
-            out[k] = v[keep]
-        else:
-            out[k] = [v[i] for i in keep]
-    return out

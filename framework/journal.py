@@ -23,6 +23,7 @@ import numpy as np
 
 from framework.accounts import Account, Environment
 from framework.ledger import Ledger, fill_rows, iso, now_iso, order_rows, pack_prices
+from framework.memory import release_freed
 from framework.types import (
     CycleStatus,
     ExecutionReport,
@@ -144,6 +145,7 @@ class BufferedJournal:
         self.tables = RunTables.build(self.run_id, self._cycles, self._decisions, self._reports, self._updates,
                                       self._cancels, self.account.key)
         self._decisions, self._reports, self._updates, self._cancels = [], [], [], []
+        release_freed()      # the reports' many small arrays, now columns: their heap pages go back
         return self.tables
 
 

@@ -356,16 +356,22 @@ def leg_of(client_id: str | None) -> str:
 
 def client_order_ids(batch_id: str, symbols: list[str], leg: str) -> list[str]:
     """``client_order_id`` for many symbols of one batch and leg (the per-batch parts made once:
-    a backtest names a million orders this way); equal to calling it once per symbol."""
-    head = f"{batch_id.split('@')[0][:16]}-{batch_id.split('@')[-1]}-"
-    pre, post, tail = f"{batch_id}|", f"|{leg}", f"-{leg}"
-    sha1 = hashlib.sha1
-    out = []
+    a backtest names a million orders this way); equal to calling it once per symbol. The digest
+    of the batch's part of the text is taken once too, and copied for each symbol."""
+    head = f"{OWNED_PREFIX}{batch_id.split('@')[0][:16]}-{batch_id.split('@')[-1]}-"
+    post, tail = f"|{leg}", f"-{leg}"
+    cut = len(OWNED_PREFIX) + 47 - len(leg)      # the readable part stays at most 48 characters
+    longest = len(OWNED_PREFIX) + 48
+    batch = hashlib.sha1(f"{batch_id}|".encode()).copy
+    out: list[str] = []
+    add = out.append
     for s in symbols:
         readable = head + s.replace("/", "") + tail
-        if len(readable) > 48:
-            readable = readable[:47 - len(leg)] + tail
-        out.append(f"{OWNED_PREFIX}{readable}-{sha1((pre + s + post).encode()).hexdigest()[:10]}")
+        if len(readable) > longest:
+            readable = readable[:cut] + tail
+        h = batch()
+        h.update((s + post).encode())
+        add(f"{readable}-{h.hexdigest()[:10]}")
     return out
 
 
@@ -390,6 +396,9 @@ class OrderBatch:
     stop_price: np.ndarray | None = None
     notional: np.ndarray | None = None   # quote-sized buys (qty is then the estimate)
     client_ids: tuple[str, ...] | None = None   # orders recorded earlier keep their own ids (recovery)
+    # the ids, once made: the simulator, the journal and the ledger's columns all ask for them, and
+    # a backtest has a million (not a constructor argument, so ``dataclasses.replace`` drops it)
+    _ids: tuple[str, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.symbol_idx)
@@ -399,9 +408,13 @@ class OrderBatch:
         return [s[i] for i in self.symbol_idx.tolist()]
 
     def client_order_ids(self) -> list[str]:
+        """Each order's client order id (SPEC: deterministic from batch, symbol and leg), made once
+        per batch; a new list each call, so a caller may change it."""
         if self.client_ids is not None:
             return list(self.client_ids)
-        return client_order_ids(self.batch_id, self.symbols(), self.leg)
+        if self._ids is None:
+            object.__setattr__(self, "_ids", tuple(client_order_ids(self.batch_id, self.symbols(), self.leg)))
+        return list(self._ids)  # type: ignore[arg-type]
 
     def subset(self, mask: np.ndarray) -> OrderBatch:
         return OrderBatch(

@@ -69,6 +69,7 @@ def build_backtest(settings: Settings, settings_path: str | None, strategy: Stra
     from framework.data import load_bars
     from framework.engine import Pipeline
     from framework.journal import BufferedJournal
+    from framework.memory import release_freed
     from framework.rebalance import Rebalancer
     from framework.risk import RiskManager
     from framework.session import new_run_id, sim_account
@@ -135,6 +136,7 @@ def build_backtest(settings: Settings, settings_path: str | None, strategy: Stra
                         *execution_settings(strategy))
     dump = {"strategy": strategy.model_dump(exclude={"source"}), "limits": limits.model_dump(),
             "venue": venue.venue, "signals": str(src), "bars": str(bars_name)}
+    release_freed()           # what reading the files freed is not held through the replay
     return BacktestSetup(run_id, strategy, signals, market, pipeline, journal, initial, str(src), dump)
 
 

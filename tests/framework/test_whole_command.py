@@ -141,8 +141,36 @@ def test_a_backtests_artifacts_are_the_ones_the_ledger_gives(inputs, tmp_path):
     assert (out / "report.html").is_file()
 
 
+def test_a_backtests_frames_are_the_ones_the_ledger_gives(inputs, tmp_path):
+    """Every frame of the run's data, the fills' legs included (known from the columns, looked up
+    by client id from the ledger), is the same from either source: later fills of working orders
+    and next-batch cancels included."""
+    from framework.artifacts import load_run
+    from framework.ledger import Ledger
+    from framework.session import RunInfo, simulate
+
+    _, settings_path, strategy_path = inputs
+    _, strategy, setup = _setup(settings_path, strategy_path)
+    ledger = Ledger(tmp_path / "frames.db")
+    try:
+        info = RunInfo(strategy.name, strategy.config_hash(), "backtest", settings=setup.settings_dump,
+                       signals=setup.signals_source)
+        run = simulate(ledger, setup.pipeline, setup.market, setup.signals, setup.run_id, info,
+                       initial_equity=setup.initial_cash)
+        got = load_run(ledger, setup.run_id, setup.journal.tables, run.outcome.equity)
+        want = load_run(ledger, setup.run_id)
+    finally:
+        ledger.close()
+    assert setup.journal.tables.fill_legs is not None and len(want.fills) > 0
+    assert want.fills["leg"].notna().all()
+    for name in ("fills", "orders", "equity", "decisions"):
+        g, w = getattr(got, name), getattr(want, name)
+        g, w = (f.astype(object).where(f.notna(), None) for f in (g, w))    # NULL: None or NaN alike
+        pd.testing.assert_frame_equal(g, w, check_dtype=False, obj=name)
+
+
 def test_csv_writer_is_pandas_to_csv_byte_for_byte(tmp_path):
-    from framework.artifacts import _csv
+    from framework.csv_text import write_csv
 
     df = pd.DataFrame({
         "time": pd.to_datetime(["2020-01-01T00:00:00Z", "2020-01-01T00:00:00.5Z", None,
@@ -154,8 +182,34 @@ def test_csv_writer_is_pandas_to_csv_byte_for_byte(tmp_path):
     expected["time"] = expected["time"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").str.replace(".000000Z", "Z", regex=False)
     for frame, want in ((df, expected), (df.iloc[:0], expected.iloc[:0])):
         want.to_csv(tmp_path / "want.csv", index=False)
-        _csv(frame, tmp_path / "got.csv", chunk=3)
+        write_csv(frame, tmp_path / "got.csv", chunk=3)
         assert (tmp_path / "got.csv").read_bytes() == (tmp_path / "want.csv").read_bytes()
+
+
+def test_csv_files_written_together_are_each_pandas_to_csv(tmp_path):
+    """Files written in lockstep reuse the text of equal floats (a fill's price is its order's
+    average price): each file is still exactly what pandas writes, where values differ too."""
+    from framework.csv_text import write_csvs
+
+    rng = np.random.default_rng(7)
+    price = rng.random(11) * 100
+    price[[2, 9]] = np.nan
+    qty = np.round(rng.random(11) * 1000, 9)
+    qty[4] = -0.0
+    orders = pd.DataFrame({"qty": qty, "filled_qty": np.where(np.arange(11) == 5, 0.0, qty), "avg_price": price,
+                           "id": [f"p-x-{k}" for k in range(11)]})
+    fill_price = price.copy()
+    fill_price[[1, 2]] = [0.1 + 0.2, 7.0]
+    fill_qty = qty.copy()
+    fill_qty[4] = 0.0                                    # -0.0 and 0.0 are different text
+    fills = pd.DataFrame({"qty": fill_qty, "price": fill_price, "fee": np.zeros(11),
+                          "id": [f"p-x-{k}" for k in range(10)] + ['a,"b"']})
+    other = pd.DataFrame({"x": price[:4] * 2, "y": [1, 2, 3, 4]})      # another length: nothing to reuse
+    paths = [tmp_path / f"{k}.csv" for k in range(3)]
+    write_csvs(list(zip((orders, fills, other), paths)), chunk=4)
+    for frame, path in zip((orders, fills, other), paths):
+        frame.to_csv(tmp_path / "want.csv", index=False)
+        assert path.read_bytes() == (tmp_path / "want.csv").read_bytes(), path.name
 
 
 def _average_cost_in_python(qtys, prices):
@@ -211,3 +265,28 @@ def test_risk_decisions_kept_as_columns_read_as_their_records():
                             f"{first.requested:.4f})")
     assert r.decisions == tuple(r.decisions) and r.decisions + () == tuple(r.decisions)
     assert sorted(np.flatnonzero(r.weights).tolist()) == list(range(m - 5, m))
+
+
+def test_a_batchs_client_ids_are_each_orders_own_and_made_once():
+    """The ids of a batch, made for all its orders at once and kept on the batch, are the ids of
+    its orders one by one (long names cut, ``/`` dropped); a batch made from it gets its own."""
+    from dataclasses import replace
+
+    from framework.types import client_order_id, client_order_ids
+    from tests.conftest import order_batch, universe
+
+    long_name = "a-strategy-with-a-very-long-name@20240102T000000Z"
+    syms = ["AAPL", "BTC/USD", "X" * 40, "ÉTÉ"]
+    for batch_id in ("s@20240102T000000Z", long_name):
+        for leg in ("add", "reduce", "add-r1", "stop"):
+            assert client_order_ids(batch_id, syms, leg) == [client_order_id(batch_id, s, leg) for s in syms]
+    b = order_batch(universe("AAPL", "MSFT", "BTC/USD"), "2024-01-02T00:00:00Z",
+                    [("AAPL", 1, 1.0), ("MSFT", -1, 2.0), ("BTC/USD", 1, 3.0)])
+    names = ("AAPL", "MSFT", "BTC/USD")
+    ids = b.client_order_ids()
+    assert ids == [client_order_id(b.batch_id, s, b.leg) for s in names]
+    ids.append("changed by the caller")
+    assert b.client_order_ids() == ids[:3]                     # the batch's own stay as they were
+    other = replace(b, leg="take")                             # a new batch: its own ids
+    assert other.client_order_ids() == [client_order_id(b.batch_id, s, "take") for s in names]
+    assert b.subset(np.array([False, True, True])).client_order_ids() == ids[1:3]
