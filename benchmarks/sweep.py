@@ -30,6 +30,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -97,19 +98,53 @@ def grid(points: int) -> list[str]:
     return ["--param", f"rebalance.drift_threshold={drift}", "--param", f"simulation.slippage.bps={bps}"]
 
 
-def sweep_once(settings: Path, params: list[str], where: list[str]) -> dict:
-    """One fresh sweep (its ledger removed first) through the real command; its timing block."""
+def sweep_once(settings: Path, params: list[str], where: list[str], helpers: tuple[int, ...] = ()) -> dict:
+    """One fresh sweep (its ledger removed first) through the real command; its timing block, and the
+    cores other processes kept busy meanwhile (``others_cores``): the machine's busy CPU time less the
+    sweep's own (its process and pool workers) and that of ``helpers`` (the Dask processes), over the
+    command's wall time. On a shared machine it tells whether a run had the cores it asked for."""
     db = settings.parent / "data" / "parity.db"
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "framework", "--config", str(settings), "sweep", "--strategy", "bench",
            *params, *where, "--keep", "0", "--json"]
+    busy0, mine0, helpers0, t0 = _busy_seconds(), _children_seconds(), _cpu_seconds_of(helpers), time.perf_counter()
     done = subprocess.run(cmd, check=False, cwd=settings.parent, capture_output=True, text=True, timeout=3600,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    wall = time.perf_counter() - t0
+    busy1, mine1, helpers1 = _busy_seconds(), _children_seconds(), _cpu_seconds_of(helpers)
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-3000:])
     out = json.loads(done.stdout)
-    return out["timing"] | {"n_points": out["n_points"]}
+    others = None
+    if None not in (busy0, busy1, helpers0, helpers1):
+        others = max(0.0, (busy1 - busy0) - (mine1 - mine0) - (helpers1 - helpers0)) / wall
+    return out["timing"] | {"n_points": out["n_points"], "others_cores": others}
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds the whole machine has spent busy since boot (Linux /proc/stat), else None."""
+    try:
+        v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")        # all but idle and iowait
+
+
+def _children_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _cpu_seconds_of(pids: tuple[int, ...]) -> float | None:
+    total = 0.0
+    for pid in pids:
+        try:
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 class LocalDask:
@@ -163,17 +198,18 @@ def measure(points: int = POINTS, repeats: int = 2, log=lambda s: print(s, file=
         params = grid(points)
         runs: dict[str, list[dict]] = {"1 worker": [], "2 workers": [], "dask (2 workers)": []}
 
-        def run(name: str, where: list[str], r: int) -> None:
-            t = sweep_once(settings, params, where)
+        def run(name: str, where: list[str], r: int, helpers: tuple[int, ...] = ()) -> None:
+            t = sweep_once(settings, params, where, helpers)
             runs[name].append(t)
             log(f"sweep [{name}] run {r + 1}: {t['n_run']} points in {t['run_seconds']:.2f} s")
 
         for r in range(repeats):
             run("1 worker", ["--workers", "1"], r)
             run("2 workers", ["--workers", "2"], r)
-        with LocalDask(root) as address:
+        cluster = LocalDask(root)
+        with cluster as address:
             for r in range(repeats):
-                run("dask (2 workers)", ["--cluster", address], r)
+                run("dask (2 workers)", ["--cluster", address], r, tuple(p.pid for p in cluster.procs))
     rows = []
     for name, ts in runs.items():
         workers = 1 if name == "1 worker" else 2
@@ -191,27 +227,35 @@ def measure(points: int = POINTS, repeats: int = 2, log=lambda s: print(s, file=
                      "overhead_fraction": statistics.median(o / p for o, p in zip(over, point)),
                      "startup_seconds": statistics.median(startup),
                      "steady_overhead_seconds": statistics.median(steady),
-                     "steady_overhead_fraction": statistics.median(o / p for o, p in zip(steady, point))})
+                     "steady_overhead_fraction": statistics.median(o / p for o, p in zip(steady, point)),
+                     "others_cores": _median_or_none([t["others_cores"] for t in ts])})
     base = rows[0]["points_per_minute"]
     for r in rows:
         r["scaling_vs_1"] = r["points_per_minute"] / base
     return {"workload": "medium", "repeats": repeats, "rows": rows, "load_average": os.getloadavg()}
 
 
+def _median_or_none(xs: list) -> float | None:
+    return None if None in xs else statistics.median(xs)
+
+
 def markdown(res: dict) -> str:
     lines = [f"### Sweep throughput (medium workload, {res['rows'][0]['points']} points, median of {res['repeats']})",
              "", ("| setting | backtests / min | × 1 worker | s per point (replay) | CPU s per point | overhead / point, all in |"
-                  " overhead / point, steady | start-up |"), "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  " overhead / point, steady | start-up | other processes |"), "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in res["rows"]:
+        others = r.get("others_cores")
         lines.append(f"| {r['setting']} | {r['points_per_minute']:.1f} | {r['scaling_vs_1']:.2f}× | "
                      f"{r['point_seconds']:.3f} ({r['replay_seconds']:.3f}) | {r['cpu_seconds']:.3f} | "
                      f"{r['overhead_seconds'] * 1000:.0f} ms ({r['overhead_fraction'] * 100:.1f} %) | "
                      f"{r['steady_overhead_seconds'] * 1000:.0f} ms ({r['steady_overhead_fraction'] * 100:.1f} %) | "
-                     f"{r['startup_seconds']:.2f} s |")
+                     f"{r['startup_seconds']:.2f} s | {'n/a' if others is None else f'{others:.2f} cores'} |")
     la = res.get("load_average")
     if la:
-        lines += ["", (f"Load average at the end: {la[0]:.2f} on {os.cpu_count()} cores. Wall figures need a free core "
-                      "per worker; the CPU time per point shows whether a point costs more with more workers.")]
+        lines += ["", (f"Load average at the end: {la[0]:.2f} on {os.cpu_count()} cores. \"Other processes\": the cores "
+                       "the rest of the machine kept busy during the runs (median); wall figures need a free core per "
+                       "worker, so a scaling measured beside other work understates the sweep's. The CPU time per "
+                       "point shows whether a point costs more with more workers.")]
     return "\n".join(lines) + "\n"
 
 
