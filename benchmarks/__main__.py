@@ -410,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--help-runs", type=int, default=5)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
     ap.add_argument("--sweep-points", type=int, default=200,
-                    help="sweep throughput on the medium workload (benchmarks/sweep.py); 0 skips it")
+                    help="points of the sweep-throughput runs on the medium workload (benchmarks/sweep.py; "
+                         "default 200, the size users sweep); 0 skips them")
     ap.add_argument("--sweep-repeats", type=int, default=2)
     ap.add_argument("--whole", default="medium,large",
                     help="workloads also timed as whole commands from CSV files (SPEC §15); '' for none")
