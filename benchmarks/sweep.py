@@ -117,7 +117,7 @@ def sweep_once(settings: Path, params: list[str], where: list[str], helpers: tup
         raise RuntimeError(done.stderr[-3000:])
     out = json.loads(done.stdout)
     others = None
-    if None not in (busy0, busy1, helpers0, helpers1):
+    if busy0 is not None and busy1 is not None and helpers0 is not None and helpers1 is not None:
         others = max(0.0, (busy1 - busy0) - (mine1 - mine0) - (helpers1 - helpers0)) / wall
     return out["timing"] | {"n_points": out["n_points"], "others_cores": others}
 
@@ -235,8 +235,9 @@ def measure(points: int = POINTS, repeats: int = 2, log=lambda s: print(s, file=
     return {"workload": "medium", "repeats": repeats, "rows": rows, "load_average": os.getloadavg()}
 
 
-def _median_or_none(xs: list) -> float | None:
-    return None if None in xs else statistics.median(xs)
+def _median_or_none(xs: list[float | None]) -> float | None:
+    known = [x for x in xs if x is not None]
+    return statistics.median(known) if len(known) == len(xs) and known else None
 
 
 def markdown(res: dict) -> str:
