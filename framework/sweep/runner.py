@@ -80,11 +80,12 @@ def run_local(pack: Pack, tasks: list[Task], workers: int, warm: Callable[[], No
     """Yield (task, result) as the pool finishes them.
 
     ``warm`` runs in this process first when the workers are forked: whatever a point's first
-    backtest loads once per process (~0.5 s on the medium workload: the modules ``run_point`` imports,
-    scipy.linalg through numba's arraymath, the compiled kernels numba reads from its cache) is then
-    in memory before the fork, and every worker inherits it instead of paying it at its first point,
-    all of them at once on the same cores. (With ``spawn`` a worker re-imports everything, so warming
-    this process would not help; each worker warms at its first point.)
+    backtest loads once per process (~0.4 s on the medium workload, most of it scipy.linalg, which
+    numba's arraymath imports, then the modules ``run_point`` imports and the kernels numba reads
+    from its cache) is then in memory before the fork, and every worker inherits it: it is paid once
+    instead of once per worker (the same wall time on free cores, N times less CPU, and less on cores
+    shared with other work). (With ``spawn`` a worker re-imports everything, so warming this process
+    would not help; each worker warms at its first point.)
 
     When the last result is in, the workers are told to exit and the caller goes on (the best runs,
     the report) while they do; on an error or an interrupt the pending points are cancelled and the
