@@ -2,10 +2,11 @@
 
     python -m benchmarks [--workloads small,medium,large,crypto] [--engines parity,vectorbt,backtrader]
                          [--skip-backtrader] [--fill close|next_open] [--max-seconds 600]
-                         [--seed N] [--out benchmarks/out] [--sweep-points 16] [--sweep-repeats 2]
+                         [--seed N] [--out benchmarks/out] [--sweep-points 200] [--sweep-repeats 2]
 
 Then sweep throughput (benchmarks/sweep.py): backtests per minute of ``parity sweep`` on the medium
-workload with 1 and 2 local workers and on a local Dask cluster.
+workload with 1 and 2 local workers and on a local Dask cluster, a sweep of 200 points by default
+(the size users run; with a few points the start-up is most of the wall time).
 
 For every workload, each engine runs in its own fresh subprocess (``python -m benchmarks.one``),
 one after the other, so peak memory, JIT caches and imports are never shared and runs never
@@ -408,8 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ap.add_argument("--help-runs", type=int, default=5)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
-    ap.add_argument("--sweep-points", type=int, default=16,
-                    help="sweep throughput on the medium workload (benchmarks/sweep.py); 0 skips it")
+    ap.add_argument("--sweep-points", type=int, default=200,
+                    help="points of the sweep-throughput runs on the medium workload (benchmarks/sweep.py; "
+                         "default 200, the size users sweep); 0 skips them")
     ap.add_argument("--sweep-repeats", type=int, default=2)
     ap.add_argument("--whole", default="medium,large",
                     help="workloads also timed as whole commands from CSV files (SPEC §15); '' for none")

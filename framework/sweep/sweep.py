@@ -71,7 +71,8 @@ def run_sweep(settings: Settings, settings_path: str | None, strategy: StrategyC
         pack = runner.Pack(sid, without_secrets(settings), settings_path, cache,
                            {p.point_id: p.strategy for p in points})
         stream = (runner.run_cluster(pack, todo, req.cluster, sid) if req.cluster
-                  else runner.run_local(pack, todo, req.workers or runner.default_workers()))
+                  else runner.run_local(pack, todo, req.workers or runner.default_workers(),
+                                        warm=lambda: warm_up(settings, settings_path, strategy, base, cache)))
         bar = None
         if progress and todo:
             from tqdm import tqdm
@@ -146,6 +147,22 @@ def _best_runs(ledger, settings, settings_path, sid, best, by_id, table, cache) 
         ledger.set_sweep_point_run(sid, pid, run_id)
         runs[pid] = run_id
     return runs
+
+
+def warm_up(settings: Settings, settings_path: str | None, strategy: StrategyConfig, base, cache: dict) -> None:
+    """A backtest of the base config over its first three signal batches, in the sweep's own process,
+    before the local workers fork (``runner.run_local``): it loads what every point's first backtest
+    loads once per process, so the workers inherit it. Its result is not kept; the cache is copied, so
+    the points see the same cache as without it."""
+    import pandas as pd
+
+    from framework.sweep.point import run_point
+
+    times = base.signals.times
+    if len(times) == 0:
+        return
+    run_point(settings, settings_path, strategy, end=pd.Timestamp(times[min(2, len(times) - 1)]).isoformat(),
+              cache=dict(cache))
 
 
 def data_digest(cache: dict, signals) -> str:
