@@ -171,10 +171,14 @@ def _read_long(path: str | Path) -> pd.DataFrame:
 
 
 _ARROW_TYPES = ("timestamp", "symbol")
+_BLOCK = 16 << 20        # bytes of CSV text per streamed block
 
 
 def _read_arrow(p: Path):
-    """The common case, multi-threaded (pyarrow): the seven columns by name, numbers that parse.
+    """The common case, multi-threaded (pyarrow) and streamed: the seven columns by name, numbers
+    that parse. The file is read block by block (``_BLOCK`` bytes), each block's columns kept as
+    numpy arrays and its time and symbol texts as codes into one list each, so a 300 MB file never
+    sits in memory as text or as a whole Arrow table (issue 15: peak memory).
 
     Returns (frame of the price columns, (row codes, distinct time texts), (row codes, distinct
     symbol texts)), or None for anything else, which ``_read_pandas`` reads and explains."""
@@ -185,22 +189,36 @@ def _read_arrow(p: Path):
         return None
     text = pa.dictionary(pa.int32(), pa.string())
     types = {"timestamp": text, "symbol": text}   # numbers: int64 or float64, as pandas infers them
+    prices: dict[str, list[np.ndarray]] = {c: [] for c in PRICE_COLUMNS}
+    codes: dict[str, list[np.ndarray]] = {c: [] for c in _ARROW_TYPES}
+    known: dict[str, dict[str, int]] = {c: {} for c in _ARROW_TYPES}
     try:
-        table = pcsv.read_csv(p, convert_options=pcsv.ConvertOptions(
-            column_types=types, include_columns=list(BAR_COLUMNS), strings_can_be_null=False))
+        reader = pcsv.open_csv(p, read_options=pcsv.ReadOptions(block_size=_BLOCK),
+                               convert_options=pcsv.ConvertOptions(column_types=types,
+                                                                   include_columns=list(BAR_COLUMNS),
+                                                                   strings_can_be_null=False))
+        kinds: dict[str, str] = {}
+        for batch in reader:
+            for c in PRICE_COLUMNS:
+                col = batch.column(c)
+                if col.null_count or not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
+                    return None
+                v = col.to_numpy(zero_copy_only=False)
+                if kinds.setdefault(c, v.dtype.kind) != v.dtype.kind:
+                    return None         # a column pandas would read as another type: it decides
+                prices[c].append(v)
+            for c in _ARROW_TYPES:
+                col = batch.column(c)
+                table = known[c]
+                remap = np.array([table.setdefault(t, len(table)) for t in col.dictionary.to_pylist()] or [0],
+                                 np.int64)
+                codes[c].append(remap[col.indices.to_numpy(zero_copy_only=False)])
     except (pa.ArrowInvalid, pa.ArrowKeyError, pa.ArrowTypeError, KeyError, UnicodeDecodeError):
         return None
-    if table.num_rows == 0 or any(table.column(c).null_count or not (
-            pa.types.is_floating(table.column(c).type) or pa.types.is_integer(table.column(c).type))
-            for c in PRICE_COLUMNS):
+    if not codes["timestamp"] or sum(len(x) for x in codes["timestamp"]) == 0:
         return None
-    coded = []
-    for c in _ARROW_TYPES:
-        col = table.column(c).unify_dictionaries() if table.column(c).num_chunks > 1 else table.column(c)
-        chunks = col.chunks
-        codes = np.concatenate([ch.indices.to_numpy(zero_copy_only=False) for ch in chunks]).astype(np.int64)
-        coded.append((codes, chunks[0].dictionary.to_pylist()))
-    frame = pd.DataFrame({c: table.column(c).to_numpy() for c in PRICE_COLUMNS})
+    frame = pd.DataFrame({c: np.concatenate(prices.pop(c)) for c in PRICE_COLUMNS})
+    coded = tuple((np.concatenate(codes[c]), list(known[c])) for c in _ARROW_TYPES)
     return frame, coded[0], coded[1]
 
 
