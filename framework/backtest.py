@@ -7,7 +7,6 @@ that can move through historical time and rebuild its equity curve) from the com
 from __future__ import annotations
 
 import gc
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -102,14 +101,13 @@ def replay(p: Pipeline, market: Replayable, signals: SignalBatches, *, absent_ho
 
 def persist(ledger: Ledger, journal: BufferedJournal, outcome: ReplayOutcome, market: Replayable, *,
             run_id: str, strategy: str, config_hash: str, universe: tuple[str, ...], initial_equity: float,
-            settings: dict, signals: str, background: bool = False) -> Persisting:
+            settings: dict, signals: str) -> Persisting:
     """Write a finished backtest to the ledger: run, cycles, decisions, orders, fills, equity, final marks.
 
     The run's row is committed first; then the records go in as columns in one transaction
-    (``journal.collect()`` keeps them for the artifacts). With ``background`` that transaction runs
-    on its own connection in a thread, while the caller writes the artifacts from the same columns
-    (SQLite does its part of the work without the GIL); ``Persisting.finish`` waits for it, then
-    marks the run done. Without, it is done when this returns."""
+    (``journal.collect()`` keeps them for the artifacts; a large run's bulk tables are packed,
+    ``framework.ledger.packed``), and the run is marked done. The write runs in the caller's thread:
+    packing is mostly Python work that a thread beside the artifacts would only take turns with."""
     ledger.start_run(run_id, strategy, config_hash, "backtest", "sim", initial_equity, universe, settings, signals,
                      journal.account.key)
     market.forget_sent()                 # the run is over: its reports live on in the journal only
@@ -121,51 +119,28 @@ def persist(ledger: Ledger, journal: BufferedJournal, outcome: ReplayOutcome, ma
         marks = market.prices(market.instruments(list(universe)))
         tables.add_cycle(run_id, outcome.n_cycles, "final-mark", t_end, "mark", float(eq["equity"].iloc[-1]), marks)
     done = Persisting(ledger, run_id, tables, eq, initial_equity)
-    if background:
-        done.start()
-    else:
-        done.write(ledger)
-        done.finish()
+    done.write(ledger)
+    done.finish()
     return done
 
 
 class Persisting:
-    """The ledger write of a finished backtest, possibly still running in a thread."""
+    """The ledger write of a finished backtest."""
 
     def __init__(self, ledger: Ledger, run_id: str, tables, equity: pd.DataFrame, initial_equity: float):
         self.ledger, self.run_id, self.tables, self.equity = ledger, run_id, tables, equity
         self.initial_equity = initial_equity
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
 
     def write(self, ledger: Ledger) -> None:
+        from framework.memory import release_freed
+
         with ledger.tx():
             self.tables.write(ledger)
             ledger.write_equity(self.run_id, self.equity)
-
-    def start(self) -> None:
-        def work() -> None:
-            own = Ledger(self.ledger.path)      # a connection belongs to the thread that made it
-            try:
-                self.write(own)
-            except BaseException as e:  # noqa: BLE001 - re-raised by wait() in the caller's thread
-                self._error = e
-            finally:
-                own.close()
-        self._thread = threading.Thread(target=work, name=f"ledger-{self.run_id}", daemon=False)
-        self._thread.start()
-
-    def wait(self, quiet: bool = False) -> None:
-        """Wait for the write; re-raise its error (unless ``quiet``: the caller is raising its own)."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None and not quiet:
-            raise self._error
+        release_freed()        # what packing the rows took is not held through the artifacts
 
     def finish(self, artifacts: str | None = None) -> None:
-        """Wait for the write, then record the run as done (with the path of its artifacts)."""
-        self.wait()
+        """Record the run as done (with the path of its artifacts)."""
         eq = self.equity
         self.ledger.finish_run(self.run_id, "done",
                                eq["time"].iloc[0].isoformat() if len(eq) else None,

@@ -166,20 +166,18 @@ class SimulatedRun:
     run_id: str
     outcome: Any                # framework.backtest.ReplayOutcome
     ledger: Ledger
-    writing: Any                # framework.backtest.Persisting: the ledger write, maybe still running
+    writing: Any                # framework.backtest.Persisting: the ledger write (done; ``finish`` records artifacts)
 
 
 def simulate(ledger: Ledger, pipeline, market, signals, run_id: str, info: RunInfo, *, initial_equity: float,
-             absent_hold: bool = False, progress: bool = False, background: bool = False) -> SimulatedRun:
+             absent_hold: bool = False, progress: bool = False) -> SimulatedRun:
     """Replay ``signals`` through the simulated ``pipeline`` and persist the run (backtest and the
-    paper-vs-simulation replay). The pipeline's journal must be a ``BufferedJournal`` of ``run_id``.
-
-    With ``background`` the ledger write runs in a thread while the caller writes the artifacts from
-    the same columns; ``writing.finish(artifacts)`` then waits for it and marks the run done."""
+    paper-vs-simulation replay). The pipeline's journal must be a ``BufferedJournal`` of ``run_id``;
+    its columns stay in memory for the artifacts (``journal.tables``)."""
     from framework.backtest import persist, replay
 
     outcome = replay(pipeline, market, signals, absent_hold=absent_hold, progress=progress)
     writing = persist(ledger, pipeline.journal, outcome, market, run_id=run_id, strategy=info.strategy,
                       config_hash=info.config_hash, universe=pipeline.universe.symbols, initial_equity=initial_equity,
-                      settings=info.settings, signals=info.signals, background=background)
+                      settings=info.settings, signals=info.signals)
     return SimulatedRun(run_id, outcome, ledger, writing)

@@ -165,17 +165,13 @@ def run_backtest(settings: Settings, settings_path: str | None, strategy: Strate
         try:
             info = RunInfo(strategy.name, strategy.config_hash(), "backtest", settings=setup.settings_dump,
                            signals=setup.signals_source)
-            # the ledger's bulk write runs beside the artifacts, which are made from the same columns
             run = simulate(ledger, setup.pipeline, setup.market, setup.signals, setup.run_id, info,
                            initial_equity=setup.initial_cash, absent_hold=strategy.signals.absent == "hold",
-                           progress=progress, background=True)
-            try:
-                out = write_artifacts(ledger, setup.run_id, out_dir or settings.reports_dir, report=report,
-                                      tables=setup.journal.tables, equity=run.outcome.equity, record=False,
-                                      figures=figures)
-            except BaseException:
-                run.writing.wait(quiet=True)      # never leave the write running behind an error
-                raise
+                           progress=progress)
+            # the artifacts are made from the columns the ledger was just given, not read back
+            out = write_artifacts(ledger, setup.run_id, out_dir or settings.reports_dir, report=report,
+                                  tables=setup.journal.tables, equity=run.outcome.equity, record=False,
+                                  figures=figures)
             run.writing.finish(str(out))
         finally:
             ledger.close()

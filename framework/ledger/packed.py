@@ -48,52 +48,65 @@ def pack_rows() -> int:
         return DEFAULT_PACK_ROWS
 
 
-def _arrow(col, n: int):
-    """One column (list, numpy array, IsoTimes, Coded) as an Arrow array; None if it has no single type."""
+PACK_CHUNK = 100_000      # rows per packed part: what one part's conversion holds in memory at once
+
+
+def _arrow_slices(col):
+    """A function (lo, hi) -> rows lo..hi of one column (list, numpy array, IsoTimes, Coded) as an
+    Arrow array, or None when they have no single type. Dictionary columns share one dictionary."""
     import pyarrow as pa
 
-    try:
-        if isinstance(col, IsoTimes):
-            uniq, inv = np.unique(col.times, return_inverse=True)
-            return pa.DictionaryArray.from_arrays(pa.array(inv.reshape(-1).astype(np.int32)),
-                                                  pa.array(IsoTimes(uniq).strings(), pa.string()))
-        if isinstance(col, Coded):
-            codes = np.asarray(col.codes)
-            return pa.DictionaryArray.from_arrays(pa.array(codes if codes.dtype.kind == "i" else codes.astype(np.int32)),
-                                                  pa.array(list(col.values)))
-        if isinstance(col, np.ndarray):
-            if col.dtype.kind == "f":
-                return pa.array(col.astype(np.float64), from_pandas=True)      # NaN -> NULL, as SQLite binds it
-            if col.dtype.kind in "iu":
-                return pa.array(col.astype(np.int64))
-            return pa.array(col.tolist())
-        values = list(col)
-        if values and all(type(v) is str for v in values[:64]):
-            try:
-                return pa.array(values, pa.string())      # typed: no inference pass over a million ids
-            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-                pass
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
-        return None
+    if isinstance(col, IsoTimes):
+        uniq, inv = np.unique(col.times, return_inverse=True)
+        codes = inv.reshape(-1).astype(np.int32)
+        texts = pa.array(IsoTimes(uniq).strings(), pa.string())
+        return lambda lo, hi: pa.DictionaryArray.from_arrays(pa.array(codes[lo:hi]), texts)
+    if isinstance(col, Coded):
+        codes = np.asarray(col.codes)
+        codes = codes if codes.dtype.kind == "i" else codes.astype(np.int32)
+        try:
+            values = pa.array(list(col.values))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+            return lambda lo, hi: None
+        return lambda lo, hi: pa.DictionaryArray.from_arrays(pa.array(codes[lo:hi]), values)
+
+    def plain(lo: int, hi: int):
+        try:
+            if isinstance(col, np.ndarray):
+                part = col[lo:hi]
+                if part.dtype.kind == "f":
+                    return pa.array(part.astype(np.float64), from_pandas=True)   # NaN -> NULL, as SQLite binds it
+                if part.dtype.kind in "iu":
+                    return pa.array(part.astype(np.int64))
+                return pa.array(part.tolist())
+            values = list(col[lo:hi])
+            if values and all(type(v) is str for v in values[:64]):
+                try:
+                    return pa.array(values, pa.string())      # typed: no inference pass over a million ids
+                except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+                    pass
+            return pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+            return None
+    return plain
 
 
-def _unique(arr) -> bool:
-    """Whether the Arrow array's non-NULL values are all different (what a unique index asks).
-    A plain array is hashed by Arrow (without the GIL: the ledger write runs beside the
-    artifacts); a dictionary one by its codes."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+def _unique(col, n: int) -> bool:
+    """Whether the column's non-NULL values are all different (what a unique index asks)."""
+    from framework.ledger.columns import chunk_of
 
-    if pa.types.is_dictionary(arr.type):
-        values = arr.dictionary.to_pylist()
+    if isinstance(col, Coded):
         first: dict = {}
-        canon = np.array([first.setdefault(v, k) if v is not None else -1 for k, v in enumerate(values)] or [-1])
-        codes = canon[np.asarray(arr.indices.to_numpy(zero_copy_only=False), np.int64)]
+        canon = np.array([first.setdefault(v, k) if v is not None else -1 for k, v in enumerate(col.values)] or [-1])
+        codes = canon[np.asarray(col.codes, np.int64)]
         codes = codes[codes >= 0]
         return len(np.unique(codes)) == len(codes)
-    values = arr.drop_null()
-    return len(pc.unique(values)) == len(values)
+    if isinstance(col, np.ndarray) and col.dtype.kind in "iuf":
+        v = col[~np.isnan(col)] if col.dtype.kind == "f" else col
+        return len(np.unique(v)) == len(v)
+    values = col if isinstance(col, list) else chunk_of(col, 0, n)
+    distinct = set(values)              # no copy of a million ids, only the set's table
+    return len(distinct) - (None in distinct) == len(values) - values.count(None)
 
 
 class PackedQueries:
@@ -121,35 +134,40 @@ class PackedQueries:
             return False
         run_id = next(iter(run_ids))
         info = [(r[1], r[2], r[4]) for r in self.db.execute(f"PRAGMA table_info({table})")]
-        account = self._account_of(run_id, columns, n)
-        arrays, fields = [], []
-        for name, decl, default in info:
-            if name in columns:
-                arr = _arrow(columns[name], n)
-                if arr is None or not _affine(arr, decl):
-                    return False
-                if decl.upper() == "REAL" and pa.types.is_integer(arr.type):
-                    arr = arr.cast(pa.float64())        # a REAL column stores a bound integer as REAL
-            else:
-                arr = _constant(default, decl, n)
-            arrays.append(arr)
-            fields.append(name)
+        unknown = set(names) - {name for name, _, _ in info}
+        if unknown:
+            raise ValueError(f"table {table} has no column(s) {sorted(unknown)}")
         # the rows the table's keys would fold are not packed: one row per client order id and run,
         # a venue trade booked once per account
         key = {"orders": "client_order_id", "fills": "trade_id"}.get(table)
-        if key in columns and not _unique(arrays[fields.index(key)]):
+        if key in columns and not _unique(columns[key], n):
             return False
-        unknown = set(names) - set(fields)
-        if unknown:
-            raise ValueError(f"table {table} has no column(s) {sorted(unknown)}")
-        batch = pa.Table.from_arrays(arrays, names=fields)
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, batch.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as w:
-            w.write_table(batch, max_chunksize=max(n, 1))
-        part = self.db.execute("SELECT COUNT(*) FROM packed_parts WHERE run_id=? AND tbl=?",
-                               (run_id, table)).fetchone()[0]
-        self.db.execute("INSERT INTO packed_parts (run_id, tbl, part, account, n_rows, data) VALUES (?,?,?,?,?,?)",
-                        (run_id, table, part, account, n, memoryview(sink.getvalue())))
+        account = self._account_of(run_id, columns, n)
+        slices = {name: _arrow_slices(columns[name]) for name, _, _ in info if name in columns}
+        first = self.db.execute("SELECT COUNT(*) FROM packed_parts WHERE run_id=? AND tbl=?",
+                                (run_id, table)).fetchone()[0]
+        for k, lo in enumerate(range(0, n, PACK_CHUNK)):
+            hi = min(lo + PACK_CHUNK, n)
+            arrays = []
+            for name, decl, default in info:
+                if name not in slices:
+                    arrays.append(_constant(default, decl, hi - lo))
+                    continue
+                arr = slices[name](lo, hi)
+                if arr is None or not _affine(arr, decl):     # no single type: the rows go in as rows
+                    self.db.execute("DELETE FROM packed_parts WHERE run_id=? AND tbl=? AND part>=?",
+                                    (run_id, table, first))
+                    return False
+                if decl.upper() == "REAL" and pa.types.is_integer(arr.type):
+                    arr = arr.cast(pa.float64())        # a REAL column stores a bound integer as REAL
+                arrays.append(arr)
+            batch = pa.RecordBatch.from_arrays(arrays, names=[name for name, _, _ in info])
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, batch.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as w:
+                w.write_batch(batch)
+            del batch, arrays
+            self.db.execute("INSERT INTO packed_parts (run_id, tbl, part, account, n_rows, data) VALUES (?,?,?,?,?,?)",
+                            (run_id, table, first + k, account, hi - lo, memoryview(sink.getvalue())))
         return True
 
     def _account_of(self, run_id: str, columns: dict[str, object], n: int) -> str | None:
@@ -172,7 +190,7 @@ class PackedQueries:
                                                (run_id, table))]
         if not parts or self.db.execute(f"SELECT 1 FROM {table} WHERE run_id=? LIMIT 1", (run_id,)).fetchone():
             return None
-        whole = pa.concat_tables([pa.ipc.open_stream(b).read_all() for b in parts])
+        whole = pa.concat_tables([pa.ipc.open_stream(b).read_all() for b in parts], promote_options="default")
         cols = []
         for name in whole.column_names:
             col = whole.column(name).combine_chunks()

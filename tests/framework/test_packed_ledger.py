@@ -40,6 +40,7 @@ def pair(inputs, tmp_path_factory):  # noqa: F811
     root = tmp_path_factory.mktemp("packed")
     try:
         rows = _run(inputs, root, mp, "0")
+        mp.setattr("framework.ledger.packed.PACK_CHUNK", 7)      # several parts per table
         packed = _run(inputs, root, mp, "1")
     finally:
         mp.undo()
@@ -51,6 +52,8 @@ def pair(inputs, tmp_path_factory):  # noqa: F811
 def test_the_packed_run_is_packed_and_the_other_is_not(pair):
     (rows, rid_r, _), (packed, rid_p, _) = pair
     assert rows.packed_rows("orders") == 0
+    parts = packed.db.execute("SELECT COUNT(*) FROM packed_parts WHERE tbl='orders'").fetchone()[0]
+    assert parts == -(-packed.count_rows("orders", rid_p) // 7) > 1
     for table in ("orders", "fills", "order_events", "decisions"):
         assert packed.packed_rows(table, rid_p) > 0, table
         assert packed.db.execute(f"SELECT COUNT(*) FROM {table} WHERE run_id=?", (rid_p,)).fetchone()[0] == 0
