@@ -36,8 +36,18 @@ def final_marks(prices: pd.DataFrame, fills: pd.DataFrame) -> dict[str, tuple[fl
     """Return ``{symbol: (price, source)}``: the last close in ``prices``, else the last fill price."""
     marks: dict[str, tuple[float, str]] = {}
     if len(fills):
-        last_fill = fills[["symbol", "price"]].iloc[time_order(fills)].groupby("symbol")["price"].last()
-        marks.update({str(s): (float(p), "last_fill") for s, p in last_fill.items()})
+        # each symbol's last fill price with a price, in time order (groupby(...).last()), over
+        # codes and positions: a million fills are not copied to find 500 prices
+        order = time_order(fills)
+        codes, symbols = pd.factorize(fills["symbol"], sort=True)
+        price = fills["price"].to_numpy(np.float64, na_value=np.nan)[order]
+        code = codes[order]
+        keep = (code >= 0) & ~np.isnan(price)
+        code, price = code[keep], price[keep]
+        if len(code):
+            seen, first_from_end = np.unique(code[::-1], return_index=True)
+            last = len(code) - 1 - first_from_end
+            marks.update({str(symbols[c]): (float(price[i]), "last_fill") for c, i in zip(seen.tolist(), last.tolist())})
     if prices is not None and not prices.empty:
         for symbol in prices.columns:
             column = prices[symbol].dropna()
@@ -54,20 +64,25 @@ def attribute_pnl(fills: pd.DataFrame, marks: Mapping[str, tuple[float, str] | f
     """
     rows = []
     if len(fills):
-        columns = [c for c in ("symbol", "side", "qty", "price", "fee", "slippage") if c in fills]
-        ordered = fills[columns].iloc[time_order(fills)]
-        # one pass over whole columns, then each symbol's rows (in time order) as array slices
-        codes, symbols = pd.factorize(ordered["symbol"], sort=True)
+        # one pass over whole columns, then each symbol's rows (in time order) as array slices;
+        # ``rows`` are positions in ``fills``: its columns are never copied whole
+        order = time_order(fills)
+        all_codes, symbols = pd.factorize(fills["symbol"], sort=True)
+        codes = all_codes[order]
         rank = np.argsort(codes, kind="stable")
         rank = rank[codes[rank] >= 0]                       # no symbol: no row (as groupby drops it)
         bounds = np.searchsorted(codes[rank], np.arange(len(symbols) + 1))
-        side_codes, sides = pd.factorize(ordered["side"].astype(str))      # each distinct text once
-        side_sign = np.where(pd.Index(sides).str.lower() == "buy", 1.0, -1.0)
-        signs = side_sign[side_codes][rank]
-        qtys = ordered["qty"].astype(float).to_numpy()[rank] * signs
-        prices = ordered["price"].astype(float).to_numpy()[rank]
-        fees = ordered["fee"].astype(float).to_numpy()[rank]
-        slip = ordered["slippage"].astype(float).to_numpy()[rank] if "slippage" in ordered else None
+        rows_at = order[rank]
+        side_codes, sides = pd.factorize(fills["side"], use_na_sentinel=False)   # each distinct value once
+        side_sign = np.where(pd.Index(sides).astype(str).str.lower() == "buy", 1.0, -1.0)
+        signs = side_sign[side_codes[rows_at]]
+
+        def column(name: str) -> np.ndarray:
+            return fills[name].astype(float).to_numpy()[rows_at]
+
+        qtys = column("qty") * signs
+        prices, fees = column("price"), column("fee")
+        slip = column("slippage") if "slippage" in fills else None
         for k, symbol in enumerate(symbols):
             part = slice(int(bounds[k]), int(bounds[k + 1]))
             rows.append(_symbol_row(str(symbol), qtys[part], prices[part], fees[part],
