@@ -27,7 +27,7 @@ def _helpers() -> list:
 
 def _worker() -> FigureWorker:
     if threading.active_count() > 1:
-        pytest.skip("another thread is running: the helper is (rightly) not forked")
+        pytest.skip("another thread is running: the helper is (rightly) not forked (see the last test)")
     worker = FigureWorker.start()
     assert worker is not None
     return worker
@@ -96,7 +96,7 @@ def test_the_backtest_command_writes_the_same_files_with_figures_drawn_ahead(bac
     from framework.config import load_settings, load_strategy
 
     if threading.active_count() > 1:
-        pytest.skip("another thread is running: the helper is (rightly) not forked")
+        pytest.skip("another thread is running: the helper is (rightly) not forked (see the last test)")
     settings_path, strategy_path = backtest_files
     settings = load_settings(settings_path)
     strategy = load_strategy(str(strategy_path), str(settings_path))
@@ -129,3 +129,20 @@ def test_no_helper_outlives_a_backtest_that_fails(backtest_files):
     with pytest.raises(UsageError, match="--cash must be positive"):
         run_backtest(settings, str(settings_path), strategy, draw_ahead=True, cash=-1.0)
     assert not _helpers()
+
+
+def test_the_module_in_a_process_without_threads():
+    """In the whole suite other tests' local servers keep threads alive in this process (session
+    fixtures), where the helper is rightly not forked and the tests above skip; then the module runs
+    again in a fresh process, where they must all run and pass."""
+    import os
+    import subprocess
+    import sys
+
+    if os.environ.get("PARITY_FIGURES_CHILD") or threading.active_count() == 1:
+        return                                    # the tests above ran here, in a process without threads
+    env = {**os.environ, "PARITY_FIGURES_CHILD": "1"}
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", __file__],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    assert "skipped" not in p.stdout.splitlines()[-1], p.stdout[-2000:]
