@@ -43,7 +43,12 @@ class BarArrays:
         idx = [self.symbols.index(s) for s in symbols]
         close = self.close[:, idx]
         rows = ~np.isnan(close).all(axis=1)
-        pick = (lambda m: m[:, idx][rows]) if not rows.all() else (lambda m: m[:, idx])
+        if rows.all() and idx == list(range(len(self.symbols))):
+            return self                    # the same columns: shared, not copied (a sweep's points)
+        # row-major like the arrays read (a fancy index on the columns would make them column-major,
+        # and the simulator reads one bar's row of every symbol at a time)
+        pick = (lambda m: np.ascontiguousarray(m[:, idx][rows])) if not rows.all() else \
+            (lambda m: np.ascontiguousarray(m[:, idx]))
         sr = None if self.split_ratio is None else pick(self.split_ratio)
         return BarArrays(self.times[rows], tuple(symbols), pick(self.open), pick(self.high), pick(self.low),
                          pick(self.close), pick(self.volume), sr)
