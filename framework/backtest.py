@@ -101,13 +101,15 @@ def replay(p: Pipeline, market: Replayable, signals: SignalBatches, *, absent_ho
 
 def persist(ledger: Ledger, journal: BufferedJournal, outcome: ReplayOutcome, market: Replayable, *,
             run_id: str, strategy: str, config_hash: str, universe: tuple[str, ...], initial_equity: float,
-            settings: dict, signals: str) -> Persisting:
+            settings: dict, signals: str) -> None:
     """Write a finished backtest to the ledger: run, cycles, decisions, orders, fills, equity, final marks.
 
     The run's row is committed first; then the records go in as columns in one transaction
     (``journal.collect()`` keeps them for the artifacts; a large run's bulk tables are packed,
     ``framework.ledger.packed``), and the run is marked done. The write runs in the caller's thread:
     packing is mostly Python work that a thread beside the artifacts would only take turns with."""
+    from framework.memory import release_freed
+
     ledger.start_run(run_id, strategy, config_hash, "backtest", "sim", initial_equity, universe, settings, signals,
                      journal.account.key)
     market.forget_sent()                 # the run is over: its reports live on in the journal only
@@ -118,34 +120,13 @@ def persist(ledger: Ledger, journal: BufferedJournal, outcome: ReplayOutcome, ma
         t_end = eq["time"].iloc[-1].tz_convert("UTC").tz_localize(None).to_datetime64()
         marks = market.prices(market.instruments(list(universe)))
         tables.add_cycle(run_id, outcome.n_cycles, "final-mark", t_end, "mark", float(eq["equity"].iloc[-1]), marks)
-    done = Persisting(ledger, run_id, tables, eq, initial_equity)
-    done.write(ledger)
-    done.finish()
-    return done
-
-
-class Persisting:
-    """The ledger write of a finished backtest."""
-
-    def __init__(self, ledger: Ledger, run_id: str, tables, equity: pd.DataFrame, initial_equity: float):
-        self.ledger, self.run_id, self.tables, self.equity = ledger, run_id, tables, equity
-        self.initial_equity = initial_equity
-
-    def write(self, ledger: Ledger) -> None:
-        from framework.memory import release_freed
-
-        with ledger.tx():
-            self.tables.write(ledger)
-            ledger.write_equity(self.run_id, self.equity)
-        release_freed()        # what packing the rows took is not held through the artifacts
-
-    def finish(self, artifacts: str | None = None) -> None:
-        """Record the run as done (with the path of its artifacts)."""
-        eq = self.equity
-        self.ledger.finish_run(self.run_id, "done",
-                               eq["time"].iloc[0].isoformat() if len(eq) else None,
-                               eq["time"].iloc[-1].isoformat() if len(eq) else None,
-                               float(eq["equity"].iloc[-1]) if len(eq) else self.initial_equity, artifacts)
+    with ledger.tx():
+        tables.write(ledger)
+        ledger.write_equity(run_id, eq)
+    release_freed()        # what packing the rows took is not held through the artifacts
+    ledger.finish_run(run_id, "done", eq["time"].iloc[0].isoformat() if len(eq) else None,
+                      eq["time"].iloc[-1].isoformat() if len(eq) else None,
+                      float(eq["equity"].iloc[-1]) if len(eq) else initial_equity, None)
 
 
 def new_run_id(strategy: str, mode: str) -> str:

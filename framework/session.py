@@ -166,7 +166,6 @@ class SimulatedRun:
     run_id: str
     outcome: Any                # framework.backtest.ReplayOutcome
     ledger: Ledger
-    writing: Any                # framework.backtest.Persisting: the ledger write (done; ``finish`` records artifacts)
 
 
 def simulate(ledger: Ledger, pipeline, market, signals, run_id: str, info: RunInfo, *, initial_equity: float,
@@ -177,7 +176,7 @@ def simulate(ledger: Ledger, pipeline, market, signals, run_id: str, info: RunIn
     from framework.backtest import persist, replay
 
     outcome = replay(pipeline, market, signals, absent_hold=absent_hold, progress=progress)
-    writing = persist(ledger, pipeline.journal, outcome, market, run_id=run_id, strategy=info.strategy,
+    persist(ledger, pipeline.journal, outcome, market, run_id=run_id, strategy=info.strategy,
                       config_hash=info.config_hash, universe=pipeline.universe.symbols, initial_equity=initial_equity,
                       settings=info.settings, signals=info.signals)
-    return SimulatedRun(run_id, outcome, ledger, writing)
+    return SimulatedRun(run_id, outcome, ledger)

@@ -170,9 +170,7 @@ def run_backtest(settings: Settings, settings_path: str | None, strategy: Strate
                            progress=progress)
             # the artifacts are made from the columns the ledger was just given, not read back
             out = write_artifacts(ledger, setup.run_id, out_dir or settings.reports_dir, report=report,
-                                  tables=setup.journal.tables, equity=run.outcome.equity, record=False,
-                                  figures=figures)
-            run.writing.finish(str(out))
+                                  tables=setup.journal.tables, equity=run.outcome.equity, figures=figures)
         finally:
             ledger.close()
     finally:
