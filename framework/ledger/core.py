@@ -339,6 +339,7 @@ class Ledger(PackedQueries, RunQueries, LeaseQueries, SweepQueries, SleeveQuerie
             return
         sql = f"{verb} INTO {table} ({', '.join(names)}) VALUES ({','.join('?' * len(names))})"
         cols = list(columns.values())
+        self.refuse_packed(table, columns, n)
         with self.tx():
             if self.write_packed(table, columns):      # one large backtest's rows as one block
                 return

@@ -41,11 +41,16 @@ DEFAULT_PACK_ROWS = 100_000
 
 def pack_rows() -> int:
     """Rows from which one table of one backtest is packed (``PARITY_PACK_ROWS``; 0 never packs)."""
-    raw = os.environ.get("PARITY_PACK_ROWS", "")
-    try:
-        return int(raw) if raw.strip() else DEFAULT_PACK_ROWS
-    except ValueError:
+    from framework.errors import UsageError
+
+    raw = os.environ.get("PARITY_PACK_ROWS", "").strip()
+    if not raw:
         return DEFAULT_PACK_ROWS
+    try:
+        return int(raw)
+    except ValueError:
+        raise UsageError(f"PARITY_PACK_ROWS={raw!r} is not a whole number of rows: set it (in the environment "
+                         f"or .env) to e.g. {DEFAULT_PACK_ROWS}, or 0 to store every row as a row") from None
 
 
 PACK_CHUNK = 100_000      # rows per packed part: what one part's conversion holds in memory at once
@@ -137,15 +142,17 @@ class PackedQueries:
         unknown = set(names) - {name for name, _, _ in info}
         if unknown:
             raise ValueError(f"table {table} has no column(s) {sorted(unknown)}")
+        account = self._account_of(run_id, columns)
+        # only the whole of a run's table is packed, in one write: rows already recorded for the run
+        # (or for the account's trades) would have to be checked against
+        if self._has_rows(table, run_id, account):
+            return False
         # the rows the table's keys would fold are not packed: one row per client order id and run,
         # a venue trade booked once per account
         key = {"orders": "client_order_id", "fills": "trade_id"}.get(table)
         if key in columns and not _unique(columns[key], n):
             return False
-        account = self._account_of(run_id, columns, n)
         slices = {name: _arrow_slices(columns[name]) for name, _, _ in info if name in columns}
-        first = self.db.execute("SELECT COUNT(*) FROM packed_parts WHERE run_id=? AND tbl=?",
-                                (run_id, table)).fetchone()[0]
         for k, lo in enumerate(range(0, n, PACK_CHUNK)):
             hi = min(lo + PACK_CHUNK, n)
             arrays = []
@@ -155,8 +162,7 @@ class PackedQueries:
                     continue
                 arr = slices[name](lo, hi)
                 if arr is None or not _affine(arr, decl):     # no single type: the rows go in as rows
-                    self.db.execute("DELETE FROM packed_parts WHERE run_id=? AND tbl=? AND part>=?",
-                                    (run_id, table, first))
+                    self.db.execute("DELETE FROM packed_parts WHERE run_id=? AND tbl=?", (run_id, table))
                     return False
                 if decl.upper() == "REAL" and pa.types.is_integer(arr.type):
                     arr = arr.cast(pa.float64())        # a REAL column stores a bound integer as REAL
@@ -167,10 +173,38 @@ class PackedQueries:
                 w.write_batch(batch)
             del batch, arrays
             self.db.execute("INSERT INTO packed_parts (run_id, tbl, part, account, n_rows, data) VALUES (?,?,?,?,?,?)",
-                            (run_id, table, first + k, account, hi - lo, memoryview(sink.getvalue())))
+                            (run_id, table, k, account, hi - lo, memoryview(sink.getvalue())))
         return True
 
-    def _account_of(self, run_id: str, columns: dict[str, object], n: int) -> str | None:
+    def refuse_packed(self, table: str, columns: dict[str, object], n: int) -> None:
+        """Raise when rows are written to a run whose ``table`` is packed: a packed table is the whole
+        of a finished backtest's rows, and more rows could not be checked against its keys."""
+        from framework.ledger.columns import chunk_of
+
+        if table not in PACKED_TABLES or "run_id" not in columns or n == 0:
+            return
+        run = columns["run_id"]
+        run_ids = list(run.values) if isinstance(run, Coded) else sorted(set(chunk_of(run, 0, n)))
+        q = ",".join("?" * len(run_ids))
+        row = self.db.execute(f"SELECT run_id FROM packed_parts WHERE tbl=? AND run_id IN ({q}) LIMIT 1",
+                              (table, *run_ids)).fetchone()
+        if row is not None:
+            raise ValueError(f"run {row[0]}'s {table} are packed (a finished backtest's, final): no rows are added")
+
+    def _has_rows(self, table: str, run_id: str, account: str | None) -> bool:
+        """Whether ``run_id`` already has rows of ``table`` (as rows or packed), or, for fills, its
+        account has any."""
+        if self.db.execute(f"SELECT 1 FROM {table} WHERE run_id=? LIMIT 1", (run_id,)).fetchone():
+            return True
+        if self.db.execute("SELECT 1 FROM packed_parts WHERE run_id=? AND tbl=? LIMIT 1", (run_id, table)).fetchone():
+            return True
+        if table == "fills" and account is not None:
+            return self.db.execute("SELECT 1 FROM fills WHERE account=? LIMIT 1", (account,)).fetchone() is not None \
+                or self.db.execute("SELECT 1 FROM packed_parts WHERE account=? AND tbl='fills' LIMIT 1",
+                                   (account,)).fetchone() is not None
+        return False
+
+    def _account_of(self, run_id: str, columns: dict[str, object]) -> str | None:
         from framework.ledger.columns import chunk_of
 
         if "account" in columns:

@@ -149,8 +149,33 @@ def test_rows_that_break_uniqueness_are_written_as_rows(tmp_path, monkeypatch):
         ledger.write_columns("fills", fills)               # trade t1 twice: the unique index folds it
         assert ledger.packed_rows("fills") == 0 and ledger.count_rows("fills", "r2") == 3
         fills["trade_id"] = Coded(np.array([0, 1, 2, 0], np.int8), [None, "t3", "t4"])
-        fills["run_id"] = Coded.constant("r3", n)
+        fills["run_id"], fills["account"] = Coded.constant("r3", n), Coded.constant("sim:sim:r3", n)
         ledger.write_columns("fills", fills)               # NULL trade ids are not keys: packed
         assert ledger.packed_rows("fills", "r3") == 4
+        # a run's table is packed whole, once: more rows for it are refused (they could repeat its keys)
+        more = {**cols, "client_order_id": ["d", "e", "f", "g"]}
+        with pytest.raises(ValueError, match="r2's orders are packed"):
+            ledger.write_columns("orders", more)
+        assert ledger.packed_rows("orders", "r2") == 4 and ledger.count_rows("orders", "r2") == 4
+        # a run that already has rows of a table keeps adding rows, never a packed part beside them
+        ledger.write_columns("orders", {**cols, "run_id": Coded.constant("r1", n),
+                                        "client_order_id": ["c", "d", "e", "f"]})
+        assert ledger.packed_rows("orders", "r1") == 0 and ledger.count_rows("orders", "r1") == 6
+        # ... and so are an account's fills: r4 books into r3's account, whose trades are packed
+        fills["run_id"] = Coded.constant("r4", n)
+        ledger.write_columns("fills", fills)
+        assert ledger.packed_rows("fills", "r4") == 0
     finally:
         ledger.close()
+
+
+def test_a_bad_pack_threshold_is_named(tmp_path, monkeypatch):
+    from framework.errors import UsageError
+    from framework.ledger.packed import pack_rows
+
+    monkeypatch.setenv("PARITY_PACK_ROWS", "lots")
+    with pytest.raises(UsageError, match="PARITY_PACK_ROWS='lots' is not a whole number"):
+        pack_rows()
+    monkeypatch.setenv("PARITY_PACK_ROWS", "0")
+    assert pack_rows() == 0
+
