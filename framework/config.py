@@ -257,6 +257,18 @@ class GeneratorSettings(Model):
     params: dict[str, float | int | str | bool] = {}
 
 
+def check_risk_overrides(v: dict[str, float]) -> dict[str, float]:
+    """A ``risk:`` block overriding settings.yaml's limits (a strategy's or a portfolio's): known
+    names only, and fractions written as fractions (35 is refused, with the 0.35 it likely meant)."""
+    unknown = set(v) - set(RiskLimits.model_fields)
+    if unknown:
+        raise ValueError(f"unknown risk limit(s) {sorted(unknown)}; known: {sorted(RiskLimits.model_fields)}")
+    for k in ("max_position_size_pct", "max_daily_loss_pct", "min_confidence"):
+        if k in v and v[k] > 1:
+            raise ValueError(f"{k}: {percent_message(v[k])}")
+    return v
+
+
 class StrategyConfig(Model):
     name: str
     description: str = ""
@@ -275,13 +287,7 @@ class StrategyConfig(Model):
     @field_validator("risk")
     @classmethod
     def _known_risk_keys(cls, v: dict[str, float]) -> dict[str, float]:
-        unknown = set(v) - set(RiskLimits.model_fields)
-        if unknown:
-            raise ValueError(f"unknown risk limit(s) {sorted(unknown)}; known: {sorted(RiskLimits.model_fields)}")
-        for k in ("max_position_size_pct", "max_daily_loss_pct", "min_confidence"):
-            if k in v and v[k] > 1:
-                raise ValueError(f"{k}: {percent_message(v[k])}")
-        return v
+        return check_risk_overrides(v)
 
     def limits(self, base: RiskLimits) -> RiskLimits:
         return RiskLimits(**{**base.model_dump(), **self.risk})

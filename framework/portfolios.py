@@ -24,6 +24,7 @@ from framework.config import (
     SimulationSettings,
     StrategyConfig,
     _validate,
+    check_risk_overrides,
     find_config,
     load_strategy,
     not_found,
@@ -83,10 +84,7 @@ class PortfolioConfig(Model):
     @field_validator("risk")
     @classmethod
     def _known_risk_keys(cls, v: dict[str, float]) -> dict[str, float]:
-        unknown = set(v) - set(RiskLimits.model_fields)
-        if unknown:
-            raise ValueError(f"unknown risk limit(s) {sorted(unknown)}; known: {sorted(RiskLimits.model_fields)}")
-        return v
+        return check_risk_overrides(v)
 
     def limits(self, base: RiskLimits) -> RiskLimits:
         """The account-wide limits: settings.yaml's, with this portfolio's overrides."""

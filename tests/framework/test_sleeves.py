@@ -69,6 +69,9 @@ def test_portfolio_config_errors_name_file_and_key(tmp_path):
     (p / "typo.yaml").write_text("sleeves: {a: 0.5}\nrisk: {max_exposure: 0.5}\n")
     with pytest.raises(ConfigError, match=r"typo.yaml \[risk\].*max_exposure"):
         load_portfolio("typo", path)
+    (p / "pct.yaml").write_text("sleeves: {a: 0.5}\nrisk: {max_position_size_pct: 35}\n")
+    with pytest.raises(ConfigError, match=r"pct.yaml \[risk\].*max_position_size_pct.*0\.35"):
+        load_portfolio("pct", path)              # a percentage where a fraction goes, as for a strategy
     (p / "key.yaml").write_text("sleeves: {a: 0.5}\naccount: {broker: alpaca, envirnoment: paper}\n")
     with pytest.raises(ConfigError, match=r"key.yaml \[account.envirnoment\]"):
         load_portfolio("key", path)
