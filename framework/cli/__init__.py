@@ -98,45 +98,40 @@ def backtest(ctx: click.Context, strategy_name: str | None, portfolio_name: str 
     if portfolio_name is not None:
         if strategy_name is not None:
             raise UsageError(one_of)
-        from framework.cli.portfolio import run_portfolio_backtest
-        from framework.sleeves.report import print_report
-
         if signals_path or start or end:
             raise UsageError("--portfolio takes each sleeve's archive from config/portfolios/NAME.yaml: "
                              "--signals, --start and --end apply to --strategy only")
-        run_id, summary, out, rep = run_portfolio_backtest(settings, ctx.obj["config"], portfolio_name,
-                                                           bars_path=bars_path, cash=cash, out_dir=out_dir)
-        if json_out:
-            from framework.cli.output import emit_json
-
-            emit_json({**summary, "artifacts": str(out), "sleeves": rep})
-        else:
-            _finish(summary, out, False)
-            print_report(rep)
+        _portfolio_backtest(settings, ctx.obj["config"], portfolio_name, bars_path, cash, out_dir, json_out)
         return
     if strategy_name is None:
         raise UsageError(one_of)
     strategy = load_strategy(strategy_name, ctx.obj["config"])
     if strategy.signals.strategies == "sleeves":       # the archive's strategies run as sleeves (SPEC §18)
-        from framework.cli.portfolio import run_portfolio_backtest
         from framework.portfolios import portfolio_of_strategy
-        from framework.sleeves.report import print_report
 
         pf = portfolio_of_strategy(strategy, ctx.obj["config"], signals_path)
-        _, summary, out, rep = run_portfolio_backtest(settings, ctx.obj["config"], pf, bars_path=bars_path, cash=cash,
-                                                      out_dir=out_dir)
-        if json_out:
-            from framework.cli.output import emit_json
-
-            emit_json({**summary, "artifacts": str(out), "sleeves": rep})
-        else:
-            _finish(summary, out, False)
-            print_report(rep)
+        _portfolio_backtest(settings, ctx.obj["config"], pf, bars_path, cash, out_dir, json_out)
         return
     run_id, summary, out = run_backtest(settings, ctx.obj["config"], strategy, signals_path=signals_path,
                                         bars_path=bars_path, start=start, end=end, cash=cash, out_dir=out_dir,
                                         progress=_progress(json_out), draw_ahead=True)
     _finish(summary, out, json_out)
+
+
+def _portfolio_backtest(settings, config: str | None, portfolio, bars_path, cash, out_dir, json_out: bool) -> None:
+    """Backtest a portfolio (a name, or the one a sleeves archive makes) and print its result."""
+    from framework.cli.portfolio import run_portfolio_backtest
+    from framework.sleeves.report import print_report
+
+    _, summary, out, rep = run_portfolio_backtest(settings, config, portfolio, bars_path=bars_path, cash=cash,
+                                                  out_dir=out_dir)
+    if json_out:
+        from framework.cli.output import emit_json
+
+        emit_json({**summary, "artifacts": str(out), "sleeves": rep})
+    else:
+        _finish(summary, out, False)
+        print_report(rep)
 
 
 def _finish(summary: dict, out: Path, json_out: bool) -> None:
