@@ -202,16 +202,12 @@ def _read_arrow(p: Path):
                                convert_options=pcsv.ConvertOptions(column_types=types,
                                                                    include_columns=list(BAR_COLUMNS),
                                                                    strings_can_be_null=False))
-        kinds: dict[str, str] = {}
-        for batch in reader:
+        for batch in reader:     # the stream's types are the first block's (a later misfit raises)
             for c in PRICE_COLUMNS:
                 col = batch.column(c)
                 if col.null_count or not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
                     return None
-                v = col.to_numpy(zero_copy_only=False)
-                if kinds.setdefault(c, v.dtype.kind) != v.dtype.kind:
-                    return None         # a column pandas would read as another type: it decides
-                prices[c].append(v)
+                prices[c].append(col.to_numpy(zero_copy_only=False))
             for c in _ARROW_TYPES:
                 col = batch.column(c)
                 table = known[c]
