@@ -97,6 +97,19 @@ def test_bars_from_frame_is_dense_with_nan_where_a_symbol_has_no_bar():
     assert len(back) == 3 and set(back["symbol"]) == {"AAPL", "BTC/USD"}
 
 
+def test_selected_bars_are_row_major_or_the_same_arrays():
+    """The simulator reads one bar's row of every symbol at a time: a selection is row-major (two
+    sweep workers reading column-major copies slowed each other through the shared cache), and
+    keeping every symbol shares the arrays instead of copying them."""
+    rows = [(f"2024-01-0{d}", s, 1, 2, 1, 2, 10) for d in range(1, 6) for s in ("A", "B", "C")]
+    b = bars_from_frame(frame(rows))
+    assert b.select(["A", "B", "C"]) is b
+    sel = b.select(["C", "A"])
+    for a in (sel.open, sel.high, sel.low, sel.close, sel.volume):
+        assert a.flags["C_CONTIGUOUS"] and a.shape == (5, 2)
+    np.testing.assert_array_equal(sel.close, b.close[:, [2, 0]])
+
+
 def test_infer_timeframe():
     hours = frame([(t, "BTC/USD", 1, 1, 1, 1, 1) for t in pd.date_range("2024-01-01", periods=5, freq="h")])
     days = frame([(t, "AAPL", 1, 1, 1, 1, 1) for t in pd.bdate_range("2024-01-01", periods=8)])
