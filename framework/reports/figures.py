@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from framework.reports.rundata import RunData
 
 FIGURES = ("equity", "drawdown", "exposure", "costs", "attribution", "decisions")
+HELPER_WAIT = 300.0      # seconds the command waits for the helper's PNGs before drawing them itself
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,8 @@ class FigureWorker:
         """The PNGs the helper drew from ``inputs`` (as ``submit`` gave them), else drawn here."""
         got: Any = None
         if self._conn is not None and self._sent:
-            try:
-                got = self._conn.recv()
+            try:   # a helper that never answers (stopped, stuck) costs HELPER_WAIT seconds, not the command
+                got = self._conn.recv() if self._conn.poll(HELPER_WAIT) else None
             except (OSError, EOFError):
                 got = None
         self.close()

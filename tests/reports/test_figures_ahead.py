@@ -63,6 +63,27 @@ def test_a_helper_that_is_gone_costs_time_only(run_inputs):
     assert not _helpers()
 
 
+def test_a_helper_that_never_answers_costs_its_wait_only(run_inputs, monkeypatch):
+    import os
+    import time
+
+    parent, draw = os.getpid(), figures.draw_figures
+
+    def stuck_in_the_helper(inputs):
+        if os.getpid() != parent:                    # the forked helper: takes far longer than the wait
+            time.sleep(60)
+        return draw(inputs)
+
+    monkeypatch.setattr(figures, "draw_figures", stuck_in_the_helper)
+    monkeypatch.setattr(figures, "HELPER_WAIT", 0.5)
+    worker = _worker()                               # forked after the patch: it inherits both
+    worker.submit(run_inputs)
+    t = time.monotonic()
+    assert worker.images(run_inputs) == draw(run_inputs)   # drawn here once the wait is over
+    assert time.monotonic() - t < 30
+    assert not _helpers()                            # the stuck helper was stopped, not left behind
+
+
 def test_a_figure_that_cannot_be_drawn_raises_in_the_process(run_inputs):
     bad = figures.FigureInputs(**{**run_inputs.__dict__, "equity": pd.DataFrame({"time": []})})
     with pytest.raises(KeyError, match="equity"):
