@@ -359,6 +359,14 @@ class SimulatedBroker(Broker):
         when it writes its records, so a million orders' arrays are not held a second time."""
         self._sent.clear()
 
+    def retire(self) -> None:
+        """The replay is over and its equity curve and final marks are taken: let go of the bars,
+        the fill prices and the book's fill log (a large backtest's 150 MB), so the ledger write
+        and the artifacts do not stack on them. Anything that needs them fails loudly after."""
+        self.forget_sent()
+        del self.bars, self.close_ff, self._fill_px, self.book
+        self._sigma = self._adv = None
+
     def describe(self) -> str:
         return f"simulated broker ({self.fill} fills, {self.n_bars} bars x {self.n_sym} symbols)"
 

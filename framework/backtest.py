@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from framework.bulk import RunTables
 from framework.engine import Pipeline, run_cycle
 from framework.journal import BufferedJournal
 from framework.ledger import Ledger
@@ -42,6 +43,8 @@ class Replayable(Protocol):
     def equity_curve(self) -> pd.DataFrame: ...
 
     def forget_sent(self) -> None: ...
+
+    def retire(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -102,14 +105,19 @@ def replay(p: Pipeline, market: Replayable, signals: SignalBatches, *, absent_ho
 def persist(ledger: Ledger, journal: BufferedJournal, outcome: ReplayOutcome, market: Replayable, *,
             run_id: str, strategy: str, config_hash: str, universe: tuple[str, ...], initial_equity: float,
             settings: dict, signals: str) -> None:
-    """Write a finished backtest to the ledger: run, cycles, decisions, orders, fills, equity, final marks.
+    """Write a finished backtest to the ledger: ``collect_run`` then ``store_run``."""
+    tables = collect_run(ledger, journal, outcome, market, run_id=run_id, strategy=strategy,
+                         config_hash=config_hash, universe=universe, initial_equity=initial_equity,
+                         settings=settings, signals=signals)
+    store_run(ledger, tables, outcome, run_id=run_id, initial_equity=initial_equity)
 
-    The run's row is committed first; then the records go in as columns in one transaction
-    (``journal.collect()`` keeps them for the artifacts; a large run's bulk tables are packed,
-    ``framework.ledger.packed``), and the run is marked done. The write runs in the caller's thread:
-    packing is mostly Python work that a thread beside the artifacts would only take turns with."""
-    from framework.memory import release_freed
 
+def collect_run(ledger: Ledger, journal: BufferedJournal, outcome: ReplayOutcome, market: Replayable, *,
+                run_id: str, strategy: str, config_hash: str, universe: tuple[str, ...], initial_equity: float,
+                settings: dict, signals: str) -> RunTables:
+    """Commit the run's row, turn the journal into columns (``journal.collect()``, kept for the
+    artifacts as ``journal.tables``) with the final marks. The market is not read after this: a
+    caller that is done with it ``retire``s it before ``store_run``."""
     ledger.start_run(run_id, strategy, config_hash, "backtest", "sim", initial_equity, universe, settings, signals,
                      journal.account.key)
     market.forget_sent()                 # the run is over: its reports live on in the journal only
@@ -120,6 +128,19 @@ def persist(ledger: Ledger, journal: BufferedJournal, outcome: ReplayOutcome, ma
         t_end = eq["time"].iloc[-1].tz_convert("UTC").tz_localize(None).to_datetime64()
         marks = market.prices(market.instruments(list(universe)))
         tables.add_cycle(run_id, outcome.n_cycles, "final-mark", t_end, "mark", float(eq["equity"].iloc[-1]), marks)
+    return tables
+
+
+def store_run(ledger: Ledger, tables: RunTables, outcome: ReplayOutcome, *, run_id: str,
+              initial_equity: float) -> None:
+    """Write a collected run's records in one transaction (a large run's bulk tables are packed,
+    ``framework.ledger.packed``) and mark the run done. The write runs in the caller's thread:
+    packing is mostly Python work that a thread beside the artifacts would only take turns with."""
+    from framework.memory import release_freed
+
+    eq = outcome.equity
+    assert eq is not None
+    release_freed()        # a retired market's bars are not held under the write
     with ledger.tx():
         tables.write(ledger)
         ledger.write_equity(run_id, eq)

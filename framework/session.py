@@ -169,14 +169,21 @@ class SimulatedRun:
 
 
 def simulate(ledger: Ledger, pipeline, market, signals, run_id: str, info: RunInfo, *, initial_equity: float,
-             absent_hold: bool = False, progress: bool = False) -> SimulatedRun:
+             absent_hold: bool = False, progress: bool = False, while_storing=None) -> SimulatedRun:
     """Replay ``signals`` through the simulated ``pipeline`` and persist the run (backtest and the
     paper-vs-simulation replay). The pipeline's journal must be a ``BufferedJournal`` of ``run_id``;
-    its columns stay in memory for the artifacts (``journal.tables``)."""
-    from framework.backtest import persist, replay
+    its columns stay in memory for the artifacts (``journal.tables``). The market is retired once
+    the run is collected (its bars are not needed after). ``while_storing(tables, equity)``, if
+    given, is called between collecting the run and writing it to the ledger: work on the same
+    columns can start there (``framework.artifacts.CsvsAhead``)."""
+    from framework.backtest import collect_run, replay, store_run
 
     outcome = replay(pipeline, market, signals, absent_hold=absent_hold, progress=progress)
-    persist(ledger, pipeline.journal, outcome, market, run_id=run_id, strategy=info.strategy,
-                      config_hash=info.config_hash, universe=pipeline.universe.symbols, initial_equity=initial_equity,
-                      settings=info.settings, signals=info.signals)
+    tables = collect_run(ledger, pipeline.journal, outcome, market, run_id=run_id, strategy=info.strategy,
+                         config_hash=info.config_hash, universe=pipeline.universe.symbols,
+                         initial_equity=initial_equity, settings=info.settings, signals=info.signals)
+    market.retire()
+    if while_storing is not None:
+        while_storing(tables, outcome.equity)
+    store_run(ledger, tables, outcome, run_id=run_id, initial_equity=initial_equity)
     return SimulatedRun(run_id, outcome, ledger)
