@@ -180,17 +180,69 @@ def summarize(run: dict, equity: pd.DataFrame, fills: pd.DataFrame, orders: pd.D
 
 
 def write_artifacts(ledger: Ledger, run_id: str, reports_dir: str | Path, report: bool = True, tables=None,
-                    equity: pd.DataFrame | None = None, record: bool = True, figures=None) -> Path:
+                    equity: pd.DataFrame | None = None, record: bool = True, figures=None,
+                    ahead: CsvsAhead | None = None) -> Path:
     """Write reports/RUN_ID/: summary.json, equity/orders/fills/decisions CSVs and report.html
     (from ``tables`` and ``equity`` when the caller has just written them: see ``load_run``).
     ``record`` stores the path in the run's row (a backtest does it when it marks the run done);
-    ``figures``, a ``framework.reports.figures.FigureWorker`` to draw the report's figures."""
-    data = load_run(ledger, run_id, tables, equity)
+    ``figures``, a ``framework.reports.figures.FigureWorker`` to draw the report's figures;
+    ``ahead``, the run's CSVs already being written (``CsvsAhead``), with the RunData they came from."""
+    data = ahead.data if ahead is not None else load_run(ledger, run_id, tables, equity)
     out = Path(reports_dir) / run_id
-    write_run_files(data, out, report=report, figures=figures)
+    write_run_files(data, out, report=report, figures=figures, ahead=ahead)
     if record:
         ledger.set_artifacts(run_id, str(out))
     return out
+
+
+class CsvsAhead:
+    """A backtest's four CSVs written by a forked child (``framework.forked``) while the parent
+    writes the same records to the ledger; ``write_run_files`` takes them over at its end.
+
+    The RunData is built once, from the columns the ledger is about to be given (the run's row is
+    already in the ledger and no field of it that the artifacts show changes when the run is marked
+    done), so the files are byte for byte what the in-process path writes. The child writes them
+    under ``.partial`` names; they get their real names only once it has finished. Without a child
+    (no ``fork``, threads running) or when it fails, the CSVs are written in-process as before."""
+
+    PARTIAL = ".partial"
+
+    def __init__(self, data, out: Path, child):
+        self.data, self.out, self._child = data, out, child
+
+    @classmethod
+    def start(cls, ledger: Ledger, run_id: str, reports_dir: str | Path, tables, equity: pd.DataFrame) -> CsvsAhead:
+        from framework.forked import Forked
+        from framework.memory import release_freed
+
+        data = load_run(ledger, run_id, tables, equity)
+        out = Path(reports_dir) / run_id
+        out.mkdir(parents=True, exist_ok=True)
+        frames = csv_frames(data, out, cls.PARTIAL)
+        release_freed()     # the heap's free pages go back first: reused after the fork, they would be copied
+        return cls(data, out, Forked.start(lambda: write_csvs(frames)))
+
+    def finish(self) -> None:
+        """Give the child's files their names, or write the CSVs here if it did not finish them."""
+        child, self._child = self._child, None
+        frames = csv_frames(self.data, self.out)
+        if child is not None and child.wait():
+            for _, path in frames:
+                Path(str(path) + self.PARTIAL).replace(path)
+            return
+        self._drop_partial()
+        write_csvs(frames)
+
+    def abandon(self) -> None:
+        """The command failed before its artifacts: stop the child and remove what it wrote."""
+        child, self._child = self._child, None
+        if child is not None:
+            child.stop()
+        self._drop_partial()
+
+    def _drop_partial(self) -> None:
+        for _, path in csv_frames(self.data, self.out, self.PARTIAL):
+            path.unlink(missing_ok=True)
 
 
 ORDER_CSV = ("time", "symbol", "side", "qty", "type", "status", "client_order_id", "filled_qty", "avg_price")
@@ -198,11 +250,23 @@ FILL_CSV = ("time", "symbol", "side", "qty", "price", "fee", "order_id", "client
 EXIT_LEGS = ("stop", "take")
 
 
-def write_run_files(data, out: Path, report: bool = True, figures=None) -> None:
+def csv_frames(data, out: Path, suffix: str = "") -> list[tuple[pd.DataFrame, Path]]:
+    """The four CSVs of SPEC §9 for one RunData: (frame, path), in the order they are written."""
+    # a run with protective exits (SPEC §20) adds ``leg`` last, so each exit shows as its own row
+    # (``stop``, ``take``) beside the cycle's legs
+    exits = "leg" in data.orders.columns and data.orders["leg"].astype(object).isin(EXIT_LEGS).any()
+    extra = ["leg"] if exits else []
+    # in lockstep (``write_csvs``): the fills' quantities and prices repeat their orders' and are formatted once
+    return [(data.equity, out / f"equity.csv{suffix}"), (data.orders[[*ORDER_CSV, *extra]], out / f"orders.csv{suffix}"),
+            (data.fills[[*FILL_CSV, *extra]], out / f"fills.csv{suffix}"), (data.decisions, out / f"decisions.csv{suffix}")]
+
+
+def write_run_files(data, out: Path, report: bool = True, figures=None, ahead: CsvsAhead | None = None) -> None:
     """summary.json, the four CSVs of SPEC section 9 and (optionally) report.html for one RunData.
 
     With a ``figures`` helper (``framework.reports.figures.FigureWorker``) the report's figures are
-    drawn there while the CSVs are written."""
+    drawn there while the CSVs are written; with ``ahead`` the CSVs are being written already, and
+    are taken over last."""
     out.mkdir(parents=True, exist_ok=True)
     if report:
         from framework.reports.figures import figure_inputs
@@ -211,14 +275,11 @@ def write_run_files(data, out: Path, report: bool = True, figures=None) -> None:
         if figures is not None:
             figures.submit(inputs)
     (out / "summary.json").write_text(json.dumps(data.summary, indent=2, default=str) + "\n")
-    # SPEC §9's columns; a run with protective exits (SPEC §20) adds ``leg`` last, so each exit
-    # shows as its own row (``stop``, ``take``) beside the cycle's legs
-    exits = "leg" in data.orders.columns and data.orders["leg"].astype(object).isin(EXIT_LEGS).any()
-    extra = ["leg"] if exits else []
-    # in lockstep: the fills' quantities and prices repeat their orders' and are formatted once
-    write_csvs([(data.equity, out / "equity.csv"), (data.orders[[*ORDER_CSV, *extra]], out / "orders.csv"),
-                (data.fills[[*FILL_CSV, *extra]], out / "fills.csv"), (data.decisions, out / "decisions.csv")])
+    if ahead is None:
+        write_csvs(csv_frames(data, out))
     if report:
         from framework.reports.html import render_report
 
         render_report(data, out, inputs=inputs, figures=figures)
+    if ahead is not None:
+        ahead.finish()
