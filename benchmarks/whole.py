@@ -113,21 +113,80 @@ def inputs_for(workload: str, seed: int = DEFAULT_SEED) -> tuple[Workload, Input
     return w, write_inputs(w, INPUTS / f"{workload}-{seed}")
 
 
+def _tree(root: int) -> list[int]:
+    """``root`` and every process descended from it (Linux ``/proc``)."""
+    parent: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat", "rb") as f:
+                    parent[int(d)] = int(f.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, grew = {root}, True
+    while grew:
+        more = {p for p, pp in parent.items() if pp in tree and p not in tree}
+        tree |= more
+        grew = bool(more)
+    return sorted(tree)
+
+
+def _pss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+class TreeMemory:
+    """The most memory a process and its children held together, sampled every ``every`` seconds:
+    the sum of their proportional set sizes (PSS: a page two processes share counts half in each),
+    which a forked helper's pages shared with its parent do not inflate and its own pages do not
+    escape. 0 where ``/proc/PID/smaps_rollup`` is missing (not Linux)."""
+
+    def __init__(self, pid: int, every: float = 0.1):
+        import threading
+
+        self.pid, self.every, self.peak = pid, every, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        if not os.path.exists(f"/proc/{self.pid}/smaps_rollup"):
+            return
+        while not self._stop.wait(self.every):
+            self.peak = max(self.peak, sum(_pss(p) for p in _tree(self.pid)))
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
 def run_process(cmd: list[str], cwd: Path) -> dict:
-    """Run ``cmd`` to its end; wall seconds from spawn to exit, the child's peak RSS, its stdout."""
+    """Run ``cmd`` to its end; wall seconds from spawn to exit, the child's peak RSS (``ru_maxrss``
+    of the largest process of its tree), the tree's peak PSS summed over its processes, its stdout."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err)
+        tree = TreeMemory(p.pid)
         _, status, usage = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t0
+        tree_peak = tree.stop()
         p.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(), err.read().decode()
     peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    return {"seconds": wall, "peak_bytes": peak, "code": p.returncode, "stdout": stdout, "stderr": stderr[-3000:]}
+    return {"seconds": wall, "peak_bytes": peak, "tree_pss_bytes": tree_peak, "code": p.returncode, "stdout": stdout,
+            "stderr": stderr[-3000:]}
 
 
 def run_parity(inp: Inputs, limits: str, workdir: Path) -> dict:
@@ -164,7 +223,8 @@ def measure(workload: str, limits: str = "open", repeat: int = 1, engines: tuple
                 log(f"[{workload}] whole {eng}: exit {r['code']}: {r['stderr'][-800:]}")
             else:
                 log(f"[{workload}] whole {eng} ({limits}) run {k + 1}: {r['seconds']:.2f} s, "
-                    f"peak {r['peak_bytes'] / 2**30:.2f} GiB, equity {r['final_equity']}")
+                    f"peak {r['peak_bytes'] / 2**30:.2f} GiB (all processes {r['tree_pss_bytes'] / 2**30:.2f} GiB PSS), "
+                    f"equity {r['final_equity']}")
             r.pop("stdout", None)
             runs[eng].append(r)
     return {"workload": workload, "limits": limits, "runs": runs}
