@@ -315,10 +315,13 @@ def views_table(results: dict, whole: dict) -> str:
            "Whole command: `parity backtest` (python -m framework) from the long bar CSV and the signal CSV "
            "to summary, ledger, CSV artifacts and report, against vectorbt's whole process reading the same "
            "files with pandas (`from_orders` targetpercent, next-open fills, equity curve and `stats()`); "
-           "fees off, 5 bps slippage. Each in its own process, alternating, timed spawn to exit; peak = the "
-           "child's max RSS. Medians over the runs; the machine is shared, so compare ratios within this run.")
+           "fees off, 5 bps slippage. Each in its own process, alternating, timed spawn to exit. Memory, in GB: "
+           "`max RSS` = the largest single process of the command's tree (`ru_maxrss`), `all` = the peak of "
+           "the PSS summed over the tree (Parity's forked helpers, the figures and the CSV writer, included; "
+           "sampled every 0.1 s). Medians over the runs; the machine is shared, so compare ratios within this run.")
     head = ("| workload | Parity engine s | vectorbt engine s | ratio | Parity engine, demo limits s | ratio "
-            "| Parity whole s (peak GB) | vectorbt whole s (peak GB) | ratio | Parity whole, demo limits s (peak GB) "
+            "| Parity whole s (max RSS / all GB) | vectorbt whole s (max RSS / all GB) | ratio "
+            "| Parity whole, demo limits s (max RSS / all GB) "
             "| runs (Parity/vectorbt s) | whole equity rel. diff |")
     out = ["## Engine and whole command, side by side", "", note, "", head, "|" + "---|" * 12]
     for wl, per in results.items():
@@ -336,13 +339,17 @@ def views_table(results: dict, whole: dict) -> str:
             ps, vs = _median([r["seconds"] for r in ok["parity"]]), _median([r["seconds"] for r in ok["vectorbt"]])
             pm = max((r["peak_bytes"] for r in ok["parity"]), default=None)
             vm = max((r["peak_bytes"] for r in ok["vectorbt"]), default=None)
+            pt = max((r.get("tree_pss_bytes", 0) for r in ok["parity"]), default=0)
+            vt = max((r.get("tree_pss_bytes", 0) for r in ok["vectorbt"]), default=0)
             demo = [r for r in w.get("demo", []) if r["code"] == 0]
             pe = ok["parity"][0]["final_equity"] if ok["parity"] else None
             ve = ok["vectorbt"][0]["final_equity"] if ok["vectorbt"] else None
             per_run = "; ".join(f"{p['seconds']:.1f}/{v['seconds']:.1f}" for p, v in zip(ok["parity"], ok["vectorbt"]))
-            cells += [f"{_secs(ps)} ({pm / 1e9:.2f})" if ps else "n/a", f"{_secs(vs)} ({vm / 1e9:.2f})" if vs else "n/a",
+            cells += [f"{_secs(ps)} ({pm / 1e9:.2f} / {pt / 1e9:.2f})" if ps else "n/a",
+                      f"{_secs(vs)} ({vm / 1e9:.2f} / {vt / 1e9:.2f})" if vs else "n/a",
                       f"{ps / vs:.2f}" if ps and vs else "n/a",
-                      f"{_secs(demo[0]['seconds'])} ({demo[0]['peak_bytes'] / 1e9:.2f})" if demo else "n/a",
+                      f"{_secs(demo[0]['seconds'])} ({demo[0]['peak_bytes'] / 1e9:.2f} / "
+                      f"{demo[0].get('tree_pss_bytes', 0) / 1e9:.2f})" if demo else "n/a",
                       per_run or "n/a", f"{(pe - ve) / ve:+.1e}" if pe and ve else "n/a"]
         else:
             cells += ["—"] * 6
