@@ -168,7 +168,7 @@ def _read_long(path: str | Path) -> pd.DataFrame:
         raise DataError(problems)
     out = pd.DataFrame({"timestamp": pd.DatetimeIndex(stamps).tz_localize("UTC"),
                         "symbol": pd.Categorical.from_codes(s_idx, names),
-                        **{c: df[c].to_numpy() for c in PRICE_COLUMNS}})
+                        **{c: df[c].to_numpy() for c in PRICE_COLUMNS}}, copy=False)
     if not in_order:
         order = np.lexsort((s_idx, key))
         out = out.iloc[order].reset_index(drop=True)
@@ -218,7 +218,8 @@ def _read_arrow(p: Path):
         return None
     if not codes["timestamp"] or sum(len(x) for x in codes["timestamp"]) == 0:
         return None
-    frame = pd.DataFrame({c: np.concatenate(prices.pop(c)) for c in PRICE_COLUMNS})
+    # copy=False: each column its own block (a consolidated frame would copy them all once more)
+    frame = pd.DataFrame({c: np.concatenate(prices.pop(c)) for c in PRICE_COLUMNS}, copy=False)
     coded = tuple((np.concatenate(codes[c]), list(known[c])) for c in _ARROW_TYPES)
     return frame, coded[0], coded[1]
 
