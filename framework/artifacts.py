@@ -181,12 +181,12 @@ def summarize(run: dict, equity: pd.DataFrame, fills: pd.DataFrame, orders: pd.D
 
 def write_artifacts(ledger: Ledger, run_id: str, reports_dir: str | Path, report: bool = True, tables=None,
                     equity: pd.DataFrame | None = None, record: bool = True, figures=None,
-                    ahead: CsvsAhead | None = None) -> Path:
+                    ahead: ArtifactsAhead | None = None) -> Path:
     """Write reports/RUN_ID/: summary.json, equity/orders/fills/decisions CSVs and report.html
     (from ``tables`` and ``equity`` when the caller has just written them: see ``load_run``).
     ``record`` stores the path in the run's row (a backtest does it when it marks the run done);
     ``figures``, a ``framework.reports.figures.FigureWorker`` to draw the report's figures;
-    ``ahead``, the run's CSVs already being written (``CsvsAhead``), with the RunData they came from."""
+    ``ahead``, the run's artifacts already begun (``ArtifactsAhead``), with the RunData they came from."""
     data = ahead.data if ahead is not None else load_run(ledger, run_id, tables, equity)
     out = Path(reports_dir) / run_id
     write_run_files(data, out, report=report, figures=figures, ahead=ahead)
@@ -195,9 +195,10 @@ def write_artifacts(ledger: Ledger, run_id: str, reports_dir: str | Path, report
     return out
 
 
-class CsvsAhead:
-    """A backtest's four CSVs written by a forked child (``framework.forked``) while the parent
-    writes the same records to the ledger; ``write_run_files`` takes them over at its end.
+class ArtifactsAhead:
+    """A backtest's artifacts begun before its records are in the ledger: the four CSVs written by
+    a forked child (``framework.forked``), and the report's figures handed to their helper, while
+    the parent writes the same records to the ledger; ``write_run_files`` takes them over.
 
     The RunData is built once, from the columns the ledger is about to be given (the run's row is
     already in the ledger and no field of it that the artifacts show changes when the run is marked
@@ -207,11 +208,13 @@ class CsvsAhead:
 
     PARTIAL = ".partial"
 
-    def __init__(self, data, out: Path, child):
-        self.data, self.out, self._child = data, out, child
+    def __init__(self, data, out: Path, child, inputs=None):
+        self.data, self.out, self._child, self.inputs = data, out, child, inputs
 
     @classmethod
-    def start(cls, ledger: Ledger, run_id: str, reports_dir: str | Path, tables, equity: pd.DataFrame) -> CsvsAhead:
+    def start(cls, ledger: Ledger, run_id: str, reports_dir: str | Path, tables, equity: pd.DataFrame,
+              figures=None) -> ArtifactsAhead:
+        """Fork the CSV writer; with a ``figures`` helper, also hand it the report's figure inputs."""
         from framework.forked import Forked
         from framework.memory import release_freed
 
@@ -220,7 +223,14 @@ class CsvsAhead:
         out.mkdir(parents=True, exist_ok=True)
         frames = csv_frames(data, out, cls.PARTIAL)
         release_freed()     # the heap's free pages go back first: reused after the fork, they would be copied
-        return cls(data, out, Forked.start(lambda: write_csvs(frames)))
+        child = Forked.start(lambda: write_csvs(frames))
+        inputs = None
+        if figures is not None:
+            from framework.reports.figures import figure_inputs
+
+            inputs = figure_inputs(data)
+            figures.submit(inputs)
+        return cls(data, out, child, inputs)
 
     def finish(self) -> None:
         """Give the child's files their names, or write the CSVs here if it did not finish them."""
@@ -261,19 +271,21 @@ def csv_frames(data, out: Path, suffix: str = "") -> list[tuple[pd.DataFrame, Pa
             (data.fills[[*FILL_CSV, *extra]], out / f"fills.csv{suffix}"), (data.decisions, out / f"decisions.csv{suffix}")]
 
 
-def write_run_files(data, out: Path, report: bool = True, figures=None, ahead: CsvsAhead | None = None) -> None:
+def write_run_files(data, out: Path, report: bool = True, figures=None, ahead: ArtifactsAhead | None = None) -> None:
     """summary.json, the four CSVs of SPEC section 9 and (optionally) report.html for one RunData.
 
     With a ``figures`` helper (``framework.reports.figures.FigureWorker``) the report's figures are
-    drawn there while the CSVs are written; with ``ahead`` the CSVs are being written already, and
-    are taken over last."""
+    drawn there while the CSVs are written; with ``ahead`` the CSVs are being written already (and
+    the figures drawn, when it took the helper), and are taken over last."""
     out.mkdir(parents=True, exist_ok=True)
     if report:
         from framework.reports.figures import figure_inputs
 
-        inputs = figure_inputs(data)
-        if figures is not None:
-            figures.submit(inputs)
+        inputs = ahead.inputs if ahead is not None and ahead.inputs is not None else None
+        if inputs is None:
+            inputs = figure_inputs(data)
+            if figures is not None:
+                figures.submit(inputs)
     (out / "summary.json").write_text(json.dumps(data.summary, indent=2, default=str) + "\n")
     if ahead is None:
         write_csvs(csv_frames(data, out))

@@ -175,7 +175,7 @@ def simulate(ledger: Ledger, pipeline, market, signals, run_id: str, info: RunIn
     its columns stay in memory for the artifacts (``journal.tables``). The market is retired once
     the run is collected (its bars are not needed after). ``while_storing(tables, equity)``, if
     given, is called between collecting the run and writing it to the ledger: work on the same
-    columns can start there (``framework.artifacts.CsvsAhead``)."""
+    columns can start there (``framework.artifacts.ArtifactsAhead``)."""
     from framework.backtest import collect_run, replay, store_run
 
     outcome = replay(pipeline, market, signals, absent_hold=absent_hold, progress=progress)

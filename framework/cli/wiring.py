@@ -148,10 +148,10 @@ def run_backtest(settings: Settings, settings_path: str | None, strategy: Strate
     ``draw_ahead`` (the ``backtest`` and ``demo`` commands): a helper process loads matplotlib
     while the backtest runs and draws the report's figures while the CSVs are written
     (``framework.reports.figures``), and a child forked once the run is collected writes the CSVs
-    while the ledger is written (``framework.artifacts.CsvsAhead``); the files are the same either way."""
+    while the ledger is written (``framework.artifacts.ArtifactsAhead``); the files are the same either way."""
     import json
 
-    from framework.artifacts import CsvsAhead, write_artifacts
+    from framework.artifacts import ArtifactsAhead, write_artifacts
     from framework.ledger import Ledger
     from framework.session import RunInfo, simulate
 
@@ -160,7 +160,7 @@ def run_backtest(settings: Settings, settings_path: str | None, strategy: Strate
         from framework.reports.figures import FigureWorker
 
         figures = FigureWorker.start()           # before any thread of ours exists: see start()
-    ahead: list[CsvsAhead] = []
+    ahead: list[ArtifactsAhead] = []
     reports_dir = out_dir or settings.reports_dir
     try:
         setup = build_backtest(settings, settings_path, strategy, **kw)
@@ -169,12 +169,12 @@ def run_backtest(settings: Settings, settings_path: str | None, strategy: Strate
             info = RunInfo(strategy.name, strategy.config_hash(), "backtest", settings=setup.settings_dump,
                            signals=setup.signals_source)
 
-            def csvs_ahead(tables, equity) -> None:    # the CSVs are written beside the ledger write
-                ahead.append(CsvsAhead.start(ledger, setup.run_id, reports_dir, tables, equity))
+            def begin_artifacts(tables, equity) -> None:     # CSVs and figures made beside the ledger write
+                ahead.append(ArtifactsAhead.start(ledger, setup.run_id, reports_dir, tables, equity, figures))
 
             run = simulate(ledger, setup.pipeline, setup.market, setup.signals, setup.run_id, info,
                            initial_equity=setup.initial_cash, absent_hold=strategy.signals.absent == "hold",
-                           progress=progress, while_storing=csvs_ahead if draw_ahead else None)
+                           progress=progress, while_storing=begin_artifacts if draw_ahead else None)
             # the artifacts are made from the columns the ledger was just given, not read back
             out = write_artifacts(ledger, setup.run_id, reports_dir, report=report,
                                   tables=setup.journal.tables, equity=run.outcome.equity, figures=figures,
