@@ -52,7 +52,10 @@ def read_csv_fast(data: bytes, records: int) -> pd.DataFrame | None:
     header = data[start: end if end >= 0 else len(data)].removesuffix(b"\r")
     if b"\r" in header:                       # lone carriage returns end lines
         return None
-    names = header.decode("utf-8").split(",")
+    try:
+        names = header.decode("utf-8").split(",")
+    except UnicodeDecodeError:              # the caller words it
+        return None
     if "" in names or len(set(names)) != len(names):
         return None
     try:

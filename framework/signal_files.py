@@ -125,17 +125,17 @@ def _check_columns(f: _File, problems: list[Problem], home: str = "the strategy 
 
 def _read_csv(p: Path, f: _File, problems: list[Problem]) -> None:
     data = p.read_bytes()
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        bad_line = len(re.findall(rb"\r\n|\r|\n", data[: e.start])) + 1
-        problems.append(Problem(f.path, bad_line, None, f"not UTF-8 text (byte {e.start})"))
-        return
     starts = _record_lines(data)
     from framework.signal_arrow import read_csv_fast
 
     df = read_csv_fast(data, len(starts))     # None: read with pandas, which words every problem
-    if df is None:
+    if df is None:                            # (the fast path reads only valid UTF-8: Arrow checks it)
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad_line = len(re.findall(rb"\r\n|\r|\n", data[: e.start])) + 1
+            problems.append(Problem(f.path, bad_line, None, f"not UTF-8 text (byte {e.start})"))
+            return
         try:
             df = pd.read_csv(io.BytesIO(data), dtype=str, na_filter=False, skip_blank_lines=False,
                              encoding="utf-8-sig", engine="c")
@@ -162,7 +162,16 @@ def _record_lines(data: bytes) -> np.ndarray:
     """Return the physical line on which each CSV record starts (header included), quote-aware.
 
     Any of LF, CRLF and a lone CR ends a line; a line break inside quotes does not end a record.
+    Without quotes every line break ends a record: the breaks are only counted.
     """
+    if b'"' not in data:
+        breaks = data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+        return np.arange(1, breaks + 2 - data.endswith((b"\n", b"\r")), dtype=np.int64)
+    return _record_lines_quoted(data)
+
+
+def _record_lines_quoted(data: bytes) -> np.ndarray:
+    """_record_lines for text with quotes: a break between an odd and an even quote is inside a field."""
     buf = np.frombuffer(data, np.uint8)
     breaks = np.flatnonzero(buf == 10)
     cr = np.flatnonzero(buf == 13)

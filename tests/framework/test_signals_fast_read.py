@@ -245,3 +245,32 @@ def test_a_large_file_loads_as_before(tmp_path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
     result = assert_unchanged(path, symbol_check=lambda names: {})[0]
     assert not isinstance(result, list) and result.weights.shape == (300, 200)
+
+
+# ---------------------------------------------------------------------------- sorting shortcuts
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_unique_and_row_order_are_numpys_whether_sorted_or_not(seed: int) -> None:
+    from framework.signal_batches import lex_order, unique_inverse
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 400))
+    key = rng.integers(0, 12, n)
+    second = rng.integers(0, 3, n).astype(float) if seed % 2 else rng.integers(0, 3, n)
+    for k, s in [(key, second), (np.sort(key), second), (np.sort(key), np.sort(second)),
+                 *[(key[o], second[o]) for o in [np.lexsort((second, key))]]]:
+        u, inv = unique_inverse(k)
+        nu, ninv = np.unique(k, return_inverse=True)
+        assert same(u, nu) and same(inv, ninv)
+        assert same(lex_order(k, s), np.lexsort((np.arange(len(k)), s, k)))
+
+
+def test_record_lines_counted_without_quotes_are_the_quote_aware_ones() -> None:
+    from framework.signal_files import _record_lines_quoted
+
+    rng = random.Random(5)
+    for _ in range(3000):
+        text = "".join(rng.choice(["a", ",", "\n", "\r", "\r\n", "\n\n", "é", " "]) for _ in range(rng.randint(0, 12)))
+        data = text.encode()
+        assert same(_record_lines(data), _record_lines_quoted(data)), text
