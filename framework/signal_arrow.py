@@ -93,12 +93,13 @@ def numbers_fast(text: pd.Series) -> np.ndarray | None:
     if arr.null_count:
         return None
     try:
-        values = np.asarray(pc.cast(arr, pa.float64()).to_numpy(), dtype=np.float64)
+        cast = pc.cast(arr, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    if not np.isfinite(values).all():
-        return None
-    return values if values.flags.writeable else values.copy()
+    # One numpy array (writeable, like numpy's cast), filled from views of the chunks: no third copy.
+    values = np.concatenate([c.to_numpy() for c in cast.chunks] or [np.zeros(0)]).astype(np.float64, copy=False)
+    del cast
+    return values if np.isfinite(values).all() else None
 
 
 def release_arrow_memory() -> None:

@@ -156,6 +156,9 @@ def _read_csv(p: Path, f: _File, problems: list[Problem]) -> None:
     if blank.any():
         df, lines = df.loc[~blank].reset_index(drop=True), lines[~blank]
     f.frame, f.lines = df, lines
+    from framework.signal_arrow import release_arrow_memory
+
+    release_arrow_memory()                    # what finding blank rows took
 
 
 def _record_lines(data: bytes) -> np.ndarray:
@@ -165,7 +168,9 @@ def _record_lines(data: bytes) -> np.ndarray:
     Without quotes every line break ends a record: the breaks are only counted.
     """
     if b'"' not in data:
-        breaks = data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+        breaks = data.count(b"\n")
+        if b"\r" in data:
+            breaks += data.count(b"\r") - data.count(b"\r\n")
         return np.arange(1, breaks + 2 - data.endswith((b"\n", b"\r")), dtype=np.int64)
     return _record_lines_quoted(data)
 
