@@ -36,7 +36,7 @@ def window_batches(t_ns: np.ndarray, window_ns: int | None) -> tuple[np.ndarray,
     Without a window every distinct time is a batch; with one, rows within ``window_ns`` of a
     batch's first row join it and the batch is stamped at its last row's time.
     """
-    uniq, inverse = np.unique(t_ns, return_inverse=True)
+    uniq, inverse = unique_inverse(t_ns)
     if not window_ns or len(uniq) == 0:
         return uniq, inverse.astype(np.int64)
     batch_of = np.empty(len(uniq), np.int64)
@@ -48,6 +48,32 @@ def window_batches(t_ns: np.ndarray, window_ns: int | None) -> tuple[np.ndarray,
         stamps.append(uniq[j - 1])
         i = j
     return np.asarray(stamps, np.int64), batch_of[inverse]
+
+
+def unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` of integers, in one pass when they are already sorted.
+
+    An archive is usually written in time order; sorting 2.5 M sorted times again cost 0.15 s.
+    """
+    if len(values) and not (values[1:] >= values[:-1]).all():
+        return np.unique(values, return_inverse=True)
+    new = np.ones(len(values), bool)
+    np.not_equal(values[1:], values[:-1], out=new[1:])
+    return values[new], np.cumsum(new, dtype=np.intp) - 1
+
+
+def lex_order(key: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """``np.lexsort((arange, second, key))``: rows by key, then second, then position.
+
+    Without sorting when the rows are already in that order (an archive written by time and
+    symbol), which is most of the time.
+    """
+    n = len(key)
+    if (key[1:] >= key[:-1]).all():
+        same = key[1:] == key[:-1]
+        if (second[1:][same] >= second[:-1][same]).all():
+            return np.arange(n, dtype=np.intp)
+    return np.lexsort((np.arange(n), second, key))
 
 
 def repeated_in_earlier_file(batch: np.ndarray, sym: np.ndarray, signed: np.ndarray, conf: np.ndarray,

@@ -125,26 +125,30 @@ def _check_columns(f: _File, problems: list[Problem], home: str = "the strategy 
 
 def _read_csv(p: Path, f: _File, problems: list[Problem]) -> None:
     data = p.read_bytes()
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        bad_line = len(re.findall(rb"\r\n|\r|\n", data[: e.start])) + 1
-        problems.append(Problem(f.path, bad_line, None, f"not UTF-8 text (byte {e.start})"))
-        return
     starts = _record_lines(data)
-    try:
-        df = pd.read_csv(io.BytesIO(data), dtype=str, na_filter=False, skip_blank_lines=False,
-                         encoding="utf-8-sig", engine="c")
-    except pd.errors.EmptyDataError:
-        problems.append(Problem(f.path, None, None, "empty file (no header, no rows)"))
-        return
-    except (pd.errors.ParserError, ValueError) as e:
-        m = re.search(r"line (\d+)", str(e))
-        record = int(m.group(1)) if m else 0
-        line = int(starts[record - 1]) if 0 < record <= len(starts) else None
-        reason = re.sub(r" in line \d+", "", str(e).split("C error: ")[-1]).strip()
-        problems.append(Problem(f.path, line, None, f"cannot parse CSV: {reason}"))
-        return
+    from framework.signal_arrow import read_csv_fast
+
+    df = read_csv_fast(data, len(starts))     # None: read with pandas, which words every problem
+    if df is None:                            # (the fast path reads only valid UTF-8: Arrow checks it)
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad_line = len(re.findall(rb"\r\n|\r|\n", data[: e.start])) + 1
+            problems.append(Problem(f.path, bad_line, None, f"not UTF-8 text (byte {e.start})"))
+            return
+        try:
+            df = pd.read_csv(io.BytesIO(data), dtype=str, na_filter=False, skip_blank_lines=False,
+                             encoding="utf-8-sig", engine="c")
+        except pd.errors.EmptyDataError:
+            problems.append(Problem(f.path, None, None, "empty file (no header, no rows)"))
+            return
+        except (pd.errors.ParserError, ValueError) as e:
+            m = re.search(r"line (\d+)", str(e))
+            record = int(m.group(1)) if m else 0
+            line = int(starts[record - 1]) if 0 < record <= len(starts) else None
+            reason = re.sub(r" in line \d+", "", str(e).split("C error: ")[-1]).strip()
+            problems.append(Problem(f.path, line, None, f"cannot parse CSV: {reason}"))
+            return
     if len(starts) != len(df) + 1:
         starts = _record_lines_slowly(data)
     lines = starts[1:] if len(starts) == len(df) + 1 else np.arange(2, len(df) + 2)
@@ -152,13 +156,27 @@ def _read_csv(p: Path, f: _File, problems: list[Problem]) -> None:
     if blank.any():
         df, lines = df.loc[~blank].reset_index(drop=True), lines[~blank]
     f.frame, f.lines = df, lines
+    from framework.signal_arrow import release_arrow_memory
+
+    release_arrow_memory()                    # what finding blank rows took
 
 
 def _record_lines(data: bytes) -> np.ndarray:
     """Return the physical line on which each CSV record starts (header included), quote-aware.
 
     Any of LF, CRLF and a lone CR ends a line; a line break inside quotes does not end a record.
+    Without quotes every line break ends a record: the breaks are only counted.
     """
+    if b'"' not in data:
+        breaks = data.count(b"\n")
+        if b"\r" in data:
+            breaks += data.count(b"\r") - data.count(b"\r\n")
+        return np.arange(1, breaks + 2 - data.endswith((b"\n", b"\r")), dtype=np.int64)
+    return _record_lines_quoted(data)
+
+
+def _record_lines_quoted(data: bytes) -> np.ndarray:
+    """_record_lines for text with quotes: a break between an odd and an even quote is inside a field."""
     buf = np.frombuffer(data, np.uint8)
     breaks = np.flatnonzero(buf == 10)
     cr = np.flatnonzero(buf == 13)
@@ -329,8 +347,13 @@ def _numbers(s: pd.Series | pd.Index) -> np.ndarray:
     if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
         return s.to_numpy(dtype=float, na_value=np.nan)
     text = _as_text(s)
+    from framework.signal_arrow import numbers_fast
+
+    fast = numbers_fast(text)                   # Arrow's cast, when it surely gives numpy's values
+    if fast is not None:
+        return fast
     try:
-        return text.astype("float64").to_numpy()   # fast path: every value is a number
+        return text.astype("float64").to_numpy()   # every value is a number
     except (ValueError, TypeError):
         return pd.to_numeric(text, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 

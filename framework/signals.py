@@ -52,7 +52,9 @@ import numpy as np
 import pandas as pd
 
 from framework.errors import DataError, Problem, UsageError
+from framework.signal_arrow import release_arrow_memory
 from framework.signal_batches import (
+    lex_order,
     repeated_in_earlier_file,
     rescale_small_excess,
     warn_if_split,
@@ -159,6 +161,11 @@ def load_signals(
     weight, w_ok = _check_unit_interval(df["weight"], "weight", rows, problems)
     conf, c_ok = _check_unit_interval(df["confidence"], "confidence", rows, problems)
     stop, take, lv_ok = check_levels(df, side, rows, problems)
+    tier = _as_text(df["tier"]).fillna("") if "tier" in df.columns else None
+    del df                                    # every column is parsed: let the text go (a large archive's
+    for f in files:                           # largest part) before the per-row arrays of batching
+        f.frame = None
+    release_arrow_memory()
 
     valid = np.flatnonzero(sym_ok & t_ok & side_ok & w_ok & c_ok & lv_ok)
     times, row_batch = window_batches(t_ns[valid], src.window_ns())
@@ -170,7 +177,6 @@ def load_signals(
              f"{rows.where(int(valid[i]), -1)} repeats {rows.where(int(valid[first[i]]), -1)}; a run directory "
              "and its latest/ copy)")
         valid, row_batch = valid[~repeat], row_batch[~repeat]
-    tier = _as_text(df["tier"]).fillna("") if "tier" in df.columns else None
     cells = _resolve(valid, times, row_batch, t_ns, sym, signed, conf, duplicates, rows, symbols, problems,
                      home, tier)
     cells = _check_gross(valid, cells, rows, problems, src.gross_tolerance, home)
@@ -376,10 +382,10 @@ def _resolve(valid: np.ndarray, times: np.ndarray, row_batch: np.ndarray, t_ns: 
 
     ``last`` means the latest time in the batch, then the later row in file order.
     """
-    s, w, c, t = sym[valid], signed[valid], conf[valid], t_ns[valid]
+    every = len(valid) == len(sym)          # valid rows are increasing: all rows, in order (no copies)
+    s, w, c, t = (a if every else a[valid] for a in (sym, signed, conf, t_ns))
     key = row_batch.astype(np.int64) * max(len(symbols), 1) + s
-    n = np.arange(len(key))
-    order = np.lexsort((n, c, key)) if rule == "max_confidence" else np.lexsort((n, t, key))
+    order = lex_order(key, c if rule == "max_confidence" else t)
     ks = key[order]
     first = np.r_[True, ks[1:] != ks[:-1]] if len(ks) else np.zeros(0, bool)
     if rule == "mean":
