@@ -20,6 +20,8 @@ EPS = 1e-12
 @njit(cache=True, nogil=True)
 def floor_to(qty: float, increment: float) -> float:
     """``framework.rebalance.floor_to`` for one quantity."""
+    if qty == 0.0:        # most symbols of a cycle have nothing to floor on one of the legs
+        return 0.0
     steps = qty / increment
     steps = np.floor(steps + max(1e-9, abs(steps) * 1e-12))
     return np.round(steps * increment, 12)
