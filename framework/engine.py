@@ -15,7 +15,7 @@ import numpy as np
 from framework import exits
 from framework.broker import Broker
 from framework.rebalance import RebalancePlan, Rebalancer
-from framework.risk import RiskManager, RiskResult
+from framework.risk import RiskManager, RiskResult, exposure_after_rounding
 from framework.types import (
     AccountSnapshot,
     CycleStatus,
@@ -118,6 +118,7 @@ def plan_cycle(p: Pipeline, target: TargetPortfolio) -> CyclePlan:
             plan = carry_decisions(plan, check_plan(p.rebalancer.plan(target, risk.weights, positions, prices,
                                                                       acct.equity, p.universe, is_open),
                                                     acct, positions, p.universe, foreign, releasable))
+        plan = exposure_after_rounding(plan, p.risk.limits, positions, prices, acct.equity)
     return CyclePlan(target, acct, positions, prices, risk, plan)
 
 

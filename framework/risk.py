@@ -224,3 +224,44 @@ class RiskManager:
             approved[drop] = 0.0
             size = np.abs(approved)
         return approved, held, size
+
+
+def exposure_after_rounding(plan, limits: RiskLimits, positions: np.ndarray, prices: np.ndarray,
+                            equity: float):
+    """Rules 6/7 again, on the orders as the venue's increments left them.
+
+    The weights respect the gross limit, but a reduction smaller than one increment (half a whole
+    share) rounds away while the additions it made room for do not, so the legs could end above the
+    limit. The additions are then scaled down (floored to their increments, venue minimums kept) so
+    the gross after both legs stays within the limit, or within today's gross when that is already
+    above it. Exact, cheap: a reduction shrinks |position| by its value and an addition grows it by
+    its own (the venue pre-checks keep legs from flipping a position)."""
+    from framework.rebalance import RebalancePlan, floor_to
+
+    add = plan.add
+    if not len(add) or equity <= 0:
+        return plan
+    px = np.where(np.isfinite(prices), prices, 0.0)
+    now = float(np.abs(positions * px).sum())
+    red = plan.reduce
+    added = add.qty * px[add.symbol_idx]
+    after = now - float((red.qty * px[red.symbol_idx]).sum()) + float(added.sum())
+    limit = min(limits.max_exposure_pct, limits.max_leverage) * equity
+    excess = after - max(limit, now)
+    if excess <= 1e-9 * max(equity, 1.0):
+        return plan
+    u, idx = add.universe, add.symbol_idx
+    total = float(added.sum())
+    factor = max(total - excess, 0.0) / total if total > 0 else 0.0
+    inc = np.where(add.side < 0, np.maximum(u.qty_increment[idx], 1.0), u.qty_increment[idx])  # whole-share shorts
+    qty = floor_to(add.qty * factor, inc)
+    ok = (qty * add.ref_price >= u.min_notional[idx]) & (qty >= u.min_qty[idx]) & (qty > EPS)
+    qty = np.where(ok, qty, 0.0)
+    target_qty = plan.target_qty.copy()
+    target_qty[idx] -= add.side * (add.qty - qty)
+    new_after = after - total + float((qty * px[idx]).sum())
+    decision = RiskDecision(add.time, "*", "max_exposure_pct", "scale", after / equity, new_after / equity,
+                            f"the orders as rounded to the venue's increments would take gross exposure to "
+                            f"{after / equity:.4f}, above the limit {limit / equity:.4f}: additions scaled by "
+                            f"{factor:.4f}")
+    return RebalancePlan(plan.reduce, add.with_qty(qty), target_qty, plan.skipped + (decision,))

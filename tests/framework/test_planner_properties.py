@@ -197,3 +197,27 @@ def test_the_plan_respects_the_venue_and_the_limits(case):
         assert np.all(w_after[grew] <= limits.max_position_size_pct + 1e-6)
         if w_after.sum() > w_before.sum() + 1e-9:
             assert w_after.sum() <= max(limits.max_exposure_pct, w_before.sum()) + 1e-6
+
+
+def test_a_reduction_rounded_away_does_not_let_the_additions_pass_the_exposure_limit():
+    """$4 of equity, whole shares: 1 share of S3 ($2) held on a low-confidence signal, a buy of S2 ($1)
+    wanted at weight 0.5, gross limit 0.5. The risk manager scales both to 0.25, which for S3 is half
+    a share: the sale rounds away. Buying S2 anyway would end at gross 0.75 (found by the property
+    test above): the buy is cut instead, and the decision says why."""
+    insts = [Instrument(f"S{k}", AssetClass.EQUITY, qty_increment=1.0, min_qty=0.0, min_notional=0.0,
+                        fractionable=False, shortable=False, tradable=k in (2, 3), halt_reason="inactive")
+             for k in range(5)]
+    u = Universe.from_instruments(insts)
+    px = np.array([1.0, 1.0, 1.0, 2.0, 1.0])
+    acct = AccountSnapshot(T, 4.0, 2.0, 2.0, None, "USD", (Position("S3", 1.0, 2.0, 2.0, 2.0, 0.0, 1.0),), "",
+                           False, False)
+    limits = RiskLimits(max_position_size_pct=1.0, max_exposure_pct=0.5, max_positions=2, min_confidence=0.3,
+                        max_daily_loss_pct=1.0, min_account_balance=0.0)
+    p = Pipeline(Venue(acct, px, []), RiskManager(limits), Rebalancer(RebalanceSettings(drift_threshold=0.0), 0.0025),
+                 BufferedJournal("prop"), u)
+    cp = plan_cycle(p, TargetPortfolio(T, batch_key("prop", T), np.array([np.nan, np.nan, 0.5, 0.0, np.nan]),
+                                       np.array([0.0, 0.0, 1.0, 0.0, 0.0])))
+    assert cp.plan is not None
+    assert len(cp.plan.reduce) == 0 and len(cp.plan.add) == 0
+    assert [d.rule for d in cp.plan.skipped] == ["max_exposure_pct"]
+    assert cp.plan.skipped[0].approved == 0.5          # gross stays where it is: at the limit
