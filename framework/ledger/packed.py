@@ -57,8 +57,9 @@ PACK_CHUNK = 100_000      # rows per packed part: what one part's conversion hol
 
 
 def _arrow_slices(col):
-    """A function (lo, hi) -> rows lo..hi of one column (list, numpy array, IsoTimes, Coded) as an
-    Arrow array, or None when they have no single type. Dictionary columns share one dictionary."""
+    """A function (lo, hi) -> rows lo..hi of one column (list, numpy array, IsoTimes, Coded, a
+    pandas Series of text) as an Arrow array, or None when they have no single type. Dictionary
+    columns share one dictionary."""
     import pyarrow as pa
 
     if isinstance(col, IsoTimes):
@@ -77,6 +78,9 @@ def _arrow_slices(col):
 
     def plain(lo: int, hi: int):
         try:
+            if hasattr(col, "iloc"):      # a pandas Series of text (the client ids): its Arrow data
+                part = pa.array(col.iloc[lo:hi])
+                return (part.combine_chunks() if isinstance(part, pa.ChunkedArray) else part).cast(pa.string())
             if isinstance(col, np.ndarray):
                 part = col[lo:hi]
                 if part.dtype.kind == "f":
@@ -106,6 +110,8 @@ def _unique(col, n: int) -> bool:
         codes = canon[np.asarray(col.codes, np.int64)]
         codes = codes[codes >= 0]
         return len(np.unique(codes)) == len(codes)
+    if hasattr(col, "iloc"):             # a pandas Series (the client ids): hashed in C
+        return not col.dropna().duplicated().any()
     if isinstance(col, np.ndarray) and col.dtype.kind in "iuf":
         v = col[~np.isnan(col)] if col.dtype.kind == "f" else col
         return len(np.unique(v)) == len(v)
