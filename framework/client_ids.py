@@ -88,13 +88,13 @@ class ClientIds:
             self._done.append(self._make(batches))
 
     def _make(self, batches: list[OrderBatch]):
-        """The ids of batches of one universe, in order."""
+        """The ids of a block of batches, in order."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         # the symbols of the block's universes, one table (a run has one universe)
         base: dict[int, int] = {}
-        tables = []
+        tables: list[tuple] = []       # (symbols, raw texts, readable texts, readable lengths) a universe
         for b in batches:
             if id(b.universe.symbols) not in base:
                 base[id(b.universe.symbols)] = sum(len(t[0]) for t in tables)
