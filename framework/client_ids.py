@@ -10,8 +10,8 @@ of a run's batches in blocks of ``CHUNK``, byte for byte ``framework.types.clien
   ``client_order_id`` cuts it (``readable[:47 - len(leg)] + "-" + leg``, counted in characters);
 - the SHA-1 of ``batch|symbol|leg`` (joined by Arrow too, as UTF-8) is taken by C-level iteration:
   the joined texts, each ended by a NUL, are split into bytes objects by one ``bytes.split``, and
-  ``map`` feeds them to ``hashlib.sha1``; numpy turns the raw digests into their first ten hex
-  characters.
+  ``map`` feeds them to ``hashlib.sha1``; the digests are hexlified at once and numpy keeps each
+  one's first ten hex characters.
 
 The result is a ``pyarrow.ChunkedArray`` of ``large_string`` (one chunk a block), which
 ``ChunkedArray.to_pandas()`` turns into pandas' Arrow-backed ``str`` Series without a copy.
@@ -38,7 +38,7 @@ _LONGEST_LEG = 40
 
 
 class ClientIds:
-    """The client order ids of many batches, added in order, as one Arrow string array: equal, id
+    """The client order ids of many batches, added in order, as one Arrow string column: equal, id
     for id, to ``[i for b in batches for i in b.client_order_ids()]`` (a batch carrying its own
     ids, from recovery, keeps them)."""
 
