@@ -125,3 +125,20 @@ def test_the_compiled_sha1_is_hashlibs_for_every_length_around_the_padding():
         assert [got[i * width:(i + 1) * width] for i in range(len(arr))] == \
             [hashlib.sha1(m).hexdigest()[:width] for m in msgs[1:]]
         assert got[-width:] == "a9993e364706816aba3e25717850c26c9cd0d89d"[:width]   # FIPS 180's "abc"
+
+
+def test_a_packed_runs_id_check_finds_a_repeated_id_and_only_a_repeated_one(monkeypatch):
+    """The uniqueness check a packed run's ids pass (``packed._unique``) on the Series column:
+    a repeated id is found, missing values are not ids; texts whose hashes meet (forced here)
+    are told apart by their text."""
+    from framework.ledger import packed
+
+    def column(values):
+        return pa.chunked_array([pa.array(values, pa.large_string())]).to_pandas()
+
+    distinct = column(["p-a-1", "p-b-2", None, "p-c-3", None])
+    repeated = column(["p-a-1", "p-b-2", None, "p-a-1"])
+    assert packed._unique(distinct, 5) and not packed._unique(repeated, 4)
+    assert packed._unique_texts(distinct, chunk=2) and not packed._unique_texts(repeated, chunk=2)
+    monkeypatch.setattr(packed, "hash", lambda text: 7, raising=False)      # every fingerprint the same
+    assert packed._unique_texts(distinct) and not packed._unique_texts(repeated)
