@@ -2,7 +2,7 @@
 
 The journal keeps the pipeline's own values during a replay (reports of whole order batches,
 decision tuples, cycle prices). ``RunTables.build`` turns them, once, into the ledger's tables as
-columns (numpy arrays and lists): the rows the row-at-a-time journal writes, with every order in its
+columns (numpy arrays, lists, the client ids an Arrow-backed pandas ``str`` Series): the rows the row-at-a-time journal writes, with every order in its
 final state (the broker updates and the end-of-run cancels applied in memory, exactly as the SQL
 updates apply them). The same columns are then
 
@@ -24,10 +24,12 @@ from framework.bulk_columns import (
     column_of,
     fill_columns,
     message_codes,
+    picked,
     rows_of,
     set_value,
     take_rows,
 )
+from framework.client_ids import ClientIds
 from framework.ledger import Coded, IsoTimes, Ledger, now_iso, pack_prices
 from framework.types import ExecutionReport, OrderStatus, RiskDecision
 
@@ -156,12 +158,17 @@ class RunTables:
         its arrays are not held twice. Returns {(batch id, leg): [(first row, symbol_idx)]}.
 
         Built as whole columns: per report only its arrays (and, for a column of one value per
-        report, that value and a count) are kept; they are joined once at the end, and the fills'
-        client ids are picked from all the orders' ids by position in one numpy step."""
+        report, that value and a count) are kept; they are joined once at the end. The client ids
+        are made for all the orders at once (``framework.client_ids``) as an Arrow-backed pandas
+        ``str`` Series, and the fills' are picked from them by position (the same buffers when the
+        fills are the orders' in order, as a backtest's usually are)."""
+        import pyarrow as pa
+
         index: dict[tuple[str, str], list[tuple[int, np.ndarray]]] = {}
         books = {k: Book() for k in ("broker_id", "symbol", "type", "leg", "message")}
         fbooks = {k: Book() for k in ("broker_order_id", "trade_id", "symbol")}
-        ids_all: list[str] = []            # every report's order ids, in report order
+        ids = ClientIds()                  # every report's order ids, in report order
+        n_ids = 0
         partial: list[tuple[int, np.ndarray]] = []   # (start in ids_all, orders kept) of reports seen twice
         fill_at: list[np.ndarray] = []     # each report's fills: their orders' positions in ids_all
         fill_legs: list[np.ndarray] = []
@@ -176,8 +183,9 @@ class RunTables:
             reports[k] = None
             b = r.batch
             n = len(b)
-            start = len(ids_all)
-            ids_all.extend(b.client_order_ids())
+            start = n_ids
+            ids.add(b)
+            n_ids += n
             if len(r.fills):
                 fill_columns(r, fbooks, fnums)
                 fill_at.append(r.fills.order_pos.astype(np.int64) + start)
@@ -208,20 +216,23 @@ class RunTables:
             for name, v in (("n", len(sym)), ("cycle_seq", seq), ("time", b.time),
                             ("type", books["type"].code(str(b.order_type))), ("leg", books["leg"].code(b.leg))):
                 per[name].append(v)
+        ids_all = ids.array()
+        del ids
         if partial:
-            kept = np.ones(len(ids_all), np.bool_)
+            kept = np.ones(n_ids, np.bool_)
             for start, keep in partial:
                 kept[start:start + len(keep)] = keep
-            cids = np.array(ids_all, dtype=object)[kept].tolist()
+            cids = ids_all.filter(pa.array(kept))
         else:
             cids = ids_all
-        fcids = np.array(ids_all, dtype=object)[np.concatenate(fill_at)].tolist() if fill_at else []
+        fcids = picked(ids_all, np.concatenate(fill_at) if fill_at else np.zeros(0, np.int64))
         del ids_all
+        more: list[str] = []               # the ids of the updates' fills (a live run's, a few)
         for r in updates:
             if len(r.fills):
                 fill_columns(r, fbooks, fnums)
-                ids = r.batch.client_order_ids()
-                fcids.extend(map(ids.__getitem__, r.fills.order_pos.tolist()))
+                upd_ids = r.batch.client_order_ids()
+                more.extend(map(upd_ids.__getitem__, r.fills.order_pos.tolist()))
                 known = np.asarray(rows_of(index, r.batch.batch_id, r.batch.leg, r.batch.symbol_idx))[r.fills.order_pos] >= 0
                 fill_legs.append(np.where(known, books["leg"].index.get(r.batch.leg, -1), -1).astype(np.int32))
         counts = np.asarray(per["n"], np.int64)
@@ -229,12 +240,14 @@ class RunTables:
         def repeat(name: str, dtype) -> np.ndarray:
             return np.repeat(np.asarray(per[name], dtype), counts)
 
+        if more:
+            fcids = pa.chunked_array([*fcids.chunks, pa.array(more, pa.large_string())], pa.large_string())
         n = len(cids)
         # each column joined in turn, its parts let go as it is (no second copy of every column)
         cat = Joiner(nums)
         self.orders = {
             "run_id": Coded.constant(rid, n), "cycle_seq": repeat("cycle_seq", np.int64),
-            "client_order_id": cids, "broker_id": books["broker_id"].column(cat("broker_id", np.int32)),
+            "client_order_id": cids.to_pandas(), "broker_id": books["broker_id"].column(cat("broker_id", np.int32)),
             "time": IsoTimes(repeat("time", "datetime64[ns]")),
             "symbol": books["symbol"].column(cat("symbol", np.int32)),
             "side": Coded(cat("side", np.int8), list(_SIDES)), "qty": cat("qty", np.float64),
@@ -246,7 +259,7 @@ class RunTables:
             "account": Coded.constant(self.account, n)}
         fcat = Joiner(fnums)
         m = len(fcids)
-        self.fills = {"run_id": Coded.constant(rid, m), "client_order_id": fcids,
+        self.fills = {"run_id": Coded.constant(rid, m), "client_order_id": fcids.to_pandas(),
                       **{name: fbooks[name].column(fcat(name, np.int32)) for name in ("broker_order_id", "trade_id")},
                       "time": IsoTimes(fcat("time", "datetime64[ns]")),
                       "symbol": fbooks["symbol"].column(fcat("symbol", np.int32)),
@@ -315,15 +328,15 @@ class RunTables:
             column_of(ev, k, list) for k in ("run_id", "client_order_id", "time", "status", "filled_qty", "message"))
         want = list({c: None for c, _, _ in cancels})
         # the rows of the cancelled ids, found by a hash lookup in C (a million ids, a few cancels)
-        order_cids = column_of(o, "client_order_id", list)
+        order_cids = column_of(o, "client_order_id", pd.Series)
         rows: dict[str, list[int]] = {}
-        for j in np.flatnonzero(pd.Series(order_cids, dtype=object).isin(want).to_numpy()).tolist():
-            rows.setdefault(order_cids[j], []).append(j)
-        fill_cids = column_of(f, "client_order_id", list)
+        for j in np.flatnonzero(order_cids.isin(want).to_numpy()).tolist():
+            rows.setdefault(order_cids.iloc[j], []).append(j)
+        fill_cids = column_of(f, "client_order_id", pd.Series)
         qty = column_of(f, "qty", np.ndarray)
         booked: dict[str, float] = {}
-        for j in np.flatnonzero(pd.Series(fill_cids, dtype=object).isin(want).to_numpy()).tolist():
-            c = fill_cids[j]
+        for j in np.flatnonzero(fill_cids.isin(want).to_numpy()).tolist():
+            c = fill_cids.iloc[j]
             booked[c] = booked.get(c, 0.0) + float(qty[j])       # SQLite's SUM: in row order
         canceled = int(OrderStatus.CANCELED)
         for c, t, reason in cancels:

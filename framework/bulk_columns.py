@@ -87,7 +87,7 @@ def fill_columns(r: ExecutionReport, books: dict, nums: dict) -> None:
 
 def column_of(cols: dict[str, object], name: str, kind: type[_T]) -> _T:
     """Column ``name`` of a table, of the type ``RunTables`` builds it as (a list, a numpy array,
-    ``Coded`` or ``IsoTimes``): checked, so the code that updates it in place is typed."""
+    ``Coded``, ``IsoTimes`` or a pandas Series): checked, so the code that updates it in place is typed."""
     col = cols[name]
     assert isinstance(col, kind), name
     return col
@@ -114,10 +114,26 @@ def rows_of(index: dict, batch_id: str, leg: str, symbol_idx: np.ndarray) -> lis
     return out
 
 
+def picked(ids, pos: np.ndarray):
+    """The ids (an Arrow ChunkedArray) at positions ``pos``: a zero-copy slice when ``pos`` is a
+    run of consecutive positions (a backtest's fills are its orders' in order), else a copy."""
+    import pyarrow as pa
+
+    m = len(pos)
+    if m == 0:
+        return pa.chunked_array([], ids.type)
+    lo = int(pos[0])
+    if lo >= 0 and lo + m <= len(ids) and int(pos[-1]) == lo + m - 1 and (m < 2 or bool((np.diff(pos) == 1).all())):
+        return ids.slice(lo, m)
+    return ids.take(pa.array(pos))
+
+
 def take_rows(cols: dict, keep: list[int]) -> dict:
     out: dict = {}
     for k, v in cols.items():
-        if isinstance(v, IsoTimes):
+        if hasattr(v, "iloc"):      # a pandas Series (the client ids): positions, a new RangeIndex
+            out[k] = v.iloc[keep].reset_index(drop=True)
+        elif isinstance(v, IsoTimes):
             out[k] = IsoTimes(v.times[keep])
         elif isinstance(v, Coded):
             out[k] = Coded(v.codes[keep], v.values)

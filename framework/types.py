@@ -358,6 +358,8 @@ def client_order_ids(batch_id: str, symbols: list[str], leg: str) -> list[str]:
     """``client_order_id`` for many symbols of one batch and leg (the per-batch parts made once:
     a backtest names a million orders this way); equal to calling it once per symbol. The digest
     of the batch's part of the text is taken once too, and copied for each symbol."""
+    if len(leg) > 47:       # the cut would reach back into the batch's part (``readable[:negative]``)
+        return [client_order_id(batch_id, s, leg) for s in symbols]
     head = f"{OWNED_PREFIX}{batch_id.split('@')[0][:16]}-{batch_id.split('@')[-1]}-"
     post, tail = f"|{leg}", f"-{leg}"
     cut = len(OWNED_PREFIX) + 47 - len(leg)      # the readable part stays at most 48 characters

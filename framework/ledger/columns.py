@@ -53,6 +53,9 @@ class Coded:
 
 
 def chunk_of(col, lo: int, hi: int) -> list:
+    """Rows ``lo..hi`` of a column as a list of Python values (what SQLite binds)."""
+    if hasattr(col, "iloc"):        # a pandas Series (a backtest's client ids, Arrow-backed text)
+        return col.iloc[lo:hi].tolist()
     if isinstance(col, IsoTimes):
         return col.strings(lo, hi)
     if isinstance(col, Coded):

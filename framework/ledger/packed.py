@@ -57,8 +57,9 @@ PACK_CHUNK = 100_000      # rows per packed part: what one part's conversion hol
 
 
 def _arrow_slices(col):
-    """A function (lo, hi) -> rows lo..hi of one column (list, numpy array, IsoTimes, Coded) as an
-    Arrow array, or None when they have no single type. Dictionary columns share one dictionary."""
+    """A function (lo, hi) -> rows lo..hi of one column (list, numpy array, IsoTimes, Coded, a
+    pandas Series of text) as an Arrow array, or None when they have no single type. Dictionary
+    columns share one dictionary."""
     import pyarrow as pa
 
     if isinstance(col, IsoTimes):
@@ -77,6 +78,9 @@ def _arrow_slices(col):
 
     def plain(lo: int, hi: int):
         try:
+            if hasattr(col, "iloc"):      # a pandas Series of text (the client ids): its Arrow data
+                part = pa.array(col.iloc[lo:hi])
+                return (part.combine_chunks() if isinstance(part, pa.ChunkedArray) else part).cast(pa.string())
             if isinstance(col, np.ndarray):
                 part = col[lo:hi]
                 if part.dtype.kind == "f":
@@ -106,12 +110,36 @@ def _unique(col, n: int) -> bool:
         codes = canon[np.asarray(col.codes, np.int64)]
         codes = codes[codes >= 0]
         return len(np.unique(codes)) == len(codes)
+    if hasattr(col, "iloc"):             # a pandas Series of text (a backtest's client ids)
+        return _unique_texts(col)
     if isinstance(col, np.ndarray) and col.dtype.kind in "iuf":
         v = col[~np.isnan(col)] if col.dtype.kind == "f" else col
         return len(np.unique(v)) == len(v)
     values = col if isinstance(col, list) else chunk_of(col, 0, n)
     distinct = set(values)              # no copy of a million ids, only the set's table
     return len(distinct) - (None in distinct) == len(values) - values.count(None)
+
+
+def _unique_texts(col, chunk: int = 1 << 16) -> bool:
+    """``_unique`` for a pandas Series of text (a million Arrow-backed ids): each text's Python hash
+    taken a chunk at a time (no Python string per row held at once, no hash table of the texts),
+    then only the rows whose hashes meet are compared by their text."""
+    n = len(col)
+    valid = col.notna().to_numpy(dtype=bool)
+    fingerprint = np.empty(n, np.int64)
+    for lo in range(0, n, chunk):
+        part = col.iloc[lo:lo + chunk].tolist()
+        fingerprint[lo:lo + len(part)] = np.fromiter(map(hash, part), np.int64, len(part))
+    rows = np.flatnonzero(valid)
+    fingerprint = fingerprint[rows]
+    ordered = np.sort(fingerprint)
+    if not (ordered[1:] == ordered[:-1]).any():
+        return True
+    order = np.argsort(fingerprint, kind="stable")
+    met = fingerprint[order][1:] == fingerprint[order][:-1]
+    suspects = rows[np.union1d(order[1:][met], order[:-1][met])]
+    texts = [col.iloc[int(i)] for i in suspects]
+    return len(set(texts)) == len(texts)
 
 
 class PackedQueries:
