@@ -115,9 +115,10 @@ def run_data(run: dict, equity: pd.DataFrame, fills: pd.DataFrame, orders: pd.Da
 
 
 def _shared(columns: dict, names: tuple[str, ...]) -> dict:
-    """Columns for a frame without copying them: text stays the Python strings the table holds
-    (object dtype; pandas would otherwise copy a million client ids into new string storage), and
-    a column of few values stays codes (a categorical with sorted categories)."""
+    """Columns for a frame without copying them: a list of text stays the Python strings the table
+    holds (object dtype; pandas would otherwise copy them into new string storage), Arrow-backed
+    text (a backtest's client order ids, ``framework.client_ids``) stays Arrow's, and a column of
+    few values stays codes (a categorical with sorted categories)."""
     from framework.ledger import Coded
 
     out = {}

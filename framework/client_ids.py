@@ -8,15 +8,20 @@ of a run's batches in blocks of ``CHUNK``, byte for byte ``framework.types.clien
 - the readable part (``p-`` strategy ``-`` time ``-`` symbol ``-`` leg) is joined by Arrow from
   texts made once per batch and once per symbol of each universe, and cut to 48 characters the way
   ``client_order_id`` cuts it (``readable[:47 - len(leg)] + "-" + leg``, counted in characters);
-- the SHA-1 of ``batch|symbol|leg`` (joined by Arrow too, as UTF-8) is taken by one compiled pass
-  over the joined texts' buffer (``framework.sha1_kernel``, checked against ``hashlib``), which
-  writes each digest's first ten hex characters straight into the digests' text buffer.
+- the SHA-1 of ``batch|symbol|leg`` (joined by Arrow too, as UTF-8) is taken by C-level iteration:
+  the joined texts, each ended by a NUL, are split into bytes objects by one ``bytes.split``, and
+  ``map`` feeds them to ``hashlib.sha1``; the digests are hexlified at once and numpy keeps each
+  one's first ten hex characters.
 
 The result is a ``pyarrow.ChunkedArray`` of ``large_string`` (one chunk a block), which
 ``ChunkedArray.to_pandas()`` turns into pandas' Arrow-backed ``str`` Series without a copy.
 """
 
 from __future__ import annotations
+
+import hashlib
+from binascii import hexlify
+from operator import methodcaller
 
 import numpy as np
 
@@ -25,6 +30,8 @@ from framework.types import OWNED_PREFIX, OrderBatch
 CHUNK = 1 << 16          # ids made at once: their temporaries (joined texts, digests) stay a few MB
 READABLE_MAX = 48        # ``client_order_id``'s cap on the readable part (``p-`` not counted)
 DIGEST_CHARS = 10
+_END = b"\x00"           # ends each hashed text (a text holding one is hashed by slicing instead)
+_DIGEST = methodcaller("digest")
 # a leg this long would cut into the batch's own part of the id (``readable[:negative]``): such a
 # batch's ids are made one by one (no leg is that long; the rule stays exact anyway)
 _LONGEST_LEG = 40
@@ -97,11 +104,12 @@ class ClientIds:
         else:
             sym_raw, sym_read = (pa.concat_arrays([t[k] for t in tables]) for k in (1, 2))
             sym_len = np.concatenate([t[3] for t in tables])
-        bids, legs, heads = [], [], []
+        bids, legs, legz, heads = [], [], [], []
         for b in batches:
             strategy, stamp = b.batch_id.split("@")[0], b.batch_id.split("@")[-1]
             bids.append(b.batch_id)
             legs.append(b.leg)
+            legz.append(b.leg + "\x00")
             heads.append(f"{OWNED_PREFIX}{strategy[:16]}-{stamp}")
         counts = np.fromiter((len(b) for b in batches), np.int64, len(batches))
         at = pa.array(np.repeat(np.arange(len(batches), dtype=np.int32), counts))
@@ -112,8 +120,9 @@ class ClientIds:
         syms = pa.array(sym)
         leg_b, head_b = pa.array(legs, pa.large_string()).take(at), pa.array(heads, pa.large_string()).take(at)
         sym_b = sym_read.take(syms)
-        digest = _digests(pc.binary_join_element_wise(pa.array(bids, pa.large_string()).take(at), sym_raw.take(syms),
-                                                      leg_b, pa.scalar("|", pa.large_string())))
+        digest = _digests(pc.binary_join_element_wise(pa.array(bids, pa.large_string()).take(at),
+                                                      sym_raw.take(syms), pa.array(legz, pa.large_string()).take(at),
+                                                      pa.scalar("|", pa.large_string())))
         # the readable part's length in characters (``p-`` included): the cut when over 48
         leg_len = np.fromiter((len(x) for x in legs), np.int64, len(legs))
         head_len = np.fromiter((len(x) for x in heads), np.int64, len(heads))
@@ -138,24 +147,25 @@ def _capped(readable, leg, cut: np.ndarray, over: np.ndarray):
     for c in np.unique(cut[over]).tolist():         # one pass per leg length
         mask = pa.array(over & (cut == c))
         short = pc.utf8_slice_codeunits(readable.filter(mask), 0, c)
-        cut_leg = pc.binary_join_element_wise(short, leg.filter(mask), pa.scalar("-", pa.large_string()))
-        readable = pc.replace_with_mask(readable, mask, cut_leg)
+        readable = pc.replace_with_mask(readable, mask, pc.binary_join_element_wise(short, leg.filter(mask), pa.scalar("-", pa.large_string())))
     return readable
 
 
 def _digests(texts):
     """The first ten hex characters of the SHA-1 of each text of ``texts`` (an Arrow large_string
-    array, hashed as its UTF-8 bytes), as an Arrow large_string array: one compiled pass over the
-    texts' buffer (``framework.sha1_kernel``), no Python object per text."""
+    array whose every text ends with a NUL, not hashed), as an Arrow large_string array."""
     import pyarrow as pa
-
-    from framework.sha1_kernel import HEX, sha1_hex_prefixes
 
     n = len(texts)
     offsets = np.frombuffer(texts.buffers()[1], np.int64, n + 1, texts.offset * 8)
-    buf = texts.buffers()[2]
-    data = np.frombuffer(buf, np.uint8) if buf is not None else np.zeros(0, np.uint8)
-    text = np.empty(DIGEST_CHARS * n, np.uint8)
-    sha1_hex_prefixes(data, offsets, HEX, DIGEST_CHARS, text)
+    data = memoryview(texts.buffers()[2])[offsets[0]:offsets[-1]].tobytes()
+    pieces = data.split(_END)
+    if len(pieces) != n + 1:        # a text holds a NUL itself: cut the texts at their offsets
+        ends = (offsets[1:] - offsets[0] - 1).tolist()
+        pieces = list(map(data.__getitem__, map(slice, (offsets[:-1] - offsets[0]).tolist(), ends)))
+    else:
+        pieces.pop()
+    hexed = np.frombuffer(hexlify(b"".join(map(_DIGEST, map(hashlib.sha1, pieces)))), np.uint8).reshape(n, 40)
+    text = np.ascontiguousarray(hexed[:, :DIGEST_CHARS]).reshape(-1)
     offsets_out = np.arange(0, DIGEST_CHARS * n + 1, DIGEST_CHARS, dtype=np.int64)
     return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets_out), pa.py_buffer(text))

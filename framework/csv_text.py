@@ -13,7 +13,8 @@ of the fields. So:
   chunk repeats the values of a column already made into text in that chunk (an order's filled
   quantity is its quantity, its fill's price is its average price) takes that text instead of
   formatting them again; a column of one value is formatted once;
-- a column of strings that need no quoting is used as it is;
+- a column of strings that need no quoting is used as it is (Arrow-backed text made Python strings
+  a chunk at a time, not all at once);
 - a chunk's fields are laid out in one list with their separators and joined by one ``str.join``.
 """
 
@@ -104,8 +105,12 @@ def _column(s: pd.Series) -> Column:
     if s.dtype.kind in "iub":
         v = s.to_numpy()
         return lambda lo, hi, memo: list(map(str, v[lo:hi].tolist()))
+    if isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow" and not s.hasnans:
+        # Arrow-backed text (a backtest's client order ids): made Python strings a chunk at a time
+        text = s.array.__arrow_array__()
+        return lambda lo, hi, memo: _quoted(text.slice(lo, hi - lo).to_pylist())
     o = s.to_numpy(dtype=object)
-    if pd.api.types.infer_dtype(o, skipna=False) == "string":     # every field a str (client order ids)
+    if pd.api.types.infer_dtype(o, skipna=False) == "string":     # every field a str
         return lambda lo, hi, memo: _quoted(o[lo:hi].tolist())
     o = s.to_numpy(dtype=object, na_value=None)
     o = np.where(pd.isna(o), _NONE, o)

@@ -246,7 +246,8 @@ def test_csv_writer_is_pandas_to_csv_byte_for_byte(tmp_path):
                                 "2021-03-04T05:06:07.000001Z"], utc=True, format="ISO8601"),
         "f": [1.0, np.nan, 1e-05, 1234567890123456.0], "i": [1, 2, 3, 4], "b": [True, False, True, False],
         "s": ["a,b", 'q"x', None, "line\nbreak"], "o": pd.Series([None, 1.5, "x", np.nan], dtype=object),
-        "cat": pd.Categorical(["buy", None, "sell, short", "buy"]), "a,b": [1e16, -0.0, 5e-324, 0.1 + 0.2]})
+        "cat": pd.Categorical(["buy", None, "sell, short", "buy"]), "a,b": [1e16, -0.0, 5e-324, 0.1 + 0.2],
+        "ids": pd.Series(["p-x-1", 'q"x', "a,b", "é-2"], dtype=pd.StringDtype("pyarrow"))})   # Arrow-backed text
     expected = df.copy()
     expected["time"] = expected["time"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").str.replace(".000000Z", "Z", regex=False)
     for frame, want in ((df, expected), (df.iloc[:0], expected.iloc[:0])):
