@@ -176,14 +176,15 @@ def _read_long(path: str | Path) -> pd.DataFrame:
 
 
 _ARROW_TYPES = ("timestamp", "symbol")
-_BLOCK = 16 << 20        # bytes of CSV text per streamed block
+_BLOCK = 4 << 20         # bytes of CSV text per streamed block (per range: two ranges read at once)
 
 
 def _read_arrow(p: Path):
     """The common case, multi-threaded (pyarrow) and streamed: the seven columns by name, numbers
-    that parse. The file is read block by block (``_BLOCK`` bytes), each block's columns kept as
-    numpy arrays and its time and symbol texts as codes into one list each, so a 300 MB file never
-    sits in memory as text or as a whole Arrow table (issue 15: peak memory).
+    that parse. The file is read block by block (``_BLOCK`` bytes), in a few byte ranges on as many
+    threads (``framework.csv_ranges``); each block's columns kept as numpy arrays and its time and
+    symbol texts as codes into one list each, so a 300 MB file never sits in memory as text or as a
+    whole Arrow table (issue 15: peak memory).
 
     Returns (frame of the price columns, (row codes, distinct time texts), (row codes, distinct
     symbol texts)), or None for anything else, which ``_read_pandas`` reads and explains."""
@@ -192,36 +193,58 @@ def _read_arrow(p: Path):
         import pyarrow.csv as pcsv
     except ImportError:  # pragma: no cover - pyarrow is a dependency
         return None
+    from framework.csv_ranges import read_ranges
+
     text = pa.dictionary(pa.int32(), pa.string())
     types = {"timestamp": text, "symbol": text}   # numbers: int64 or float64, as pandas infers them
-    prices: dict[str, list[np.ndarray]] = {c: [] for c in PRICE_COLUMNS}
-    codes: dict[str, list[np.ndarray]] = {c: [] for c in _ARROW_TYPES}
-    known: dict[str, dict[str, int]] = {c: {} for c in _ARROW_TYPES}
-    try:
-        reader = pcsv.open_csv(p, read_options=pcsv.ReadOptions(block_size=_BLOCK),
-                               convert_options=pcsv.ConvertOptions(column_types=types,
-                                                                   include_columns=list(BAR_COLUMNS),
+    names: list[str] = []
+
+    def blocks(stream, first: bool) -> list[tuple[list, list]]:
+        """Each block of one range: its price columns (numpy) and (indices, texts) of its coded ones."""
+        opts = pcsv.ReadOptions(block_size=_BLOCK) if first else pcsv.ReadOptions(block_size=_BLOCK,
+                                                                                 column_names=names)
+        reader = pcsv.open_csv(stream, read_options=opts,
+                               convert_options=pcsv.ConvertOptions(column_types=types, include_columns=list(BAR_COLUMNS),
                                                                    strings_can_be_null=False))
+        out = []
         for batch in reader:     # the stream's types are the first block's (a later misfit raises)
+            nums = []
             for c in PRICE_COLUMNS:
                 col = batch.column(c)
                 if col.null_count or not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
-                    return None
-                prices[c].append(col.to_numpy(zero_copy_only=False))
-            for c in _ARROW_TYPES:
-                col = batch.column(c)
-                table = known[c]
-                remap = np.array([table.setdefault(t, len(table)) for t in col.dictionary.to_pylist()] or [0],
-                                 np.int64)
-                codes[c].append(remap[col.indices.to_numpy(zero_copy_only=False)])
-    except (pa.ArrowInvalid, pa.ArrowKeyError, pa.ArrowTypeError, KeyError, UnicodeDecodeError):
+                    raise _Declined
+                nums.append(col.to_numpy(zero_copy_only=False))
+            coded = [(batch.column(c).indices.to_numpy(zero_copy_only=False), batch.column(c).dictionary.to_pylist())
+                     for c in _ARROW_TYPES]
+            out.append((nums, coded))
+        return out
+
+    try:
+        with open(p, "rb") as f:         # the other ranges are read with the header's names
+            names.extend(f.readline().decode("utf-8").rstrip("\r\n").split(","))
+        parts = read_ranges(p, blocks)
+    except (pa.ArrowInvalid, pa.ArrowKeyError, pa.ArrowTypeError, KeyError, UnicodeDecodeError, _Declined):
         return None
-    if not codes["timestamp"] or sum(len(x) for x in codes["timestamp"]) == 0:
+    got = [b for part in parts for b in part]
+    if not got or sum(len(nums[0]) for nums, _ in got) == 0:
         return None
+    known: list[dict[str, int]] = [{} for _ in _ARROW_TYPES]
+    codes: list[list[np.ndarray]] = [[] for _ in _ARROW_TYPES]
+    for _, coded in got:
+        for k, (idx, texts) in enumerate(coded):
+            table = known[k]
+            remap = np.array([table.setdefault(t, len(table)) for t in texts] or [0], np.int64)
+            codes[k].append(remap[idx])
     # copy=False: each column its own block (a consolidated frame would copy them all once more)
-    frame = pd.DataFrame({c: np.concatenate(prices.pop(c)) for c in PRICE_COLUMNS}, copy=False)
-    coded = tuple((np.concatenate(codes[c]), list(known[c])) for c in _ARROW_TYPES)
-    return frame, coded[0], coded[1]
+    frame = pd.DataFrame({c: np.concatenate([nums[i] for nums, _ in got]) for i, c in enumerate(PRICE_COLUMNS)},
+                         copy=False)
+    del got, parts
+    ts, sym = ((np.concatenate(codes[k]), list(known[k])) for k in range(len(_ARROW_TYPES)))
+    return frame, ts, sym
+
+
+class _Declined(Exception):
+    """A block ``_read_arrow`` does not read (a number column with gaps or text)."""
 
 
 def _read_pandas(p: Path):

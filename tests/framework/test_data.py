@@ -197,3 +197,33 @@ def test_data_import_of_a_bad_row_exits_2_naming_line_and_field(tmp_path):
     assert proc.returncode == 2
     assert f"{bad}:3 [close]" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "data" / "bars").exists()
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_a_bar_file_read_in_ranges_on_threads_is_the_file_read_whole(tmp_path, monkeypatch, newline):
+    """A large bar file is cut at line breaks into ranges, each streamed on its own thread
+    (``framework.csv_ranges``): the same bars, in the same order, and a bad row still names its
+    own line, whichever range it falls in."""
+    import framework.csv_ranges as ranges
+    from framework.data import load_bars
+
+    rng = np.random.default_rng(3)
+    times = pd.date_range("2024-01-01", periods=400, freq="D", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+    rows = [f"{t},{s},{o:.4f},{o * 1.01:.4f},{o * 0.99:.4f},{o:.4f},{v}" for t in times for s in ("AAPL", "MSFT", "SPY")
+            for o, v in [(rng.uniform(50, 150), int(rng.integers(1, 10**6)))]]
+    path = tmp_path / "bars.csv"
+    path.write_bytes(newline.join(["timestamp,symbol,open,high,low,close,volume", *rows, ""]).encode())
+    whole = load_bars(path, tmp_path)
+    monkeypatch.setattr(ranges, "MIN_RANGE", 1000)            # this small file: several ranges
+    cuts = ranges.cut_points(path, 4)
+    assert len(cuts) == 5 and all(path.read_bytes()[c - 1:c] == b"\n" for c in cuts[1:-1])
+    got = load_bars(path, tmp_path)
+    assert got.symbols == whole.symbols and np.array_equal(got.times, whole.times)
+    for c in ("open", "high", "low", "close", "volume"):
+        assert np.array_equal(getattr(got, c), getattr(whole, c), equal_nan=True), c
+    bad = rows.copy()
+    bad[1000] = bad[1000].replace(",MSFT,", ",A B C,")       # in the third range
+    path.write_bytes(newline.join(["timestamp,symbol,open,high,low,close,volume", *bad, ""]).encode())
+    with pytest.raises(DataError) as e:
+        load_bars(path, tmp_path)
+    assert (1002, "symbol") in [(p.line, p.field) for p in e.value.problems]
