@@ -179,3 +179,18 @@ def test_a_bad_pack_threshold_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("PARITY_PACK_ROWS", "0")
     assert pack_rows() == 0
 
+
+
+def test_cycle_prices_read_back_in_both_the_new_and_the_older_ledger_format():
+    """A cycle's prices are stored as their bytes now; a ledger written before holds them
+    zlib-compressed, and reads the same (``parity report`` of an old run)."""
+    import zlib
+
+    from framework.ledger import pack_prices, unpack_prices
+
+    px = np.array([101.25, np.nan, 0.1 + 0.2, 5e-324, -0.0, 1e300])
+    older = zlib.compress(px.tobytes(), 1)
+    for blob in (pack_prices(px), older):
+        back = unpack_prices(blob)
+        assert back.dtype == np.float64 and back.tobytes() == px.tobytes()
+    assert len(pack_prices(px)) == 1 + px.nbytes
