@@ -146,3 +146,26 @@ def limits_idle(weights, confidence, min_confidence, tradable, cap, max_position
         if size > EPS:
             n_nonzero += 1
     return n_nonzero <= max_positions
+
+
+@njit(cache=True, nogil=True)
+def gross_values(positions, prices, r_idx, r_qty, a_idx, a_qty):
+    """(gross position value now, after both legs, the additions' value): a reduction shrinks
+    |position| by its value and an addition grows it by its own; unpriced symbols count 0 (the
+    screen of ``framework.risk.exposure_after_rounding``)."""
+    now = 0.0
+    for j in range(len(positions)):
+        p = prices[j]
+        if np.isfinite(p):
+            now += abs(positions[j] * p)
+    red = 0.0
+    for k in range(len(r_idx)):
+        p = prices[r_idx[k]]
+        if np.isfinite(p):
+            red += r_qty[k] * p
+    add = 0.0
+    for k in range(len(a_idx)):
+        p = prices[a_idx[k]]
+        if np.isfinite(p):
+            add += a_qty[k] * p
+    return now, now - red + add, add

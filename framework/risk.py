@@ -241,17 +241,14 @@ def exposure_after_rounding(plan, limits: RiskLimits, positions: np.ndarray, pri
     add = plan.add
     if not len(add) or equity <= 0:
         return plan
-    px = np.where(np.isfinite(prices), prices, 0.0)
-    now = float(np.abs(positions * px).sum())
     red = plan.reduce
-    added = add.qty * px[add.symbol_idx]
-    after = now - float((red.qty * px[red.symbol_idx]).sum()) + float(added.sum())
+    now, after, total = _kernels().gross_values(positions, prices, red.symbol_idx, red.qty, add.symbol_idx, add.qty)
     limit = min(limits.max_exposure_pct, limits.max_leverage) * equity
     excess = after - max(limit, now)
     if excess <= 1e-9 * max(equity, 1.0):
         return plan
     u, idx = add.universe, add.symbol_idx
-    total = float(added.sum())
+    px = np.where(np.isfinite(prices), prices, 0.0)
     factor = max(total - excess, 0.0) / total if total > 0 else 0.0
     inc = np.where(add.side < 0, np.maximum(u.qty_increment[idx], 1.0), u.qty_increment[idx])  # whole-share shorts
     qty = floor_to(add.qty * factor, inc)
