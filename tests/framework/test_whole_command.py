@@ -117,10 +117,7 @@ def test_columnar_ledger_rows_are_the_row_writers_rows(inputs, tmp_path):
         assert got[table] == want[table], table
 
 
-@pytest.mark.parametrize("helpers", [False, True], ids=["in-process", "forked-helpers"])
-def test_a_backtests_artifacts_are_the_ones_the_ledger_gives(inputs, tmp_path, helpers):
-    """Written in the process, or (as ``parity backtest`` does) with the figures drawn by a helper
-    and the CSVs by a child forked beside the ledger write: the files the ledger gives."""
+def test_a_backtests_artifacts_are_the_ones_the_ledger_gives(inputs, tmp_path):
     from framework.artifacts import write_artifacts
     from framework.cli.wiring import run_backtest
     from framework.config import load_settings, load_strategy
@@ -129,8 +126,7 @@ def test_a_backtests_artifacts_are_the_ones_the_ledger_gives(inputs, tmp_path, h
     _, settings_path, strategy_path = inputs
     settings = load_settings(settings_path)
     strategy = load_strategy(str(strategy_path), str(settings_path))
-    run_id, summary, out = run_backtest(settings, str(settings_path), strategy, out_dir=str(tmp_path / "a"),
-                                        draw_ahead=helpers)
+    run_id, summary, out = run_backtest(settings, str(settings_path), strategy, out_dir=str(tmp_path / "a"))
     ledger = Ledger(settings.ledger)
     try:
         again = write_artifacts(ledger, run_id, tmp_path / "b", report=False, record=False)
@@ -143,99 +139,6 @@ def test_a_backtests_artifacts_are_the_ones_the_ledger_gives(inputs, tmp_path, h
         assert filecmp.cmp(out / name, again / name, shallow=False), name
     assert json.loads((out / "summary.json").read_text())["n_orders"] > 0
     assert (out / "report.html").is_file()
-    assert not list(out.glob("*.partial"))
-
-
-def test_csvs_are_written_here_when_the_forked_child_fails(inputs, tmp_path, monkeypatch):
-    """The child only speeds things up: when it fails, the command writes the same CSVs itself."""
-    import os
-
-    import framework.artifacts as artifacts
-    from framework.cli.wiring import run_backtest
-    from framework.config import load_settings, load_strategy
-
-    _, settings_path, strategy_path = inputs
-    settings = load_settings(settings_path)
-    strategy = load_strategy(str(strategy_path), str(settings_path))
-    parent, real = os.getpid(), artifacts.write_csvs
-
-    def fail_in_child(frames, *a):
-        if os.getpid() != parent:
-            raise OSError("disk full (in the child)")
-        real(frames, *a)
-
-    monkeypatch.setattr(artifacts, "write_csvs", fail_in_child)
-    _, _, out = run_backtest(settings, str(settings_path), strategy, out_dir=str(tmp_path / "a"), draw_ahead=True)
-    monkeypatch.setattr(artifacts, "write_csvs", real)
-    _, _, ref = run_backtest(settings, str(settings_path), strategy, out_dir=str(tmp_path / "b"))
-    for name in ("equity.csv", "orders.csv", "fills.csv", "decisions.csv"):
-        assert filecmp.cmp(out / name, ref / name, shallow=False), name
-    assert not list(out.glob("*.partial"))
-
-
-def test_a_failed_ledger_write_leaves_no_csvs_and_no_child(inputs, tmp_path, monkeypatch):
-    """The ledger write fails after the CSV child started: the child is stopped, nothing half
-    written stays in the run's folder, and the error reaches the caller."""
-    import os
-
-    import framework.backtest as backtest
-    from framework.cli.wiring import run_backtest
-    from framework.config import load_settings, load_strategy
-    from framework.forked import Forked
-    from framework.ledger import Ledger
-
-    _, settings_path, strategy_path = inputs
-    settings = load_settings(settings_path)
-    strategy = load_strategy(str(strategy_path), str(settings_path))
-
-    def broken(ledger: Ledger, tables, outcome, **kw):
-        raise OSError("database or disk is full")
-
-    children = []
-    start = Forked.start
-
-    def recorded(work):
-        child = start(work)
-        children.append(child)
-        return child
-
-    monkeypatch.setattr(backtest, "store_run", broken)
-    monkeypatch.setattr(Forked, "start", staticmethod(recorded))
-    with pytest.raises(OSError, match="disk is full"):
-        run_backtest(settings, str(settings_path), strategy, out_dir=str(tmp_path / "a"), draw_ahead=True)
-    left = [p for p in (tmp_path / "a").rglob("*") if p.is_file()]
-    assert left == []
-    assert len(children) == 1 and children[0] is not None
-    with pytest.raises(ChildProcessError):          # stopped and reaped: not left running
-        os.waitpid(children[0].pid, os.WNOHANG)
-
-
-def test_a_backtests_frames_are_the_ones_the_ledger_gives(inputs, tmp_path):
-    """Every frame of the run's data, the fills' legs included (known from the columns, looked up
-    by client id from the ledger), is the same from either source: later fills of working orders
-    and next-batch cancels included."""
-    from framework.artifacts import load_run
-    from framework.ledger import Ledger
-    from framework.session import RunInfo, simulate
-
-    _, settings_path, strategy_path = inputs
-    _, strategy, setup = _setup(settings_path, strategy_path)
-    ledger = Ledger(tmp_path / "frames.db")
-    try:
-        info = RunInfo(strategy.name, strategy.config_hash(), "backtest", settings=setup.settings_dump,
-                       signals=setup.signals_source)
-        run = simulate(ledger, setup.pipeline, setup.market, setup.signals, setup.run_id, info,
-                       initial_equity=setup.initial_cash)
-        got = load_run(ledger, setup.run_id, setup.journal.tables, run.outcome.equity)
-        want = load_run(ledger, setup.run_id)
-    finally:
-        ledger.close()
-    assert setup.journal.tables.fill_legs is not None and len(want.fills) > 0
-    assert want.fills["leg"].notna().all()
-    for name in ("fills", "orders", "equity", "decisions"):
-        g, w = getattr(got, name), getattr(want, name)
-        g, w = (f.astype(object).where(f.notna(), None) for f in (g, w))    # NULL: None or NaN alike
-        pd.testing.assert_frame_equal(g, w, check_dtype=False, obj=name)
 
 
 def test_csv_writer_is_pandas_to_csv_byte_for_byte(tmp_path):
