@@ -91,14 +91,22 @@ class Rebalancer:
         if need <= budget + 1e-9:
             return adds, ()
         factor = budget / need if need > 0 else 0.0
-        inc = np.where(adds.side < 0, np.maximum(u.qty_increment[idx], 1.0), u.qty_increment[idx])  # whole-share shorts
-        qty = floor_to(adds.qty * factor, inc)
-        ok = (qty * adds.ref_price >= u.min_notional[idx]) & (qty >= u.min_qty[idx]) & (qty > EPS)
-        qty = np.where(ok, qty, 0.0)
+        qty = scaled_adds(adds, factor)
         decision = RiskDecision(adds.time, "*", "buying_power", "scale", need, float((qty * unit_cost).sum()),
                                 f"buys need {need:,.2f} but {budget:,.2f} is available after sells: "
                                 f"scaled by {factor:.4f}")
         return adds.with_qty(qty), (decision,)
+
+
+def scaled_adds(adds: OrderBatch, factor: float) -> np.ndarray:
+    """The additions' quantities scaled by ``factor``, floored to their increments (short sales in
+    whole shares); 0 where that leaves one under the venue's minimums (buying power, and the gross
+    limit on the rounded orders: ``framework.risk.exposure_after_rounding``)."""
+    u, idx = adds.universe, adds.symbol_idx
+    inc = np.where(adds.side < 0, np.maximum(u.qty_increment[idx], 1.0), u.qty_increment[idx])  # whole-share shorts
+    qty = floor_to(adds.qty * factor, inc)
+    ok = (qty * adds.ref_price >= u.min_notional[idx]) & (qty >= u.min_qty[idx]) & (qty > EPS)
+    return np.where(ok, qty, 0.0)
 
 
 def _closed(target: TargetPortfolio, weights: np.ndarray, positions: np.ndarray, prices: np.ndarray, equity: float,

@@ -236,7 +236,7 @@ def exposure_after_rounding(plan, limits: RiskLimits, positions: np.ndarray, pri
     the gross after both legs stays within the limit, or within today's gross when that is already
     above it. Exact, cheap: a reduction shrinks |position| by its value and an addition grows it by
     its own (the venue pre-checks keep legs from flipping a position)."""
-    from framework.rebalance import RebalancePlan, floor_to
+    from framework.rebalance import RebalancePlan, scaled_adds
 
     add = plan.add
     if not len(add) or equity <= 0:
@@ -247,13 +247,10 @@ def exposure_after_rounding(plan, limits: RiskLimits, positions: np.ndarray, pri
     excess = after - max(limit, now)
     if excess <= 1e-9 * max(equity, 1.0):
         return plan
-    u, idx = add.universe, add.symbol_idx
+    idx = add.symbol_idx
     px = np.where(np.isfinite(prices), prices, 0.0)
     factor = max(total - excess, 0.0) / total if total > 0 else 0.0
-    inc = np.where(add.side < 0, np.maximum(u.qty_increment[idx], 1.0), u.qty_increment[idx])  # whole-share shorts
-    qty = floor_to(add.qty * factor, inc)
-    ok = (qty * add.ref_price >= u.min_notional[idx]) & (qty >= u.min_qty[idx]) & (qty > EPS)
-    qty = np.where(ok, qty, 0.0)
+    qty = scaled_adds(add, factor)
     target_qty = plan.target_qty.copy()
     target_qty[idx] -= add.side * (add.qty - qty)
     new_after = after - total + float((qty * px[idx]).sum())
