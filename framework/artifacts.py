@@ -236,13 +236,12 @@ class ArtifactsAhead:
     def finish(self) -> None:
         """Give the child's files their names, or write the CSVs here if it did not finish them."""
         child, self._child = self._child, None
-        frames = csv_frames(self.data, self.out)
         if child is not None and child.wait():
-            for _, path in frames:
+            for path in self._paths():
                 Path(str(path) + self.PARTIAL).replace(path)
             return
         self._drop_partial()
-        write_csvs(frames)
+        write_csvs(csv_frames(self.data, self.out))
 
     def abandon(self) -> None:
         """The command failed before its artifacts: stop the child and remove what it wrote."""
@@ -251,14 +250,18 @@ class ArtifactsAhead:
             child.stop()
         self._drop_partial()
 
+    def _paths(self) -> list[Path]:
+        return [self.out / name for name in CSV_FILES]
+
     def _drop_partial(self) -> None:
-        for _, path in csv_frames(self.data, self.out, self.PARTIAL):
-            path.unlink(missing_ok=True)
+        for path in self._paths():
+            Path(str(path) + self.PARTIAL).unlink(missing_ok=True)
 
 
 ORDER_CSV = ("time", "symbol", "side", "qty", "type", "status", "client_order_id", "filled_qty", "avg_price")
 FILL_CSV = ("time", "symbol", "side", "qty", "price", "fee", "order_id", "client_order_id")
 EXIT_LEGS = ("stop", "take")
+CSV_FILES = ("equity.csv", "orders.csv", "fills.csv", "decisions.csv")
 
 
 def csv_frames(data, out: Path, suffix: str = "") -> list[tuple[pd.DataFrame, Path]]:
@@ -268,8 +271,8 @@ def csv_frames(data, out: Path, suffix: str = "") -> list[tuple[pd.DataFrame, Pa
     exits = "leg" in data.orders.columns and data.orders["leg"].astype(object).isin(EXIT_LEGS).any()
     extra = ["leg"] if exits else []
     # in lockstep (``write_csvs``): the fills' quantities and prices repeat their orders' and are formatted once
-    return [(data.equity, out / f"equity.csv{suffix}"), (data.orders[[*ORDER_CSV, *extra]], out / f"orders.csv{suffix}"),
-            (data.fills[[*FILL_CSV, *extra]], out / f"fills.csv{suffix}"), (data.decisions, out / f"decisions.csv{suffix}")]
+    frames = (data.equity, data.orders[[*ORDER_CSV, *extra]], data.fills[[*FILL_CSV, *extra]], data.decisions)
+    return [(f, out / f"{name}{suffix}") for f, name in zip(frames, CSV_FILES, strict=True)]
 
 
 def write_run_files(data, out: Path, report: bool = True, figures=None, ahead: ArtifactsAhead | None = None) -> None:

@@ -19,6 +19,14 @@ from dataclasses import dataclass
 WAIT = 300.0          # seconds a caller waits for the child before doing the work itself
 
 
+def can_fork() -> bool:
+    """Whether forking a helper is safe here: the platform has ``fork`` and no other Python thread
+    runs (a thread's locks would be copied held). The figures helper asks it too."""
+    import threading
+
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
 @dataclass
 class Forked:
     """A forked child running one function; ``wait`` tells whether it finished it."""
@@ -27,10 +35,8 @@ class Forked:
 
     @classmethod
     def start(cls, work: Callable[[], None]) -> Forked | None:
-        """Fork a child that runs ``work``, or None where forking is not safe here."""
-        import threading
-
-        if not hasattr(os, "fork") or threading.active_count() > 1:
+        """Fork a child that runs ``work``, or None where forking is not safe here (``can_fork``)."""
+        if not can_fork():
             return None
         try:
             pid = os.fork()

@@ -78,9 +78,10 @@ class FigureWorker:
     def start(cls) -> FigureWorker | None:
         """Fork the helper, or None where forking is not safe (no ``fork``, other threads running)."""
         import multiprocessing
-        import threading
 
-        if "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
+        from framework.forked import can_fork
+
+        if not can_fork() or "fork" not in multiprocessing.get_all_start_methods():
             return None
         ctx = multiprocessing.get_context("fork")
         try:
