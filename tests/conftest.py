@@ -120,6 +120,20 @@ def run_parity(*args: str, cwd: Path, timeout: float = 120) -> subprocess.Comple
                           timeout=timeout, env=cli_env())
 
 
+def rerun_without_threads(test_file: str, flag: str) -> None:
+    """Run ``test_file`` again in a fresh process when this one has other threads (the suite's
+    session servers), where forked helpers are rightly not started and such tests skip; there they
+    must all run and pass. Does nothing in that fresh process (``flag`` set) or without threads."""
+    import threading
+
+    if os.environ.get(flag) or threading.active_count() == 1:
+        return                                    # the module's tests ran here, in a process without threads
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", test_file],
+                       capture_output=True, text=True, env={**os.environ, flag: "1"}, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    assert "skipped" not in p.stdout.splitlines()[-1], p.stdout[-2000:]
+
+
 def ledger_counts(db: Path) -> dict[str, int]:
     """Rows per table of a ledger file ({} when no ledger was created)."""
     if not db.exists():

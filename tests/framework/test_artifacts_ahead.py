@@ -18,6 +18,7 @@ import threading
 
 import pytest
 
+from tests.conftest import rerun_without_threads
 from tests.framework.test_whole_command import inputs  # noqa: F401 - the module's fixture
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the child needs fork; elsewhere the process writes")
@@ -117,13 +118,4 @@ def test_a_failed_ledger_write_leaves_no_csvs_and_no_child(inputs, tmp_path, mon
 def test_the_module_in_a_process_without_threads():
     """Where threads kept the tests above from forking (the whole suite), they run again in a fresh
     process, and must all run and pass there."""
-    import subprocess
-    import sys
-
-    if os.environ.get("PARITY_AHEAD_CHILD") or threading.active_count() == 1:
-        return                                    # the tests above ran here, in a process without threads
-    env = {**os.environ, "PARITY_AHEAD_CHILD": "1"}
-    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", __file__],
-                       capture_output=True, text=True, env=env, timeout=600)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
-    assert "skipped" not in p.stdout.splitlines()[-1], p.stdout[-2000:]
+    rerun_without_threads(__file__, "PARITY_AHEAD_CHILD")

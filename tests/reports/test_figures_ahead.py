@@ -15,6 +15,7 @@ import yaml
 
 from framework.reports import figures
 from framework.reports.figures import FIGURES, FigureWorker, draw_figures, figure_inputs
+from tests.conftest import rerun_without_threads
 from tests.reports.synthetic import build_run
 
 pytestmark = pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
@@ -156,14 +157,4 @@ def test_the_module_in_a_process_without_threads():
     """In the whole suite other tests' local servers keep threads alive in this process (session
     fixtures), where the helper is rightly not forked and the tests above skip; then the module runs
     again in a fresh process, where they must all run and pass."""
-    import os
-    import subprocess
-    import sys
-
-    if os.environ.get("PARITY_FIGURES_CHILD") or threading.active_count() == 1:
-        return                                    # the tests above ran here, in a process without threads
-    env = {**os.environ, "PARITY_FIGURES_CHILD": "1"}
-    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", __file__],
-                       capture_output=True, text=True, env=env, timeout=600)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
-    assert "skipped" not in p.stdout.splitlines()[-1], p.stdout[-2000:]
+    rerun_without_threads(__file__, "PARITY_FIGURES_CHILD")
