@@ -263,3 +263,28 @@ def test_a_batchs_client_ids_are_each_orders_own_and_made_once():
     other = replace(b, leg="take")                             # a new batch: its own ids
     assert other.client_order_ids() == [client_order_id(b.batch_id, s, "take") for s in names]
     assert b.subset(np.array([False, True, True])).client_order_ids() == ids[1:3]
+
+
+def test_a_simulated_run_lets_go_of_its_bars_once_collected(inputs, tmp_path):
+    """The replay is the bars' last reader: once the run is collected the simulator retires them, so
+    the ledger write and the artifacts do not hold them (150 MB on the large benchmark), and a late
+    use of the retired simulator fails loudly instead of reading stale prices."""
+    import gc
+    import weakref
+
+    from framework.ledger import Ledger
+    from framework.session import RunInfo, simulate
+
+    _, settings_path, strategy_path = inputs
+    _, strategy, setup = _setup(settings_path, strategy_path)
+    close = weakref.ref(setup.market.bars.close)
+    ledger = Ledger(tmp_path / "l.db")
+    try:
+        simulate(ledger, setup.pipeline, setup.market, setup.signals, setup.run_id,
+                 RunInfo(strategy.name, strategy.config_hash(), "backtest"), initial_equity=setup.initial_cash)
+    finally:
+        ledger.close()
+    gc.collect()
+    assert close() is None
+    with pytest.raises(AttributeError):
+        setup.market.prices(setup.pipeline.universe)
