@@ -3,8 +3,9 @@
 A report's figures cost ``parity backtest`` about a second of matplotlib (importing it, then six
 PNGs), none of which needs the backtest until its results exist. ``FigureWorker.start`` forks a
 helper at the start of the command; it imports matplotlib while the backtest runs, then draws the
-figures (``submit``) while the command writes the CSV artifacts and the report's tables, and hands
-back the PNG bytes (``images``). It runs the very functions ``draw_figures`` runs in the process,
+figures (``submit``) while the command writes the CSV artifacts and the report's tables, leaves the
+PNG bytes in a private temporary file and exits (its memory is gone before the command's peak);
+``images`` reads them. It runs the very functions ``draw_figures`` runs in the process,
 on the same inputs, so the files are byte-identical either way. The helper only ever speeds things
 up: where it cannot start (no ``fork`` on the platform, threads already running) or whenever it
 fails, the figures are drawn in the process, raising what drawing raises there.
@@ -13,9 +14,11 @@ fails, the figures are drawn in the process, raising what drawing raises there.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+from framework.reports.plots import CostCurves
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
 
 FIGURES = ("equity", "drawdown", "exposure", "costs", "attribution", "decisions")
 HELPER_WAIT = 300.0      # seconds the command waits for the helper's PNGs before drawing them itself
+SPILL_PREFIX = "parity-figures-"     # the helper's PNGs wait for the command in a temporary file so named
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,7 @@ class FigureInputs:
     benchmark: pd.Series | None
     benchmark_label: str
     equity: pd.DataFrame
-    fills: pd.DataFrame          # the columns the costs figure reads: time, fee (and slippage)
+    costs: CostCurves            # cumulative fees and slippage as drawn (a few thousand points, not the fills)
     attribution: pd.DataFrame
     decision_counts: pd.DataFrame
 
@@ -46,8 +50,7 @@ def figure_inputs(run: RunData) -> FigureInputs:
     from framework.reports.sections import benchmark_curve, decision_counts
 
     benchmark, label = benchmark_curve(run)
-    costs = [c for c in ("time", "fee", "slippage") if c in run.fills.columns]
-    return FigureInputs(run.equity_series(), benchmark, label, run.equity, run.fills[costs],
+    return FigureInputs(run.equity_series(), benchmark, label, run.equity, CostCurves.of(run.fills),
                         attribution_for(run.prices, run.fills), decision_counts(run.decisions))
 
 
@@ -60,7 +63,7 @@ def draw_figures(inputs: FigureInputs) -> dict[str, bytes]:
         "equity": plots.equity_figure(i.equity_curve, i.benchmark, i.benchmark_label),
         "drawdown": plots.drawdown_figure(i.equity_curve),
         "exposure": plots.exposure_figure(i.equity),
-        "costs": plots.costs_figure(i.fills),
+        "costs": plots.costs_figure(i.costs),
         "attribution": plots.attribution_figure(i.attribution),
         "decisions": plots.decisions_figure(i.decision_counts),
     }
@@ -105,26 +108,77 @@ class FigureWorker:
 
     def images(self, inputs: FigureInputs) -> dict[str, bytes]:
         """The PNGs the helper drew from ``inputs`` (as ``submit`` gave them), else drawn here."""
-        got: Any = None
+        got: dict[str, bytes] | None = None
         if self._conn is not None and self._sent:
             try:   # a helper that never answers (stopped, stuck) costs HELPER_WAIT seconds, not the command
-                got = self._conn.recv() if self._conn.poll(HELPER_WAIT) else None
+                got = _unspill(self._conn.recv()) if self._conn.poll(HELPER_WAIT) else None
             except (OSError, EOFError):
                 got = None
+            self._sent = False
         self.close()
-        if isinstance(got, dict) and tuple(got) == FIGURES:
+        if got is not None and tuple(got) == FIGURES:
             return got
         return draw_figures(inputs)              # no helper, or it failed: the same drawing, here
 
     def close(self) -> None:
-        """Let the helper go (it exits when its pipe closes) and reap it."""
+        """Let the helper go (it exits when its pipe closes) and reap it; PNGs it spilled that
+        nobody read are deleted."""
         if self._conn is not None:
+            try:
+                if self._sent and self._conn.poll(0):
+                    _unspill(self._conn.recv())
+            except (OSError, EOFError):
+                pass
             self._conn.close()
             self._conn = None
         self._process.join(timeout=5)
         if self._process.is_alive():
             self._process.terminate()
             self._process.join()
+
+
+def _spill(images: dict[str, bytes]) -> str:
+    """Write the PNGs to a private temporary file; return its path. The helper then exits at once
+    instead of waiting, blocked on a pipe smaller than the PNGs, until the command reads them, so
+    its memory is not held through the rest of the command."""
+    import os
+    import struct
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix=SPILL_PREFIX, suffix=".png-set")
+    with os.fdopen(fd, "wb") as f:
+        for name in FIGURES:
+            f.write(struct.pack("<Q", len(images[name])))
+            f.write(images[name])
+    return path
+
+
+def _unspill(path: object) -> dict[str, bytes] | None:
+    """The PNGs ``_spill`` wrote to ``path``, which is deleted; None when there are none."""
+    import os
+    import struct
+
+    if not isinstance(path, str) or not os.path.basename(path).startswith(SPILL_PREFIX):
+        return None
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError:
+        return None
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    out: dict[str, bytes] = {}
+    at = 0
+    for name in FIGURES:
+        if at + 8 > len(blob):
+            return None
+        (n,) = struct.unpack_from("<Q", blob, at)
+        out[name] = blob[at + 8:at + 8 + n]
+        at += 8 + n
+    return out if at == len(blob) else None
 
 
 def _serve(conn: Connection, parent_end: Connection) -> None:
@@ -145,11 +199,11 @@ def _serve(conn: Connection, parent_end: Connection) -> None:
     except (EOFError, OSError):                      # the command ended (or failed) before its report
         return
     try:
-        images: dict[str, bytes] | None = draw_figures(inputs)
+        spilled: str | None = _spill(draw_figures(inputs))
     except BaseException:  # noqa: BLE001 - the parent draws again and raises it with its traceback
-        images = None
+        spilled = None
     try:
-        conn.send(images)
+        conn.send(spilled)
     except (OSError, ValueError):
-        pass
+        _unspill(spilled)
     conn.close()

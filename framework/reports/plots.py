@@ -8,6 +8,7 @@ matplotlib is imported inside the functions: importing this module stays cheap.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -57,10 +58,51 @@ def _utc_naive(index: pd.Index) -> pd.DatetimeIndex:
     return idx.tz_convert("UTC").tz_localize(None) if idx.tz is not None else idx
 
 
-def _series(ax, series: pd.Series, **kwargs) -> None:
-    x, y = _decimated(ax, _utc_naive(series.index), series.to_numpy(dtype=float))
+def _series(ax, series: pd.Series | Curve, **kwargs) -> None:
+    if isinstance(series, Curve):
+        x, y = _decimated(ax, series.x, series.y, series.points)
+    else:
+        x, y = _decimated(ax, _utc_naive(series.index), series.to_numpy(dtype=float))
     ax.plot(x, y, **kwargs)
     ax.set_xlabel("time (UTC)")
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A time series reduced as it is drawn (``decimate``): what a figure plots of a series of
+    ``points`` points. Made where the full series is, so only the few thousand points drawn travel
+    to the process that draws (``framework.reports.figures``)."""
+
+    x: np.ndarray        # datetime64[ns], UTC without a zone
+    y: np.ndarray
+    points: int          # how many points the full series had
+
+    @classmethod
+    def of(cls, series: pd.Series) -> Curve:
+        y = series.to_numpy(dtype=float)
+        x, dy = decimate(np.asarray(_utc_naive(series.index)), y)
+        return cls(x, dy, len(y))
+
+
+@dataclass(frozen=True)
+class CostCurves:
+    """The costs figure's inputs: cumulative fees and slippage in fill-time order (None: the run
+    has no fills; ``slippage`` None: the fills do not measure it)."""
+
+    fee: Curve | None
+    slippage: Curve | None
+
+    @classmethod
+    def of(cls, fills: pd.DataFrame) -> CostCurves:
+        if fills.empty:
+            return cls(None, None)
+        columns = ["time", "fee"] + (["slippage"] if "slippage" in fills else [])
+        ordered = fills[columns].iloc[time_order(fills)].set_index("time")
+        fee = Curve.of(ordered["fee"].astype(float).cumsum())
+        slip = None
+        if "slippage" in ordered and ordered["slippage"].notna().any():
+            slip = Curve.of(ordered["slippage"].astype(float).fillna(0.0).cumsum())
+        return cls(fee, slip)
 
 
 # A figure is WIDTH x DPI = 1,000 pixels wide. A series of more points than MAX_POINTS is drawn
@@ -90,11 +132,13 @@ def decimate(x: np.ndarray, y: np.ndarray, columns: int = PIXEL_COLUMNS) -> tupl
     return x[keep], y[keep]
 
 
-def _decimated(ax, x, y: np.ndarray):
-    """``decimate`` and, when points were dropped, say so on the figure."""
+def _decimated(ax, x, y: np.ndarray, points: int | None = None):
+    """``decimate`` and, when points were dropped, say so on the figure. ``points``: how many the
+    series had before (a ``Curve`` decimated already), else ``len(y)``."""
     dx, dy = decimate(np.asarray(x), y)
-    if len(dy) < len(y) and not getattr(ax, "_parity_decimated", False):
-        ax.text(0.995, 0.01, f"drawn from {len(dy):,} of {len(y):,} points (extremes of each pixel column kept)",
+    points = len(y) if points is None else points
+    if len(dy) < points and not getattr(ax, "_parity_decimated", False):
+        ax.text(0.995, 0.01, f"drawn from {len(dy):,} of {points:,} points (extremes of each pixel column kept)",
                 transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="#777777")
         ax._parity_decimated = True
     return dx, dy
@@ -169,19 +213,17 @@ def exposure_figure(equity: pd.DataFrame) -> bytes:
     return _png(fig)
 
 
-def costs_figure(fills: pd.DataFrame) -> bytes:
-    """Plot cumulative fees and slippage over time."""
+def costs_figure(costs: CostCurves | pd.DataFrame) -> bytes:
+    """Plot cumulative fees and slippage over time (from the fills, or their ``CostCurves``)."""
+    if isinstance(costs, pd.DataFrame):
+        costs = CostCurves.of(costs)
     fig, ax = _new_axes(3.0)
-    if fills.empty:
+    if costs.fee is None:
         _placeholder(ax, "no fills: no costs", "Costs")
         return _png(fig)
-    columns = ["time", "fee"] + (["slippage"] if "slippage" in fills else [])
-    ordered = fills[columns].iloc[time_order(fills)].set_index("time")
-    _series(ax, ordered["fee"].astype(float).cumsum(), color=COLORS[0], linewidth=1.4,
-            drawstyle="steps-post", label="fees")
-    if "slippage" in ordered and ordered["slippage"].notna().any():
-        _series(ax, ordered["slippage"].astype(float).fillna(0.0).cumsum(), color=COLORS[1],
-                linewidth=1.4, drawstyle="steps-post", label="slippage")
+    _series(ax, costs.fee, color=COLORS[0], linewidth=1.4, drawstyle="steps-post", label="fees")
+    if costs.slippage is not None:
+        _series(ax, costs.slippage, color=COLORS[1], linewidth=1.4, drawstyle="steps-post", label="slippage")
     else:
         ax.text(0.01, 0.95, "slippage not measured for this run", transform=ax.transAxes,
                 va="top", color="#555555")

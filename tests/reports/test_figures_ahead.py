@@ -54,6 +54,34 @@ def test_the_helper_draws_the_pngs_the_process_draws(run_inputs, monkeypatch):
     assert not _helpers()
 
 
+def _spilled() -> list:
+    import glob
+    import os
+    import tempfile
+
+    return glob.glob(os.path.join(tempfile.gettempdir(), figures.SPILL_PREFIX + "*"))
+
+
+def test_the_helper_is_gone_once_it_has_drawn_and_leaves_no_file(run_inputs):
+    import time
+
+    before = set(_spilled())
+    worker = _worker()
+    worker.submit(run_inputs)
+    deadline = time.monotonic() + 120
+    while _helpers() and time.monotonic() < deadline:   # it exits without waiting to be read
+        time.sleep(0.05)
+    assert not _helpers()
+    assert worker.images(run_inputs) == draw_figures(run_inputs)
+    assert set(_spilled()) == before                      # its temporary PNG file is read and deleted
+    failed = _worker()                                    # a command that fails before its report
+    failed.submit(run_inputs)
+    while _helpers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    failed.close()
+    assert set(_spilled()) == before
+
+
 def test_a_helper_that_is_gone_costs_time_only(run_inputs):
     worker = _worker()
     (helper,) = _helpers()
