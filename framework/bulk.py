@@ -30,7 +30,8 @@ from framework.bulk_columns import (
     take_rows,
 )
 from framework.client_ids import ClientIds
-from framework.ledger import Coded, IsoTimes, Ledger, now_iso, pack_prices
+from framework.ledger import Coded, IsoTimes, Ledger, now_iso
+from framework.ledger.columns import PackedPrices
 from framework.types import ExecutionReport, OrderStatus, RiskDecision
 
 _LABELS = np.array([OrderStatus(k).label for k in range(len(OrderStatus))], dtype=object)
@@ -76,11 +77,12 @@ class RunTables:
         """Append one cycle row (the final mark a backtest records after its last batch)."""
         c = self.cycles
         for k, v in (("run_id", run_id), ("seq", seq), ("batch_id", batch_id), ("status", status),
-                     ("equity", equity), ("prices", pack_prices(prices))):
+                     ("equity", equity)):
             c[k] = column_of(c, k, list) + [v]
         c["time"] = IsoTimes(np.append(column_of(c, "time", IsoTimes).times, np.datetime64(time, "us")))
         row = np.asarray(prices, np.float64)[None, :]
         self.prices = row if self.prices is None or not len(self.prices) else np.vstack([self.prices, row])
+        c["prices"] = PackedPrices(self.prices)
         t_ns = np.datetime64(time, "ns")
         self.cycle_times = np.array([t_ns]) if self.cycle_times is None else np.append(self.cycle_times, t_ns)
 
@@ -100,7 +102,7 @@ class RunTables:
         self.prices = (np.vstack([np.asarray(c[3], np.float64) for c in cycles]) if n else np.zeros((0, 0)))
         self.cycles = {"run_id": _repeat(rid, n), "seq": [c[0] for c in cycles], "batch_id": [c[1] for c in cycles],
                        "time": IsoTimes(times), "status": [c[5] if len(c) > 5 else "done" for c in cycles],
-                       "equity": [c[4] for c in cycles], "prices": [pack_prices(c[3]) for c in cycles]}
+                       "equity": [c[4] for c in cycles], "prices": PackedPrices(self.prices)}
 
     def _decisions(self, rid: str, decisions: list[tuple[int, tuple[RiskDecision, ...]]]) -> None:
         """Decision rows in record order; blocks of a ``Decisions`` sequence go in as columns."""

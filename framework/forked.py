@@ -36,16 +36,21 @@ class Forked:
     @classmethod
     def start(cls, work: Callable[[], None]) -> Forked | None:
         """Fork a child that runs ``work``, or None where forking is not safe here (``can_fork``)."""
+        import gc
+
         if not can_fork():
             return None
+        # the parent's collection passes would write into every object it had at the fork, copying
+        # the pages the child shares with it: they skip those objects until the child is done
+        gc.freeze()
         try:
             pid = os.fork()
         except OSError:
+            gc.unfreeze()
             return None
         if pid == 0:                                  # the child
             code = 1
             try:
-                import gc
                 import signal
 
                 signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's to handle
@@ -66,6 +71,7 @@ class Forked:
         while True:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
+                _thaw()
                 return os.waitstatus_to_exitcode(status) == 0
             if time.monotonic() > deadline:
                 self.stop()
@@ -82,3 +88,11 @@ class Forked:
             os.waitpid(self.pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
+        _thaw()
+
+
+def _thaw() -> None:
+    """The child is gone: the parent's objects frozen at the fork are collected as before."""
+    import gc
+
+    gc.unfreeze()

@@ -52,6 +52,22 @@ class Coded:
         return table[self.codes[lo:hi]].tolist()
 
 
+class PackedPrices:
+    """The cycles' ``prices`` column: each cycle's prices as the blob ``pack_prices`` makes, made a
+    chunk at a time from the (cycles x symbols) matrix the run keeps anyway, not held beside it."""
+
+    def __init__(self, matrix: np.ndarray):
+        self.matrix = matrix
+
+    def __len__(self) -> int:
+        return len(self.matrix)
+
+    def blobs(self, lo: int = 0, hi: int | None = None) -> list[bytes]:
+        from framework.ledger.rows import pack_prices
+
+        return [pack_prices(row) for row in self.matrix[lo:hi]]
+
+
 def chunk_of(col, lo: int, hi: int) -> list:
     """Rows ``lo..hi`` of a column as a list of Python values (what SQLite binds)."""
     if hasattr(col, "iloc"):        # a pandas Series (a backtest's client ids, Arrow-backed text)
@@ -60,6 +76,8 @@ def chunk_of(col, lo: int, hi: int) -> list:
         return col.strings(lo, hi)
     if isinstance(col, Coded):
         return col.rows(lo, hi)
+    if isinstance(col, PackedPrices):
+        return col.blobs(lo, hi)
     if isinstance(col, np.ndarray):
         return col[lo:hi].tolist()
     return col[lo:hi]

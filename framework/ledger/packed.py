@@ -155,6 +155,7 @@ class PackedQueries:
         import pyarrow as pa
 
         from framework.ledger.columns import chunk_of
+        from framework.memory import release_freed
 
         names = list(columns)
         n = len(next(iter(columns.values()))) if names else 0  # type: ignore[arg-type]
@@ -202,6 +203,8 @@ class PackedQueries:
             del batch, arrays
             self.db.execute("INSERT INTO packed_parts (run_id, tbl, part, account, n_rows, data) VALUES (?,?,?,?,?,?)",
                             (run_id, table, k, account, hi - lo, memoryview(sink.getvalue())))
+            del sink
+            release_freed()
         return True
 
     def refuse_packed(self, table: str, columns: dict[str, object], n: int) -> None:

@@ -115,6 +115,31 @@ def test_a_failed_ledger_write_leaves_no_csvs_and_no_child(inputs, tmp_path, mon
         os.waitpid(forks[0].pid, os.WNOHANG)
 
 
+def test_the_parent_collects_its_garbage_again_once_the_child_is_done(forks):
+    """While the child runs, the parent's collector leaves the objects it shares with the child
+    alone (touching them would copy their pages); once the child is done, garbage made before the
+    fork is collected as usual, so nothing leaks for the rest of the command."""
+    import gc
+    import weakref
+
+    from framework.forked import Forked
+
+    class Node:
+        pass
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a                      # a cycle: only the collector frees it
+    gone = weakref.ref(a)
+    child = Forked.start(lambda: None)
+    assert child is not None
+    del a, b
+    gc.collect()
+    assert gone() is not None                    # frozen beside the child
+    assert child.wait()
+    gc.collect()
+    assert gone() is None
+
+
 def test_the_module_in_a_process_without_threads():
     """Where threads kept the tests above from forking (the whole suite), they run again in a fresh
     process, and must all run and pass there."""
