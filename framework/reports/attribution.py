@@ -22,6 +22,7 @@ shows any remainder as "unattributed".
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -32,31 +33,58 @@ ATTRIBUTION_COLUMNS = ("symbol", "n_fills", "traded_notional", "position", "avg_
                        "price_source", "realised", "unrealised", "fees", "slippage", "pnl")
 
 
-def final_marks(prices: pd.DataFrame, fills: pd.DataFrame) -> dict[str, tuple[float, str]]:
+@dataclass(frozen=True, eq=False)
+class FillIndex:
+    """Fills' positions in time order, and each fill's symbol as a code into ``symbols`` (sorted):
+    made once for the marks and the attribution, never a copy of the fills."""
+
+    order: np.ndarray
+    codes: np.ndarray          # per fill (in ``fills`` order); -1: no symbol
+    symbols: pd.Index
+
+    @classmethod
+    def of(cls, fills: pd.DataFrame) -> FillIndex:
+        codes, symbols = pd.factorize(fills["symbol"], sort=True)
+        return cls(time_order(fills), codes, pd.Index(symbols))
+
+
+def final_marks(prices: pd.DataFrame, fills: pd.DataFrame, index: FillIndex | None = None
+                ) -> dict[str, tuple[float, str]]:
     """Return ``{symbol: (price, source)}``: the last close in ``prices``, else the last fill price."""
+    closes = _last_closes(prices)
     marks: dict[str, tuple[float, str]] = {}
     if len(fills):
-        # each symbol's last fill price with a price, in time order (groupby(...).last()), over
-        # codes and positions: a million fills are not copied to find 500 prices
-        order = time_order(fills)
-        codes, symbols = pd.factorize(fills["symbol"], sort=True)
-        price = fills["price"].to_numpy(np.float64, na_value=np.nan)[order]
-        code = codes[order]
-        keep = (code >= 0) & ~np.isnan(price)
-        code, price = code[keep], price[keep]
-        if len(code):
-            seen, first_from_end = np.unique(code[::-1], return_index=True)
-            last = len(code) - 1 - first_from_end
-            marks.update({str(symbols[c]): (float(price[i]), "last_fill") for c, i in zip(seen.tolist(), last.tolist())})
-    if prices is not None and not prices.empty:
-        for symbol in prices.columns:
-            column = prices[symbol].dropna()
-            if len(column):
-                marks[str(symbol)] = (float(column.iloc[-1]), "close")
+        ix = index if index is not None else FillIndex.of(fills)
+        if any(str(s) not in closes for s in ix.symbols):
+            # each symbol's last fill price with a price, in time order (groupby(...).last()), over
+            # codes and positions: a million fills are not copied to find 500 prices
+            price = fills["price"].to_numpy(np.float64, na_value=np.nan)[ix.order]
+            code = ix.codes[ix.order]
+            keep = (code >= 0) & ~np.isnan(price)
+            code, price = code[keep], price[keep]
+            if len(code):
+                seen, first_from_end = np.unique(code[::-1], return_index=True)
+                last = len(code) - 1 - first_from_end
+                marks.update({str(ix.symbols[c]): (float(price[i]), "last_fill")
+                              for c, i in zip(seen.tolist(), last.tolist())})
+    marks.update(closes)
     return marks
 
 
-def attribute_pnl(fills: pd.DataFrame, marks: Mapping[str, tuple[float, str] | float]) -> pd.DataFrame:
+def _last_closes(prices: pd.DataFrame | None) -> dict[str, tuple[float, str]]:
+    """Each column's last price that is not NaN (columns with none are left out)."""
+    if prices is None or prices.empty:
+        return {}
+    values = prices.to_numpy(np.float64, na_value=np.nan)
+    valid = ~np.isnan(values)
+    has = valid.any(axis=0)
+    last = len(values) - 1 - np.argmax(valid[::-1], axis=0)
+    return {str(symbol): (float(values[last[j], j]), "close")
+            for j, symbol in enumerate(prices.columns) if has[j]}
+
+
+def attribute_pnl(fills: pd.DataFrame, marks: Mapping[str, tuple[float, str] | float],
+                  index: FillIndex | None = None) -> pd.DataFrame:
     """Return one row per traded symbol: realised, unrealised, fees, slippage and net P&L.
 
     ``marks`` maps a symbol to its final price (or ``(price, source)`` as from
@@ -66,9 +94,9 @@ def attribute_pnl(fills: pd.DataFrame, marks: Mapping[str, tuple[float, str] | f
     if len(fills):
         # one pass over whole columns, then each symbol's rows (in time order) as array slices;
         # ``rows`` are positions in ``fills``: its columns are never copied whole
-        order = time_order(fills)
-        all_codes, symbols = pd.factorize(fills["symbol"], sort=True)
-        codes = all_codes[order]
+        ix = index if index is not None else FillIndex.of(fills)
+        order, symbols = ix.order, ix.symbols
+        codes = ix.codes[order]
         rank = np.argsort(codes, kind="stable")
         rank = rank[codes[rank] >= 0]                       # no symbol: no row (as groupby drops it)
         bounds = np.searchsorted(codes[rank], np.arange(len(symbols) + 1))
@@ -137,6 +165,7 @@ def _average_cost(qtys: np.ndarray, prices: np.ndarray) -> tuple[float, float, f
     return float(position), float(avg_cost), float(realised)
 
 
-def attribution_for(prices: pd.DataFrame, fills: pd.DataFrame) -> pd.DataFrame:
+def attribution_for(prices: pd.DataFrame, fills: pd.DataFrame, index: FillIndex | None = None) -> pd.DataFrame:
     """Return :func:`attribute_pnl` of a run's fills marked with :func:`final_marks`."""
-    return attribute_pnl(fills, final_marks(prices, fills))
+    ix = index if index is not None or not len(fills) else FillIndex.of(fills)
+    return attribute_pnl(fills, final_marks(prices, fills, ix), ix)

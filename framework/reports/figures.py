@@ -46,12 +46,14 @@ class FigureInputs:
 
 def figure_inputs(run: RunData) -> FigureInputs:
     """The inputs of ``run``'s figures (computed once, in the process that writes the report)."""
-    from framework.reports.attribution import attribution_for
+    from framework.reports.attribution import FillIndex, attribution_for
     from framework.reports.sections import benchmark_curve, decision_counts
 
     benchmark, label = benchmark_curve(run)
-    return FigureInputs(run.equity_series(), benchmark, label, run.equity, CostCurves.of(run.fills),
-                        attribution_for(run.prices, run.fills), decision_counts(run.decisions))
+    index = FillIndex.of(run.fills) if len(run.fills) else None       # the fills' time order, taken once
+    return FigureInputs(run.equity_series(), benchmark, label, run.equity,
+                        CostCurves.of(run.fills, None if index is None else index.order),
+                        attribution_for(run.prices, run.fills, index), decision_counts(run.decisions))
 
 
 def draw_figures(inputs: FigureInputs) -> dict[str, bytes]:

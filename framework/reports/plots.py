@@ -93,11 +93,12 @@ class CostCurves:
     slippage: Curve | None
 
     @classmethod
-    def of(cls, fills: pd.DataFrame) -> CostCurves:
+    def of(cls, fills: pd.DataFrame, order: np.ndarray | None = None) -> CostCurves:
+        """``order``: the fills' positions in time order, when the caller has them (``time_order``)."""
         if fills.empty:
             return cls(None, None)
         columns = ["time", "fee"] + (["slippage"] if "slippage" in fills else [])
-        ordered = fills[columns].iloc[time_order(fills)].set_index("time")
+        ordered = fills[columns].iloc[time_order(fills) if order is None else order].set_index("time")
         fee = Curve.of(ordered["fee"].astype(float).cumsum())
         slip = None
         if "slippage" in ordered and ordered["slippage"].notna().any():

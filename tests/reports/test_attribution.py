@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -67,6 +68,20 @@ def test_marks_fall_back_to_the_last_fill_without_prices() -> None:
     row = attribute_pnl(fills, marks).iloc[0]
     assert row.price_source == "last_fill"
     assert row.unrealised == pytest.approx(3 * 3300.0 - (2 * 3000.0 + 3300.0))
+
+
+def test_each_symbol_is_marked_at_its_last_close_else_its_last_fill() -> None:
+    """A symbol with closes is marked at its last one (a later missing close does not hide it); a
+    symbol whose column has no close at all, or that has no column, at its last fill."""
+    fills = fills_of([("AAA", "buy", 2, 10.0, 0.0), ("BBB", "buy", 1, 20.0, 0.0), ("CCC", "buy", 1, 30.0, 0.0),
+                      ("BBB", "buy", 1, 21.0, 0.0), ("CCC", "sell", 1, 31.0, 0.0), ("CCC", "buy", 3, 32.0, 0.0)])
+    prices = pd.DataFrame({"AAA": [10.5, 11.0, np.nan], "BBB": [np.nan, np.nan, np.nan], "ZZZ": [1.0, np.nan, 2.0]})
+    marks = final_marks(prices, fills)
+    assert marks == {"AAA": (11.0, "close"), "BBB": (21.0, "last_fill"), "CCC": (32.0, "last_fill"),
+                     "ZZZ": (2.0, "close")}
+    table = attribution_for(prices, fills).set_index("symbol")
+    assert table.loc["AAA", "unrealised"] == pytest.approx(2 * (11.0 - 10.0))
+    assert table.loc["BBB", "price_source"] == "last_fill" and table.loc["AAA", "price_source"] == "close"
 
 
 def test_an_unpriced_open_position_is_not_silently_zero() -> None:
