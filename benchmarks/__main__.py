@@ -3,8 +3,10 @@
     python -m benchmarks [--workloads small,medium,large,crypto] [--engines parity,vectorbt,backtrader]
                          [--skip-backtrader] [--fill close|next_open] [--max-seconds 600]
                          [--seed N] [--out benchmarks/out] [--sweep-points 200] [--sweep-repeats 2]
+                         [--whole medium,large] [--stages large]
 
-Then sweep throughput (benchmarks/sweep.py): backtests per minute of ``parity sweep`` on the medium
+Then the whole command of each ``--stages`` workload stage by stage (benchmarks/stages.py: where the
+time goes), then sweep throughput (benchmarks/sweep.py): backtests per minute of ``parity sweep`` on the medium
 workload with 1 and 2 local workers and on a local Dask cluster, a sweep of 200 points by default
 (the size users run; with a few points the start-up is most of the wall time).
 
@@ -422,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep-repeats", type=int, default=2)
     ap.add_argument("--whole", default="medium,large",
                     help="workloads also timed as whole commands from CSV files (SPEC §15); '' for none")
+    ap.add_argument("--stages", default="large",
+                    help="workloads whose whole command is also timed stage by stage (benchmarks/stages.py)")
     ap.add_argument("--whole-repeat", type=int, default=1,
                     help="alternating Parity / vectorbt whole-process runs per workload")
     a = ap.parse_args(argv)
@@ -482,6 +486,14 @@ def main(argv: list[str] | None = None) -> int:
         whole[wl] = measure(wl, "open", a.whole_repeat, ("parity", "vectorbt"), a.seed, log=log)
         whole[wl]["demo"] = measure(wl, "demo", 1, ("parity",), a.seed, log=log)["runs"]["parity"]
 
+    stage_tables = []
+    for wl in [x.strip() for x in a.stages.split(",") if x.strip()]:
+        log(f"[{wl}] whole command stage by stage (python -m benchmarks.stages {wl}) ...")
+        got = subprocess.run([sys.executable, "-m", "benchmarks.stages", wl, "--seed", str(a.seed)], cwd=REPO,
+                             capture_output=True, text=True)
+        stage_tables.append(got.stdout if got.returncode == 0 else
+                            f"Stages of {wl}: failed (exit {got.returncode}): {got.stderr[-800:]}\n")
+
     help_info = parity_help_startup(a.help_runs)
     sweep = None
     if a.sweep_points > 0:
@@ -492,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     meta["load_average_start_end"] = [load_start, _loadavg()]
     rows = build_rows(results)
     md = markdown(rows, meta, help_info, a.fill) + "\n" + views_table(results, whole)
+    for text in stage_tables:
+        md += "\n" + text
     if sweep is not None:
         md += "\n" + sweep_bench.markdown(sweep)
     meta["total_seconds"] = time.perf_counter() - t_start
