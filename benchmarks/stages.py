@@ -38,7 +38,7 @@ STAGES = (
 @dataclass(frozen=True)
 class Stage:
     name: str
-    start: float        # seconds since the command started
+    start: float        # seconds since the command started (after the imports)
     seconds: float
 
 
@@ -58,16 +58,17 @@ def measure(workload: str, limits: str = "open", seed: int = DEFAULT_SEED) -> tu
     _, inp = inputs_for(workload, seed)
     settings_path, strategy_path = inp.config(limits)
     stages: list[Stage] = []
-    undo = [_wrap(module, path, name, stages, t0) for module, path, name in STAGES]
+    origin = [t0]                 # stages are timed from the command's start
+    undo = [_wrap(module, path, name, stages, origin) for module, path, name in STAGES]
     cwd = os.getcwd()
     try:
         with tempfile.TemporaryDirectory(prefix=f"stages-{workload}-") as d:
             os.chdir(d)
             settings = load_settings(str(settings_path))
             strategy = load_strategy(str(strategy_path), str(settings_path))
-            t = time.perf_counter()
+            origin[0] = time.perf_counter()
             wiring.run_backtest(settings, str(settings_path), strategy, draw_ahead=True)
-            command = time.perf_counter() - t
+            command = time.perf_counter() - origin[0]
     finally:
         os.chdir(cwd)
         for restore in undo:
@@ -75,7 +76,7 @@ def measure(workload: str, limits: str = "open", seed: int = DEFAULT_SEED) -> tu
     return sorted(stages, key=lambda s: s.start), imports, command
 
 
-def _wrap(module: str, path: str, name: str, stages: list[Stage], t0: float) -> Callable[[], None]:
+def _wrap(module: str, path: str, name: str, stages: list[Stage], origin: list[float]) -> Callable[[], None]:
     """Time every call of ``module.path`` into ``stages``; returns what puts the original back."""
     import importlib
 
@@ -91,7 +92,7 @@ def _wrap(module: str, path: str, name: str, stages: list[Stage], t0: float) -> 
         try:
             return func(*args, **kwargs)
         finally:
-            stages.append(Stage(name, start - t0, time.perf_counter() - start))
+            stages.append(Stage(name, start - origin[0], time.perf_counter() - start))
 
     setattr(owner, attr, type(original)(timed) if isinstance(original, (classmethod, staticmethod)) else timed)
     return lambda: setattr(owner, attr, original)
@@ -100,9 +101,9 @@ def _wrap(module: str, path: str, name: str, stages: list[Stage], t0: float) -> 
 def table(workload: str, stages: list[Stage], imports: float, command: float) -> str:
     lines = [f"Whole command, {workload}: where the time goes (wall clock, in order; helpers overlap the "
              "ledger write)", "", "| stage | starts at s | seconds |", "|---|---|---|",
-             f"| imports | 0.00 | {imports:.2f} |"]
+             f"| imports (before the command) | | {imports:.2f} |"]
     lines += [f"| {s.name} | {s.start:.2f} | {s.seconds:.2f} |" for s in stages]
-    lines.append(f"| **whole command** (after imports) | | **{command:.2f}** |")
+    lines.append(f"| **whole command** (after the imports) | | **{command:.2f}** |")
     return "\n".join(lines) + "\n"
 
 
