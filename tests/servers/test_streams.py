@@ -3,6 +3,7 @@ over the wire is what the SDKs expect (frames, acknowledgements, errors, sequenc
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import time
@@ -65,9 +66,42 @@ def test_alpaca_events_are_only_for_listeners():
             ws.recv(timeout=0.3)
 
 
-def _cb_connect(srv):
+def _cb_tls(srv) -> ssl.SSLContext:
+    """The test clients' TLS context, capped at TLS 1.2.
+
+    websockets' sync client reads its TLS socket in a background thread (blocked in ``SSL_read``)
+    while the calling thread writes the opening request on the same socket, and an OpenSSL
+    connection is not thread-safe. Under TLS 1.3 the server's NewSessionTicket arrives just after
+    the handshake; when that read processes it while the request is being written, the request
+    never reaches the wire (``sendall`` returns, the server gets no byte) and the client waits out
+    its 10 s open timeout; the server then logs "stream ends after 0 bytes". Measured: 1 connect in
+    100 idle, 4 in 100 beside two CPU burners (where one run even aborted on a corrupted heap);
+    none in 2,000 with TLS 1.2, which has no post-handshake messages. The SDK's asyncio client (one
+    thread) is not exposed and still speaks TLS 1.3 to this server in tests/brokers/coinbase/."""
     ctx = ssl.create_default_context(cafile=srv.cert_path)
-    return connect(srv.stream_url, ssl=ctx)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def _cb_connect(srv):
+    return connect(srv.stream_url, ssl=_cb_tls(srv))
+
+
+def _cb_handshake_status(srv) -> int:
+    """HTTP status of an opening handshake (101 = accepted), with websockets' asyncio client: when
+    the server refuses, the sync client's two threads both close the socket, unsynchronised, and
+    one may fail ``assert self.protocol.state is CLOSED`` (websockets 13; the SDK pins <14)."""
+    from websockets.asyncio.client import connect as connect_async
+    from websockets.exceptions import InvalidStatus
+
+    async def handshake() -> int:
+        try:
+            async with connect_async(srv.stream_url, ssl=_cb_tls(srv), open_timeout=10):
+                return 101
+        except InvalidStatus as e:
+            return e.response.status_code
+
+    return asyncio.run(handshake())
 
 
 def _jwt(srv):
@@ -119,13 +153,11 @@ def test_coinbase_disconnects_a_client_that_does_not_subscribe():
 
 
 def test_a_down_stream_refuses_handshakes():
-    from websockets.exceptions import InvalidStatus
-
     with CoinbaseServer() as srv:
         srv.stream.set_down(True)
-        with pytest.raises(InvalidStatus) as e:
-            _cb_connect(srv)
-        assert e.value.response.status_code == 503
+        assert _cb_handshake_status(srv) == 503
+        assert srv.stream.refused == 1 and srv.stream.handshakes == 0
         srv.stream.set_down(False)
+        assert _cb_handshake_status(srv) == 101
         with _cb_connect(srv):
             pass
