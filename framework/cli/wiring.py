@@ -62,44 +62,7 @@ def build_backtest(settings: Settings, settings_path: str | None, strategy: Stra
     """Load bars and signals, validate them against the venue, and wire a simulated pipeline.
 
     ``cache`` (sweeps): bars, venue and parsed archives by what they were read from, so the points of
-    a sweep do not re-read them; without it everything is read afresh. The simulator's compiled loops
-    are loaded meanwhile (``_load_kernels``)."""
-    loading = _load_kernels()
-    try:
-        return _build_backtest(settings, settings_path, strategy, signals_path=signals_path, bars_path=bars_path,
-                               start=start, end=end, cash=cash, cache=cache)
-    finally:
-        loading.join()            # no thread of ours is left when the replay starts (nor at a fork)
-
-
-def _load_kernels():
-    """A thread that loads the simulator's compiled loops from numba's cache while the files are
-    read: numba's import and first load (setting up LLVM) take about half a second, which the
-    replay's first cycle would otherwise wait for. Only the loading is done early; a failure here
-    is left for the replay to raise where it happens."""
-    import threading
-
-    def load() -> None:
-        try:
-            import numpy as np
-
-            from brokers import sim_kernels
-            from framework import kernels  # noqa: F401 - imported ahead of the first plan
-
-            row = np.zeros(1)
-            row.flags.writeable = False        # the types of the simulator's first call: no new compile
-            sim_kernels.mark(0.0, np.zeros(1), row)
-        except Exception:  # noqa: BLE001 - the replay loads them itself and raises what it raises
-            pass
-
-    thread = threading.Thread(target=load, name="parity-kernels", daemon=True)
-    thread.start()
-    return thread
-
-
-def _build_backtest(settings: Settings, settings_path: str | None, strategy: StrategyConfig, *,
-                    signals_path: str | None, bars_path: str | None, start: str | None, end: str | None,
-                    cash: float | None, cache: dict | None) -> BacktestSetup:
+    a sweep do not re-read them; without it everything is read afresh."""
     from brokers.simulated import SimulatedBroker
     from framework.clock import SimClock
     from framework.costs import NoFees, VenueFees, slippage_model
