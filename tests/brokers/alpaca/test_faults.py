@@ -108,7 +108,9 @@ def test_insufficient_buying_power_rejects_that_order_only(server):
 
 
 def test_a_burst_of_429s_backs_off_and_succeeds_once(server):
-    broker = make_broker(server, requests_per_minute=6000)   # one token = 10 ms after a Remaining: 0
+    # one token = 200 ms after a Remaining: 0, longer than any retry backoff (at most 50 ms here), so
+    # each retry must wait for the limiter; at 10 ms a token, a backoff and a slow answer could refill it
+    broker = make_broker(server, requests_per_minute=300)
     b = order_batch(broker, [("AAPL", 1, 2.0)], "faults@429")
     server.inject("429", path_prefix="/v2/orders", method="POST", count=3)
     t0 = time.monotonic()
