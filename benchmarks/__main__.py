@@ -6,8 +6,8 @@
                          [--whole medium,large] [--stages large]
 
 Then the whole command of each ``--stages`` workload stage by stage (benchmarks/stages.py: where the
-time goes), then sweep throughput (benchmarks/sweep.py): backtests per minute of ``parity sweep`` on the medium
-workload with 1 and 2 local workers and on a local Dask cluster, a sweep of 200 points by default
+time goes), then sweep throughput (benchmarks/sweep.py): backtests per minute of ``parity sweep`` on
+the medium workload with 1 and 2 local workers and on a local Dask cluster, a sweep of 200 points by default
 (the size users run; with a few points the start-up is most of the wall time).
 
 For every workload, each engine runs in its own fresh subprocess (``python -m benchmarks.one``),

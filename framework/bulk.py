@@ -2,9 +2,10 @@
 
 The journal keeps the pipeline's own values during a replay (reports of whole order batches,
 decision tuples, cycle prices). ``RunTables.build`` turns them, once, into the ledger's tables as
-columns (numpy arrays, lists, the client ids an Arrow-backed pandas ``str`` Series): the rows the row-at-a-time journal writes, with every order in its
-final state (the broker updates and the end-of-run cancels applied in memory, exactly as the SQL
-updates apply them). The same columns are then
+columns (numpy arrays, lists, the client ids an Arrow-backed pandas ``str`` Series): the rows the
+row-at-a-time journal writes, with every order in its final state (the broker updates and the
+end-of-run cancels applied in memory, exactly as the SQL updates apply them). The same columns are
+then
 
 - bulk-written to the ledger (``Ledger.write_columns``, in chunks: no list of per-row tuples), and
 - the input of the run's artifacts and report (``framework.artifacts.tables_frames``), so a

@@ -25,16 +25,13 @@ from operator import methodcaller
 
 import numpy as np
 
-from framework.types import OWNED_PREFIX, OrderBatch
+from framework.types import LONGEST_CUT_LEG, OWNED_PREFIX, OrderBatch
 
 CHUNK = 1 << 16          # ids made at once: their temporaries (joined texts, digests) stay a few MB
 READABLE_MAX = 48        # ``client_order_id``'s cap on the readable part (``p-`` not counted)
 DIGEST_CHARS = 10
 _END = b"\x00"           # ends each hashed text (a text holding one is hashed by slicing instead)
 _DIGEST = methodcaller("digest")
-# a leg this long would cut into the batch's own part of the id (``readable[:negative]``): such a
-# batch's ids are made one by one (no leg is that long; the rule stays exact anyway)
-_LONGEST_LEG = 40
 
 
 class ClientIds:
@@ -51,7 +48,7 @@ class ClientIds:
     def add(self, batch: OrderBatch) -> None:
         if not len(batch):
             return
-        if batch.client_ids is not None or len(batch.leg) > _LONGEST_LEG:
+        if batch.client_ids is not None or len(batch.leg) > LONGEST_CUT_LEG:
             import pyarrow as pa
 
             self._flush()

@@ -354,11 +354,16 @@ def leg_of(client_id: str | None) -> str:
     return parts[-2] if len(parts) == 3 else ""
 
 
+# ``client_order_id`` cuts a long readable part to ``readable[:47 - len(leg)]``: for a longer leg the cut
+# would reach back into the batch's part (a negative index), so ids of such a leg are made one by one
+LONGEST_CUT_LEG = 47
+
+
 def client_order_ids(batch_id: str, symbols: list[str], leg: str) -> list[str]:
     """``client_order_id`` for many symbols of one batch and leg (the per-batch parts made once:
     a backtest names a million orders this way); equal to calling it once per symbol. The digest
     of the batch's part of the text is taken once too, and copied for each symbol."""
-    if len(leg) > 47:       # the cut would reach back into the batch's part (``readable[:negative]``)
+    if len(leg) > LONGEST_CUT_LEG:
         return [client_order_id(batch_id, s, leg) for s in symbols]
     head = f"{OWNED_PREFIX}{batch_id.split('@')[0][:16]}-{batch_id.split('@')[-1]}-"
     post, tail = f"|{leg}", f"-{leg}"

@@ -167,5 +167,6 @@ def _average_cost(qtys: np.ndarray, prices: np.ndarray) -> tuple[float, float, f
 
 def attribution_for(prices: pd.DataFrame, fills: pd.DataFrame, index: FillIndex | None = None) -> pd.DataFrame:
     """Return :func:`attribute_pnl` of a run's fills marked with :func:`final_marks`."""
-    ix = index if index is not None or not len(fills) else FillIndex.of(fills)
-    return attribute_pnl(fills, final_marks(prices, fills, ix), ix)
+    if index is None and len(fills):
+        index = FillIndex.of(fills)          # taken once for both
+    return attribute_pnl(fills, final_marks(prices, fills, index), index)

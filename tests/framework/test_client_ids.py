@@ -17,7 +17,7 @@ from tests.conftest import universe
 SYMBOLS = ("AAPL", "BTC/USD", "X" * 40, "ÉTÉ", "😀/USD", "DOGE/USDT", "A" * 12, "BRK.B", "A\x00B")
 BATCH_IDS = ("s@20240102T000000Z", "a-strategy-with-a-very-long-name@20240102T000000Z",
              "momentum.paper@20240102T143000Z", "no-time-at-all", "a@b@20240102T000000Z", "ü" * 30 + "@20240102T000000Z")
-LEGS = ("add", "reduce", "add-r1", "add-m", "stop", "take", "close", "reconcile", "L" * 41, "M" * 60)
+LEGS = ("add", "reduce", "add-r1", "add-m", "stop", "take", "close", "reconcile", "L" * 41, "K" * 47, "N" * 48, "M" * 60)
 
 
 def _batch(univ, batch_id: str, leg: str, idx, client_ids=None) -> OrderBatch:

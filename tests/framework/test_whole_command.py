@@ -251,7 +251,7 @@ def test_a_batchs_client_ids_are_each_orders_own_and_made_once():
     long_name = "a-strategy-with-a-very-long-name@20240102T000000Z"
     syms = ["AAPL", "BTC/USD", "X" * 40, "ÉTÉ"]
     for batch_id in ("s@20240102T000000Z", long_name):
-        for leg in ("add", "reduce", "add-r1", "stop", "L" * 60):
+        for leg in ("add", "reduce", "add-r1", "stop", "K" * 47, "N" * 48, "L" * 60):
             assert client_order_ids(batch_id, syms, leg) == [client_order_id(batch_id, s, leg) for s in syms]
     b = order_batch(universe("AAPL", "MSFT", "BTC/USD"), "2024-01-02T00:00:00Z",
                     [("AAPL", 1, 1.0), ("MSFT", -1, 2.0), ("BTC/USD", 1, 3.0)])
