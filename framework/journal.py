@@ -126,6 +126,9 @@ class BufferedJournal:
         return self.n_rejected + sum(int(np.count_nonzero(r.status == _REJECTED)) for r in self._updates)
 
     def cycle_seqs(self) -> set[int]:
+        """The cycles begun (a journal not yet collected: ``collect`` hands them to ``tables``)."""
+        if self.tables is not None:
+            raise RuntimeError("the journal was collected: its cycles are in journal.tables")
         return {c[0] for c in self._cycles}
 
     def flush(self, ledger: Ledger) -> None:
@@ -144,7 +147,8 @@ class BufferedJournal:
 
         self.tables = RunTables.build(self.run_id, self._cycles, self._decisions, self._reports, self._updates,
                                       self._cancels, self.account.key)
-        self._decisions, self._reports, self._updates, self._cancels = [], [], [], []
+        # the cycles' price rows (a 500-symbol run's 20 MB, now one matrix in the tables) go too
+        self._cycles, self._decisions, self._reports, self._updates, self._cancels = [], [], [], [], []
         release_freed()      # the reports' many small arrays, now columns: their heap pages go back
         return self.tables
 

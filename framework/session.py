@@ -172,13 +172,15 @@ def simulate(ledger: Ledger, pipeline, market, signals, run_id: str, info: RunIn
              absent_hold: bool = False, progress: bool = False, while_storing=None) -> SimulatedRun:
     """Replay ``signals`` through the simulated ``pipeline`` and persist the run (backtest and the
     paper-vs-simulation replay). The pipeline's journal must be a ``BufferedJournal`` of ``run_id``;
-    its columns stay in memory for the artifacts (``journal.tables``). The market is retired once
-    the run is collected (its bars are not needed after). ``while_storing(tables, equity)``, if
-    given, is called between collecting the run and writing it to the ledger: work on the same
-    columns can start there (``framework.artifacts.ArtifactsAhead``)."""
+    its columns stay in memory for the artifacts (``journal.tables``). ``signals`` are let go of
+    once replayed (see ``BacktestSetup.without_signals``). The market is retired once the run is
+    collected (its bars are not needed after). ``while_storing(tables, equity)``, if given, is
+    called between collecting the run and writing it to the ledger: work on the same columns can
+    start there (``framework.artifacts.ArtifactsAhead``)."""
     from framework.backtest import collect_run, replay, store_run
 
     outcome = replay(pipeline, market, signals, absent_hold=absent_hold, progress=progress)
+    del signals          # replayed: a caller that handed them over alone frees them here
     tables = collect_run(ledger, pipeline.journal, outcome, market, run_id=run_id, strategy=info.strategy,
                          config_hash=info.config_hash, universe=pipeline.universe.symbols,
                          initial_equity=initial_equity, settings=info.settings, signals=info.signals)

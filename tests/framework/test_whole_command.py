@@ -265,6 +265,61 @@ def test_a_batchs_client_ids_are_each_orders_own_and_made_once():
     assert b.subset(np.array([False, True, True])).client_order_ids() == ids[1:3]
 
 
+def test_the_backtest_command_lets_go_of_its_signals_and_cycle_prices_before_the_ledger_write(
+        inputs, tmp_path, monkeypatch):
+    """What the replay alone needed is not held while the run is written and its CSVs and figures
+    are made (the command's memory peak, issue 15): the signal archive's matrices (40 MB for 500
+    symbols over twenty years) and the journal's per-cycle price rows (20 MB, one matrix in the
+    run's tables by then). The run itself is complete."""
+    import gc
+    import weakref
+
+    from framework import artifacts
+    from framework.cli import wiring
+    from framework.config import load_settings, load_strategy
+    from framework.journal import BufferedJournal
+
+    _, settings_path, strategy_path = inputs
+    held: dict[str, weakref.ref] = {}
+    build, begin, start = wiring.build_backtest, BufferedJournal.begin_cycle, artifacts.ArtifactsAhead.start
+
+    def building(*args, **kwargs):
+        setup = build(*args, **kwargs)
+        held["weights"], held["confidence"] = weakref.ref(setup.signals.weights), weakref.ref(setup.signals.confidence)
+        return setup
+
+    def beginning(self, target, prices, equity):
+        held.setdefault("prices", weakref.ref(prices))
+        return begin(self, target, prices, equity)
+
+    alive_while_storing: dict[str, bool] = {}
+
+    def storing(*args, **kwargs):
+        gc.collect()
+        alive_while_storing.update({name: ref() is not None for name, ref in held.items()})
+        return start(*args, **kwargs)
+
+    monkeypatch.setattr(wiring, "build_backtest", building)
+    monkeypatch.setattr(BufferedJournal, "begin_cycle", beginning)
+    monkeypatch.setattr(artifacts.ArtifactsAhead, "start", storing)
+    settings = load_settings(settings_path)
+    strategy = load_strategy(str(strategy_path), str(settings_path))
+    _, summary, out = wiring.run_backtest(settings, str(settings_path), strategy, out_dir=str(tmp_path / "a"),
+                                          draw_ahead=True)
+    assert alive_while_storing == {"weights": False, "confidence": False, "prices": False}
+    assert summary["n_cycles"] > 0 and summary["n_fills"] == len(pd.read_csv(out / "fills.csv")) > 0
+
+
+def test_a_collected_journal_says_so_instead_of_answering_from_released_buffers():
+    from framework.journal import BufferedJournal
+
+    journal = BufferedJournal("r")
+    assert journal.cycle_seqs() == set()
+    journal.collect()
+    with pytest.raises(RuntimeError, match="collected"):
+        journal.cycle_seqs()
+
+
 def test_a_simulated_run_lets_go_of_its_bars_once_collected(inputs, tmp_path):
     """The replay is the bars' last reader: once the run is collected the simulator retires them, so
     the ledger write and the artifacts do not hold them (150 MB on the large benchmark), and a late
