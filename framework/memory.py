@@ -25,12 +25,14 @@ def _malloc_trim():
         return None
 
 
-def release_freed() -> None:
+def release_freed(heap: bool = True) -> None:
     """Return freed memory to the system: pyarrow's unused pool memory (when pyarrow is loaded)
-    and the C heap's free pages. Changes no value; costs milliseconds."""
+    and, with ``heap``, the C heap's free pages. Changes no value. The pool's release costs
+    microseconds; the heap's walks the whole heap (tens of milliseconds in a large backtest), so a
+    loop over parts releases the pool each part and the heap once after."""
     pa = sys.modules.get("pyarrow")
     if pa is not None:
         pa.default_memory_pool().release_unused()
-    trim = _malloc_trim()
+    trim = _malloc_trim() if heap else None
     if trim is not None:
         trim(0)

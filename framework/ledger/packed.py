@@ -204,7 +204,7 @@ class PackedQueries:
             self.db.execute("INSERT INTO packed_parts (run_id, tbl, part, account, n_rows, data) VALUES (?,?,?,?,?,?)",
                             (run_id, table, k, account, hi - lo, memoryview(sink.getvalue())))
             del sink
-            release_freed()
+            release_freed(heap=False)       # the caller trims the heap once the parts are written
         return True
 
     def refuse_packed(self, table: str, columns: dict[str, object], n: int) -> None:
