@@ -110,6 +110,17 @@ def check_levels(df: pd.DataFrame, side: np.ndarray, rows: _Rows,
     return stop, take, ok & ~bad_stop & ~bad_take & ~crossed
 
 
+def refuse_levels(stop: RowLevels | None, take: RowLevels | None, rows: _Rows, problems: list[Problem],
+                  why: str) -> None:
+    """Report every row that sets a level, where the run could not place it (``why`` says so and
+    what to do): a level read and then not acted on would leave a position unprotected in silence."""
+    for field, lv in zip(LEVEL_COLUMNS, (stop, take)):
+        if lv is not None:
+            message = f"{field} is set but {why}"
+            rows.report(np.flatnonzero(np.isfinite(lv.value)), field, lambda _: message, f"a {field}", problems,
+                        cap=1)
+
+
 def none(n: int) -> RowLevels:
     """No level on any of ``n`` rows."""
     return RowLevels(np.full(n, np.nan), np.zeros(n, bool))

@@ -72,7 +72,7 @@ from framework.signal_files import (
     _Rows,
     _show,
 )
-from framework.signal_levels import check_levels, level_matrices
+from framework.signal_levels import check_levels, level_matrices, refuse_levels
 from framework.signal_times import check_times as _check_times
 from framework.symbols import canonical
 from framework.types import SignalBatches
@@ -112,6 +112,7 @@ def load_signals(
     source: SignalSource | None = None,
     config_file: str | None = None,
     crypto_bases: frozenset[str] = frozenset(),
+    no_exits: str | None = None,
 ) -> SignalBatches:
     """Read and validate the archive at ``path`` and return the batches of one strategy.
 
@@ -122,8 +123,9 @@ def load_signals(
     order and the symbols allowed. ``source`` (a strategy's ``signals:`` settings) adds the
     reading settings of SPEC §21 and supplies ``timezone``/``duplicates`` when they are None;
     ``config_file`` is the file those settings live in (named in messages); ``crypto_bases`` are
-    the venues' crypto assets, to read bare pairs such as POLUSD. Raise DataError listing every
-    problem found.
+    the venues' crypto assets, to read bare pairs such as POLUSD. ``no_exits`` says why this
+    archive's rows may carry no ``stop_loss``/``take_profit`` (each row that does is a problem).
+    Raise DataError listing every problem found.
     """
     from framework.config import SignalSource
 
@@ -161,6 +163,8 @@ def load_signals(
     weight, w_ok = _check_unit_interval(df["weight"], "weight", rows, problems)
     conf, c_ok = _check_unit_interval(df["confidence"], "confidence", rows, problems)
     stop, take, lv_ok = check_levels(df, side, rows, problems)
+    if no_exits:
+        refuse_levels(stop, take, rows, problems, no_exits)
     tier = _as_text(df["tier"]).fillna("") if "tier" in df.columns else None
     del df                                    # every column is parsed: let the text go (a large archive's
     for f in files:                           # largest part) before the per-row arrays of batching

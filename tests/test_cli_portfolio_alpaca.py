@@ -217,3 +217,17 @@ def test_portfolio_errors_exit_2_naming_file_and_key(home):
     assert p.returncode == 2
     assert "bad.yaml [sleeves]" in p.stderr and "sum to 1.2" in p.stderr
     assert home.posts() == 0
+
+
+def test_a_sleeve_stop_loss_is_refused_before_anything_is_sent(home):
+    """execute --portfolio with a stop_loss in a sleeve's archive: exit 2 naming the file, line and
+    field and what to do instead; no order reaches the venue (sleeves place no protective orders)."""
+    write_sleeves(home, {"alpha": {"AAPL": 0.3}, "beta": {"MSFT": 0.4}, "gamma": {"SPY": 0.5}}, minutes_ago=1)
+    beta = pd.read_csv(home.root / "beta.csv")
+    beta["stop_loss"] = "3%"
+    beta.to_csv(home.root / "beta.csv", index=False)
+    p = home.run("execute", "--portfolio", "three", "--paper")
+    assert p.returncode == 2, p.stderr
+    assert f"{home.root / 'beta.csv'}:2 [stop_loss]" in p.stderr and "runs as a sleeve of" in p.stderr
+    assert "parity execute --strategy beta" in p.stderr and "Traceback" not in p.stderr
+    assert home.posts() == 0

@@ -34,6 +34,13 @@ def execution_of(r: RebalanceSettings) -> tuple:
     return r.unfilled, r.execution, r.smart_reprices, r.smart_offset_bps
 
 
+# Sleeves place no protective orders yet (SPEC §20 is per account: one stop on a netted position
+# would sell what other sleeves hold), so an archive's exit levels are refused, not dropped in silence.
+_NO_EXITS = ("strategy {name} runs as a sleeve of {portfolio}, and sleeves place no stop-loss or take-profit "
+             "orders: remove the stop_loss/take_profit values, or run {name} on its own account "
+             "(parity backtest --strategy {name}; parity execute --strategy {name})")
+
+
 def load_sleeve_signals(sleeves, portfolio, check) -> dict:
     """Each sleeve's batches: its archive's rows of its strategy (all rows of an untagged archive)."""
     from framework.signals import load_signals
@@ -45,7 +52,8 @@ def load_sleeve_signals(sleeves, portfolio, check) -> dict:
             raise UsageError(f"sleeve {s.name} has no signal archive: set sleeves.{s.name}.signals or signals: in "
                              f"{portfolio.source}, or signals.path in strategies/{s.name}.yaml")
         out[s.name] = load_signals(s.signals, strategy=s.name, source=s.strategy.signals, config_file=s.strategy.source,
-                                   crypto_bases=crypto_bases(None), symbol_check=check)
+                                   crypto_bases=crypto_bases(None), symbol_check=check, no_exits=_NO_EXITS.format(
+                                       name=s.name, portfolio=portfolio.source))
     return out
 
 

@@ -193,6 +193,34 @@ def test_backtest_portfolio_sleeves_add_up_to_the_account_and_netting_saves_fees
     assert summary["fees_paid"] < separate and saved > 0.05 * separate
 
 
+def test_a_sleeve_archive_with_exit_levels_is_refused_naming_file_line_and_what_to_do(home, shared_data):
+    """Sleeves place no protective orders: a stop_loss a sleeve's archive sets would otherwise be read
+    and dropped, leaving the user's positions unprotected in silence (SPEC §20 applies per account)."""
+    from click.testing import CliRunner
+
+    from framework.cli import main
+
+    root, path = home
+    mom = pd.read_csv(root / "mom.csv")
+    mom["stop_loss"] = ""
+    mom.loc[7, "stop_loss"] = "4%"        # one row sets a level: file line 9 (the header is line 1)
+    mom.to_csv(root / "mom.csv", index=False)
+    res = CliRunner().invoke(main, ["--config", str(path), "backtest", "--portfolio", "three"])
+    assert res.exit_code == 2, res.output
+    assert f"{root / 'mom.csv'}:9 [stop_loss]" in res.output
+    assert "runs as a sleeve of" in res.output and "parity backtest --strategy mom" in res.output
+    assert "Traceback" not in res.output
+    assert not (root / "data" / "parity.db").exists() or sqlite3.connect(str(root / "data" / "parity.db")).execute(
+        "SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+    # the strategy on its own account applies its stop (SPEC §20), and an empty column is no level
+    assert CliRunner().invoke(main, ["--config", str(path), "backtest", "--strategy", "mom",
+                                     "--bars", str(shared_data / BARS), "--json"]).exit_code == 0
+    mom["stop_loss"] = ""
+    mom.to_csv(root / "mom.csv", index=False)
+    res = CliRunner().invoke(main, ["--config", str(path), "backtest", "--portfolio", "three", "--json"])
+    assert res.exit_code == 0, res.output
+
+
 def test_an_archive_naming_several_strategies_runs_them_as_sleeves(home, shared_data):
     from click.testing import CliRunner
 
