@@ -94,33 +94,16 @@ def protect_positions(p: Pipeline, seq: int, target: TargetPortfolio) -> list:
     if lv is None and not have:
         return []
     held_qty = p.broker.position_vector(u)
-    # venues protect whole shares: Alpaca's complex and GTC orders take no fractional equity quantity
-    # (BROKER_API_NOTES §1.5: fractional only for market/limit day orders); crypto any quantity
-    qty = np.where(u.crypto, held_qty, np.sign(held_qty) * np.floor(np.abs(held_qty) + 1e-9))
+    qty = protected_qty(held_qty, u)
     entry = np.full(len(u), np.nan)
     for pos in p.broker.positions():
         k = u.index.get(pos.symbol)
         if k is not None:
             entry[k] = pos.avg_cost
     prices = p.broker.prices(u)
-    w = target.weights
-    held = np.isfinite(w) & (np.sign(w) == np.sign(qty)) & (qty != 0)
-    keep_absent = target.absent_hold & np.isnan(w) & (held_qty != 0)   # absent, held as is: leave its exits alone
-    stop, take = np.full(len(u), np.nan), np.full(len(u), np.nan)
-    if lv is not None:
-        stop, take = levels_for(lv, qty, entry)
-        stop, take = (np.where(held & np.isfinite(x), round_level(np.nan_to_num(x, nan=1.0), u), np.nan)
-                      for x in (stop, take))
-    d = np.sign(qty)
-    decisions: list[RiskDecision] = []
-    with np.errstate(invalid="ignore"):
-        for name, x, wrong in (("stop_loss", stop, d * (stop - prices) >= 0),
-                               ("take_profit", take, d * (take - prices) <= 0)):
-            for j in np.flatnonzero(np.isfinite(x) & np.isfinite(prices) & wrong).tolist():
-                decisions.append(RiskDecision(target.time, u.symbols[j], name, "hold", float(x[j]), float(prices[j]),
-                                              f"{name} {x[j]:g} is already crossed by the price {prices[j]:g}: "
-                                              "not placed (it would fire at once)"))
-                x[j] = np.nan
+    # absent from the batch and held as is: leave its exits alone
+    keep_absent = target.absent_hold & np.isnan(target.weights) & (held_qty != 0)
+    stop, take, decisions = wanted_levels(target, qty, entry, prices, u)
     if decisions:
         p.journal.decisions(seq, tuple(decisions))
     by_sym: dict[str, dict[str, OrderState]] = {}
@@ -155,6 +138,63 @@ def protect_positions(p: Pipeline, seq: int, target: TargetPortfolio) -> list:
     for rep in reports:
         p.journal.report(seq, rep)
     return reports
+
+
+def protected_qty(held: np.ndarray, universe: Universe) -> np.ndarray:
+    """The signed quantity a protective order covers: whole shares for equities (Alpaca's complex
+    and GTC orders take no fractional equity quantity, BROKER_API_NOTES §1.5: fractional only for
+    market/limit day orders), crypto in full."""
+    return np.where(universe.crypto, held, np.sign(held) * np.floor(np.abs(held) + 1e-9))
+
+
+def wanted_levels(target: TargetPortfolio, qty: np.ndarray, entry: np.ndarray, prices: np.ndarray,
+                  u: Universe) -> tuple[np.ndarray, np.ndarray, list[RiskDecision]]:
+    """The stop and take-profit prices the target asks for on holdings ``qty`` entered at ``entry``
+    (on the price increment; NaN where none: no level, or a position the target does not hold that
+    way), and a decision for each level the price has already crossed (not placed, it would fire
+    at once; NaN in its place)."""
+    n = len(u)
+    stop, take = np.full(n, np.nan), np.full(n, np.nan)
+    decisions: list[RiskDecision] = []
+    if target.levels is None:
+        return stop, take, decisions
+    w = target.weights
+    held = np.isfinite(w) & (np.sign(w) == np.sign(qty)) & (qty != 0)
+    stop, take = levels_for(target.levels, qty, entry)
+    stop, take = (np.where(held & np.isfinite(x), round_level(np.nan_to_num(x, nan=1.0), u), np.nan)
+                  for x in (stop, take))
+    d = np.sign(qty)
+    with np.errstate(invalid="ignore"):
+        for name, x, wrong in (("stop_loss", stop, d * (stop - prices) >= 0),
+                               ("take_profit", take, d * (take - prices) <= 0)):
+            for j in np.flatnonzero(np.isfinite(x) & np.isfinite(prices) & wrong).tolist():
+                decisions.append(RiskDecision(target.time, u.symbols[j], name, "hold", float(x[j]), float(prices[j]),
+                                              f"{name} {x[j]:g} is already crossed by the price {prices[j]:g}: "
+                                              "not placed (it would fire at once)"))
+                x[j] = np.nan
+    return stop, take, decisions
+
+
+def planned_exits(target: TargetPortfolio, final_qty: np.ndarray, held: np.ndarray, held_cost: np.ndarray,
+                  prices: np.ndarray, u: Universe) -> tuple[list[dict], list[RiskDecision]]:
+    """What ``protect_positions`` would place once a plan's legs fill (``--dry-run``): per symbol
+    the quantity covered and the levels, and the decisions for levels the price has crossed. The
+    entry of a percentage level is the position's cost where the plan does not change the holding,
+    else today's price (the fill's own price is not known before it fills): ``estimated`` says so."""
+    qty = protected_qty(final_qty, u)
+    same = np.abs(final_qty - held) <= 1e-9 * np.maximum(np.abs(held), 1.0)
+    entry = np.where(same & np.isfinite(held_cost), held_cost, prices)
+    stop, take, decisions = wanted_levels(target, qty, entry, prices, u)
+    lv = target.levels
+    out = []
+    for j in np.flatnonzero(np.isfinite(stop) | np.isfinite(take)).tolist():
+        pct = lv is not None and ((np.isfinite(stop[j]) and bool(lv.stop_pct[j]))
+                                  or (np.isfinite(take[j]) and bool(lv.take_pct[j])))
+        out.append({"symbol": u.symbols[j], "qty": float(qty[j]),
+                    "stop_loss": float(stop[j]) if np.isfinite(stop[j]) else None,
+                    "take_profit": float(take[j]) if np.isfinite(take[j]) else None,
+                    "estimated": bool(pct and not same[j])})
+    return out, decisions
 
 
 def _same(o: OrderState | None, qty: float, level: float, leg: str) -> bool:

@@ -59,8 +59,27 @@ def status_json(broker, acct, mode: str) -> dict:
                            "pnl": p.unrealized_pnl} for p in pos]}
 
 
-def print_plan(cp, universe, *, header: str, foreign=()) -> None:
-    """The full order plan of a dry run: prices, every risk decision with its reason, every order."""
+def planned_exits(cp, universe, broker) -> tuple[list[dict], list]:
+    """The protective exits the plan's positions would get once its legs fill (SPEC §20), and the
+    decisions for levels already crossed; none without levels or orders."""
+    from framework.exits import planned_exits as wanted
+
+    if cp.plan is None or cp.target.levels is None:
+        return [], []
+    final = np.asarray(cp.positions, float).copy()
+    for leg in (cp.plan.reduce, cp.plan.add):
+        np.add.at(final, leg.symbol_idx, leg.side * leg.qty)
+    cost = np.full(len(universe), np.nan)
+    for pos in broker.positions():
+        k = universe.index.get(pos.symbol)
+        if k is not None:
+            cost[k] = pos.avg_cost
+    return wanted(cp.target, final, np.asarray(cp.positions, float), cost, cp.prices, universe)
+
+
+def print_plan(cp, universe, *, header: str, foreign=(), exits: tuple[list[dict], list] = ([], [])) -> None:
+    """The full order plan of a dry run: prices, every risk decision with its reason, every order,
+    and the protective exits placed once the orders fill."""
     t = np.datetime_as_string(np.datetime64(cp.target.time, "s"), unit="s")
     print(LINE)
     print(f"ORDER PLAN  ({header})  batch {cp.target.batch_id}  time {t}Z")
@@ -88,6 +107,16 @@ def print_plan(cp, universe, *, header: str, foreign=()) -> None:
             n += 1
             print(f"  {'BUY ' if side > 0 else 'SELL'} {q:>14.6f} {sym:<9} ~${q * px:>12,.2f} at {px:,.4f}  "
                   f"market  id {cid}")
+    placed, crossed = exits
+    if placed or crossed:
+        print("Protective exits, placed once the orders fill (a % level is measured from the entry fill):")
+    for e in placed:
+        levels = "  ".join(f"{name} {e[key]:,.4f}" for key, name in (("stop_loss", "stop"), ("take_profit", "take"))
+                           if e[key] is not None)
+        note = "  (entry estimated at today's price)" if e["estimated"] else ""
+        print(f"  {e['symbol']:<9} {'sell' if e['qty'] > 0 else 'buy'} {abs(e['qty']):.6g} at {levels}{note}")
+    for d in crossed:
+        print(f"  [{d.rule}] {d.symbol}: {d.reason}")
     if foreign:
         print("Open orders not Parity's (never cancelled or counted by Parity):")
         for o in foreign:
@@ -203,7 +232,7 @@ def run_execute(settings: Settings, settings_path: str | None, *, signals_path: 
                 _plan_json(cp, universe, broker)
             else:
                 print_plan(cp, universe, header=f"{broker.describe()}, {mode}, strategy {strategy.name}",
-                           foreign=broker.foreign_orders())
+                           foreign=broker.foreign_orders(), exits=planned_exits(cp, universe, broker))
             return 3 if cp.risk.halted else 0
         if live:
             confirm_live(broker, yes)
@@ -256,6 +285,7 @@ def _plan_json(cp, universe, broker) -> None:
         return [{"symbol": s, "side": "buy" if sd > 0 else "sell", "qty": q, "price": p, "client_order_id": c}
                 for s, sd, q, p, c in zip(b.symbols(), b.side.tolist(), b.qty.tolist(), b.ref_price.tolist(),
                                           b.client_order_ids())]
+    placed, crossed = planned_exits(cp, universe, broker)
     emit_json({"dry_run": True, "batch_id": cp.target.batch_id, "equity": cp.account.equity,
                "prices": dict(zip(universe.symbols, cp.prices.tolist())),
                "decisions": [{"symbol": d.symbol, "rule": d.rule, "action": d.action, "requested": d.requested,
@@ -263,6 +293,8 @@ def _plan_json(cp, universe, broker) -> None:
                              for d in cp.risk.decisions + (() if cp.plan is None else cp.plan.skipped)],
                "halted": cp.risk.halted,
                "orders": [] if cp.plan is None else leg(cp.plan.reduce) + leg(cp.plan.add),
+               "exits": [{**e, "side": "sell" if e["qty"] > 0 else "buy", "qty": abs(e["qty"])} for e in placed],
+               "exits_not_placed": [{"symbol": d.symbol, "rule": d.rule, "reason": d.reason} for d in crossed],
                "not_parity_orders": [_foreign_json(o) for o in broker.foreign_orders()]})
 
 
