@@ -85,6 +85,16 @@ def test_framework_imports_brokers_only_in_the_composition_root():
     assert {k: v for k, v in bad.items() if v} == {}
 
 
+def test_nothing_outside_the_composition_root_imports_it():
+    """``framework.cli`` wires brokers into the pipeline; a module that imported it would reach the
+    brokers through it (the sweep is handed ``build_backtest`` and ``run_backtest`` instead)."""
+    outside = [p for p in python_files("framework")          # the package's entry point runs the CLI
+               if p.relative_to(REPO / "framework").parts[0] not in ("cli", "__main__.py")]
+    bad = {rel(p): sorted(n for n in imports_of(p) if n == "framework.cli" or n.startswith("framework.cli."))
+           for p in outside + python_files("strategies")}
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
 def test_strategies_import_only_framework_the_standard_library_numpy_and_pandas():
     allowed = set(sys.stdlib_module_names) | {"framework", "numpy", "pandas", "strategies"}
     bad = {rel(p): sorted(top(imports_of(p)) - allowed) for p in python_files("strategies")}

@@ -28,13 +28,16 @@ def sweep(ctx: click.Context, strategy_name: str, params, random_n, seed, walk_f
     """Backtest a strategy over a grid (or random set) of config values, resumably; rank the points by a
     metric, each with its Deflated Sharpe Ratio."""
     from framework.cli.output import emit_json
+    from framework.cli.wiring import build_backtest, run_backtest
     from framework.config import load_strategy
+    from framework.sweep.point import Backtests
     from framework.sweep.sweep import SweepRequest, run_sweep
 
     settings = _settings(ctx)
     strategy = load_strategy(strategy_name, ctx.obj["config"])
     req = SweepRequest(tuple(params), random_n, seed, walk_forward, metric, keep, workers, cluster)
-    out = run_sweep(settings, ctx.obj["config"], strategy, req, progress=_progress(json_out),
+    out = run_sweep(settings, ctx.obj["config"], strategy, req, Backtests(build_backtest, run_backtest),
+                    progress=_progress(json_out),
                     echo=(lambda s: None) if json_out else (lambda s: click.echo(s, err=True)))
     if json_out:
         emit_json(out)

@@ -1,7 +1,8 @@
 """The one function through which a sweep runs a backtest: the same ``build_backtest`` and ``replay``
-as ``parity backtest`` (framework/cli/wiring.py), so a point's result equals a plain backtest of its
-config to the last digit. (When run ownership moves, re-point ``run_point``; nothing else in the
-sweep builds or replays.)
+as ``parity backtest``, so a point's result equals a plain backtest of its config to the last digit.
+The composition root (``framework.cli``) hands the sweep its ``build_backtest`` and ``run_backtest``
+(``Backtests``): nothing under ``framework/sweep`` imports the CLI or a broker. (When run ownership
+moves, re-point ``run_point``; nothing else in the sweep builds or replays.)
 
 The summary is ``framework.artifacts.summarize`` — the function that writes a plain backtest's
 ``summary.json`` — fed from the run's journal instead of from ledger rows: the same values in the
@@ -14,6 +15,8 @@ this costs a few milliseconds. The tests compare every point with a plain ``pari
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -21,16 +24,27 @@ import pandas as pd
 from framework.config import Settings, StrategyConfig
 
 
-def run_point(settings: Settings, settings_path: str | None, strategy: StrategyConfig, *, start: str | None = None,
-              end: str | None = None, cache: dict | None = None) -> dict:
-    """Backtest one point; return {summary, stats (per-period Sharpe, skew, kurt, n_obs), seconds}."""
+@dataclass(frozen=True)
+class Backtests:
+    """How a sweep builds and runs a backtest, handed in by the composition root: ``build`` is
+    ``framework.cli.wiring.build_backtest`` (a point's setup, on the workers) and ``run`` its
+    ``run_backtest`` (the full runs of the best points). Module-level functions, so a Dask worker
+    receives them by reference."""
+
+    build: Callable
+    run: Callable
+
+
+def run_point(build: Callable, settings: Settings, settings_path: str | None, strategy: StrategyConfig, *,
+              start: str | None = None, end: str | None = None, cache: dict | None = None) -> dict:
+    """Backtest one point with ``build`` (``Backtests.build``); return {summary, stats (per-period
+    Sharpe, skew, kurt, n_obs), seconds}."""
     from framework.backtest import replay
-    from framework.cli.wiring import build_backtest
     from framework.reports.metrics import returns_of
     from framework.sweep.dsr import return_stats
 
     t0 = time.perf_counter()
-    setup = build_backtest(settings, settings_path, strategy, start=start, end=end, cache=cache)
+    setup = build(settings, settings_path, strategy, start=start, end=end, cache=cache)
     outcome = replay(setup.pipeline, setup.market, setup.signals,
                      absent_hold=strategy.signals.absent == "hold")
     summary, equity = journal_summary(setup, outcome, strategy)

@@ -38,6 +38,7 @@ class Pack:
     """What every worker needs, sent once: settings, the primed cache and each point's config."""
 
     token: str
+    build: Callable            # framework.cli.wiring.build_backtest, handed in by the CLI (point.Backtests)
     settings: Settings
     settings_path: str | None
     cache: dict
@@ -58,7 +59,7 @@ def run_task(pack: Pack, task: Task) -> tuple[Task, dict]:
             _CACHES.pop(next(iter(_CACHES)))
         cache = _CACHES[pack.token] = dict(pack.cache)
     wall0, t0, cpu0 = time.time(), time.perf_counter(), time.process_time()
-    res = run_point(pack.settings, pack.settings_path, pack.strategies[task.point_id], start=task.start,
+    res = run_point(pack.build, pack.settings, pack.settings_path, pack.strategies[task.point_id], start=task.start,
                     end=task.end, cache=cache)
     res["task_seconds"] = time.perf_counter() - t0
     res["cpu_seconds"] = time.process_time() - cpu0

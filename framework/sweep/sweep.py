@@ -10,6 +10,7 @@ from pathlib import Path
 from framework.config import Settings, StrategyConfig
 from framework.errors import UsageError
 from framework.sweep import points as pts
+from framework.sweep.point import Backtests
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +28,10 @@ class SweepRequest:
 METRICS = ("sharpe", "sortino", "calmar", "cagr", "total_return", "max_drawdown", "final_equity")
 
 
-def run_sweep(settings: Settings, settings_path: str | None, strategy: StrategyConfig, req: SweepRequest, *,
-              progress: bool = False, echo=lambda s: None) -> dict:
-    """Run (or resume) the sweep; return its JSON summary (also written to reports/SWEEP_ID/sweep.json)."""
-    from framework.cli.wiring import build_backtest
+def run_sweep(settings: Settings, settings_path: str | None, strategy: StrategyConfig, req: SweepRequest,
+              backtests: Backtests, *, progress: bool = False, echo=lambda s: None) -> dict:
+    """Run (or resume) the sweep with the composition root's ``backtests``; return its JSON summary
+    (also written to reports/SWEEP_ID/sweep.json)."""
     from framework.ledger import Ledger
     from framework.sweep import report, runner
 
@@ -46,7 +47,7 @@ def run_sweep(settings: Settings, settings_path: str | None, strategy: StrategyC
     points = pts.make_points(strategy, axes, req.random, req.seed)
     wf = pts.parse_walk_forward(req.walk_forward)
     cache: dict = {}
-    base = build_backtest(settings, settings_path, strategy, cache=cache)     # validates data before any worker
+    base = backtests.build(settings, settings_path, strategy, cache=cache)     # validates data before any worker
     wins = None
     if wf is not None:
         import pandas as pd
@@ -68,11 +69,12 @@ def run_sweep(settings: Settings, settings_path: str | None, strategy: StrategyC
              f"recorded, {len(todo)} to run on " + (f"the Dask cluster at {req.cluster}" if req.cluster else
                                                     f"{req.workers or runner.default_workers()} local worker(s)"))
         by_id = {p.point_id: p for p in points}
-        pack = runner.Pack(sid, without_secrets(settings), settings_path, cache,
+        pack = runner.Pack(sid, backtests.build, without_secrets(settings), settings_path, cache,
                            {p.point_id: p.strategy for p in points})
         stream = (runner.run_cluster(pack, todo, req.cluster, sid) if req.cluster
                   else runner.run_local(pack, todo, req.workers or runner.default_workers(),
-                                        warm=lambda: warm_up(settings, settings_path, strategy, base, cache)))
+                                        warm=lambda: warm_up(backtests.build, settings, settings_path, strategy,
+                                                             base, cache)))
         bar = None
         if progress and todo:
             from tqdm import tqdm
@@ -98,7 +100,7 @@ def run_sweep(settings: Settings, settings_path: str | None, strategy: StrategyC
         t_run = time.perf_counter() - t_run
         table = report.point_table(ledger.sweep_points(sid), req.metric, bool(wins))
         best = [pid for pid in table["point_id"].tolist()[: req.keep]]
-        runs = _best_runs(ledger, settings, settings_path, sid, best, by_id, table, cache)
+        runs = _best_runs(backtests.run, ledger, settings, settings_path, sid, best, by_id, table, cache)
         table = report.point_table(ledger.sweep_points(sid), req.metric, bool(wins))
         ledger.finish_sweep(sid, "done")
         out = Path(settings.reports_dir) / sid
@@ -133,10 +135,8 @@ def gaps(spans: list[tuple[str, float, float]], wall_start: float) -> tuple[floa
     return (idle / n if n else None), (None if first is None else first - wall_start)
 
 
-def _best_runs(ledger, settings, settings_path, sid, best, by_id, table, cache) -> dict[str, str]:
+def _best_runs(run_backtest, ledger, settings, settings_path, sid, best, by_id, table, cache) -> dict[str, str]:
     """Full runs (ledger rows and reports/RUN_ID artifacts) of the best points over the whole period, once."""
-    from framework.cli.wiring import run_backtest
-
     have = {r["point_id"]: r["run_id"] for r in table.to_dict(orient="records") if isinstance(r.get("run_id"), str)}
     runs = {}
     for pid in best:
@@ -149,7 +149,8 @@ def _best_runs(ledger, settings, settings_path, sid, best, by_id, table, cache) 
     return runs
 
 
-def warm_up(settings: Settings, settings_path: str | None, strategy: StrategyConfig, base, cache: dict) -> None:
+def warm_up(build, settings: Settings, settings_path: str | None, strategy: StrategyConfig, base,
+            cache: dict) -> None:
     """A backtest of the base config over its first three signal batches, in the sweep's own process,
     before the local workers fork (``runner.run_local``): it loads what every point's first backtest
     loads once per process, so the workers inherit it. Its result is not kept; the cache is copied, so
@@ -161,7 +162,7 @@ def warm_up(settings: Settings, settings_path: str | None, strategy: StrategyCon
     times = base.signals.times
     if len(times) == 0:
         return
-    run_point(settings, settings_path, strategy, end=pd.Timestamp(times[min(2, len(times) - 1)]).isoformat(),
+    run_point(build, settings, settings_path, strategy, end=pd.Timestamp(times[min(2, len(times) - 1)]).isoformat(),
               cache=dict(cache))
 
 
