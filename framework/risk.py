@@ -45,12 +45,18 @@ def day_key(t: np.datetime64) -> np.datetime64:
     return np.datetime64(t, "D")
 
 
+_KERNELS = None
+
+
 def _kernels():
     """The compiled screen (``framework.kernels``), loaded with the first approval so that importing
     this module does not load numba."""
-    from framework import kernels
+    global _KERNELS
+    if _KERNELS is None:          # an import statement costs a microsecond a call: taken once
+        from framework import kernels
 
-    return kernels
+        _KERNELS = kernels
+    return _KERNELS
 
 
 class RiskManager:

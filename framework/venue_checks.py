@@ -131,12 +131,18 @@ def _unflipped(leg: OrderBatch, left: np.ndarray, decisions: list[RiskDecision])
     return leg.with_qty(qty)
 
 
+_KERNELS = None
+
+
 def _kernels():
     """The compiled screens (``framework.kernels``), loaded with the first plan checked, so that
     importing this module does not load numba."""
-    from framework import kernels
+    global _KERNELS
+    if _KERNELS is None:          # an import statement costs a microsecond a call: taken once
+        from framework import kernels
 
-    return kernels
+        _KERNELS = kernels
+    return _KERNELS
 
 
 def _check_leg(leg: OrderBatch, acct: AccountSnapshot, avail: np.ndarray, foreign: list[OrderState],
