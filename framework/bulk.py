@@ -16,6 +16,7 @@ then
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,8 +36,44 @@ from framework.ledger import Coded, IsoTimes, Ledger, now_iso
 from framework.ledger.columns import PackedPrices
 from framework.types import ExecutionReport, OrderStatus, RiskDecision
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 _LABELS = np.array([OrderStatus(k).label for k in range(len(OrderStatus))], dtype=object)
 _SIDES = np.array(["sell", "buy"], dtype=object)   # index: side > 0
+
+
+class _Texts:
+    """A text column of many distinct values (the risk manager's reasons: 2.5 M on a 500-symbol run
+    where max_positions binds), kept as Arrow text: about 80 bytes a row instead of a Python string's
+    130, and no object per row, so a child forked to write the CSVs reads them without copying the
+    pages their reference counts live on. Strings are taken in blocks of ``CHUNK`` and let go."""
+
+    CHUNK = 1 << 16
+
+    def __init__(self) -> None:
+        self._done: list = []
+        self._pending: list[str] = []
+
+    def extend(self, texts: list[str]) -> None:
+        self._pending.extend(texts)
+        if len(self._pending) >= self.CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if self._pending:
+            self._done.append(pa.array(self._pending, pa.large_string()))
+            self._pending = []
+
+    def series(self) -> pd.Series:
+        """The texts in order, as pandas' Arrow-backed text (no copy of the Arrow data)."""
+        import pyarrow as pa
+
+        self._flush()
+        done, self._done = self._done, []
+        return pa.chunked_array(done, pa.large_string()).to_pandas()
 
 
 def _repeat(value, n: int) -> list:
@@ -109,7 +146,8 @@ class RunTables:
         """Decision rows in record order; blocks of a ``Decisions`` sequence go in as columns."""
         from framework.decisions import DecisionBlock, Decisions
 
-        cols: dict[str, list] = {k: [] for k in ("cycle_seq", "symbol", "rule", "action", "reason")}
+        cols: dict[str, list] = {k: [] for k in ("cycle_seq", "symbol", "rule", "action")}
+        reasons = _Texts()
         nums: dict[str, list] = {k: [] for k in ("time", "requested", "approved")}
         single: list[RiskDecision] = []
         single_seq: list[int] = []
@@ -121,7 +159,7 @@ class RunTables:
             cols["symbol"].extend([d.symbol for d in single])
             cols["rule"].extend([d.rule for d in single])
             cols["action"].extend([d.action for d in single])
-            cols["reason"].extend([d.reason for d in single])
+            reasons.extend([d.reason for d in single])
             nums["time"].append(np.array([d.time for d in single], dtype="datetime64[ns]"))
             for k in ("requested", "approved"):
                 nums[k].append(np.array([np.nan if getattr(d, k) is None else getattr(d, k) for d in single],
@@ -142,7 +180,7 @@ class RunTables:
                 cols["symbol"].extend(p.symbols)
                 cols["rule"].extend(_repeat(p.rule, n))
                 cols["action"].extend(_repeat(p.action, n))
-                cols["reason"].extend(p.reasons())
+                reasons.extend(p.reasons())
                 nums["time"].append(np.full(n, p.time, dtype="datetime64[ns]"))
                 nums["requested"].append(np.asarray(p.requested, np.float64))
                 nums["approved"].append(np.asarray(p.approved, np.float64))
@@ -153,7 +191,7 @@ class RunTables:
             "run_id": _repeat(rid, n), "cycle_seq": cols["cycle_seq"],
             "time": IsoTimes(cat["time"].astype("datetime64[ns]")), "symbol": cols["symbol"], "rule": cols["rule"],
             "action": cols["action"], "requested": cat["requested"].astype(np.float64),
-            "approved": cat["approved"].astype(np.float64), "reason": cols["reason"]}
+            "approved": cat["approved"].astype(np.float64), "reason": reasons.series()}
 
     def _orders(self, rid: str, reports: list, updates: list[ExecutionReport], upd: str) -> dict:
         """Orders as the reports left them, and every fill: the reports' in report order, then the

@@ -240,6 +240,35 @@ def test_risk_decisions_kept_as_columns_read_as_their_records():
     assert sorted(np.flatnonzero(r.weights).tolist()) == list(range(m - 5, m))
 
 
+def test_decision_reasons_are_kept_as_arrow_text_and_reach_the_ledger_and_csv_as_written(tmp_path):
+    """2.5 M reasons on a wide run where max_positions binds: held as Arrow text, not a Python string
+    each (issue 15), and read back unchanged, commas, quotes and line breaks included, in record order."""
+    from framework.bulk import RunTables
+    from framework.csv_text import write_csv
+    from framework.decisions import DecisionBlock, Decisions
+    from framework.ledger import Ledger
+    from framework.types import RiskDecision
+
+    t = np.datetime64("2024-01-02T00:00:00", "ns")
+    one = RiskDecision(t, "*", "buying_power", "scale", 2.0, 1.0, 'buys need 1,234.50 but "900.00" is\navailable')
+    block = DecisionBlock(t, ["A", "B"], "max_positions", "reject", np.array([0.1, 0.2]), np.zeros(2),
+                          "weaker (", np.array([0.25, 0.125]), ")")
+    tables = RunTables.build("r1", [(0, "b", t, np.ones(2), 1.0, "done")],
+                             [(0, Decisions([one, block])), (0, (one,))], [], [], [], "sim:sim:r1")
+    reasons = tables.decisions["reason"]
+    assert isinstance(reasons.dtype, pd.StringDtype) and reasons.dtype.storage == "pyarrow"
+    want = [one.reason, "weaker (0.2500)", "weaker (0.1250)", one.reason]
+    assert reasons.tolist() == want
+    write_csv(pd.DataFrame({"reason": reasons}), tmp_path / "d.csv")
+    assert pd.read_csv(tmp_path / "d.csv")["reason"].tolist() == want
+    ledger = Ledger(tmp_path / "l.db")
+    ledger.start_run("r1", "s", "h", "backtest", "sim", 1.0, ("A", "B"), {}, account="sim:sim:r1")
+    with ledger.tx():
+        tables.write(ledger)
+    assert ledger.frame("decisions", "r1")["reason"].tolist() == want
+    ledger.close()
+
+
 def test_a_batchs_client_ids_are_each_orders_own_and_made_once():
     """The ids of a batch, made for all its orders at once and kept on the batch, are the ids of
     its orders one by one (long names cut, ``/`` dropped); a batch made from it gets its own."""
