@@ -51,8 +51,8 @@ class View:
     def __contains__(self, key: object) -> bool:
         return key in self._data
 
-    def __repr__(self) -> str:
-        return f"View({self._data!r})"
+    def __repr__(self) -> str:   # the field names only: an answer can carry account numbers
+        return f"View({', '.join(self._data)})"
 
 
 def view(x: Any) -> Any:
@@ -82,3 +82,6 @@ class LenientTrading:
             return view(attr(*args, **kwargs))
 
         return call
+
+    def __setattr__(self, name: str, value: Any) -> None:   # e.g. ``_session``: the client's own
+        setattr(self._client, name, value)
