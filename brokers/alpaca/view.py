@@ -83,5 +83,5 @@ class LenientTrading:
 
         return call
 
-    def __setattr__(self, name: str, value: Any) -> None:   # e.g. ``_session``: the client's own
-        setattr(self._client, name, value)
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"set {name} on the SDK client before it is wrapped (client.make_clients)")
