@@ -241,7 +241,7 @@ class AlpacaBroker(LiveBroker):
                     found[o.client_order_id] = self._follow(o)
             if len(page) < 500 or len(found) == len(wanted):
                 return found
-            until = page[-1].submitted_at or page[-1].created_at
+            until = wire.when(page[-1].submitted_at or page[-1].created_at)   # ISO text in the JSON
 
     def _get_many(self, states: list[OrderState]) -> list[OrderState | None]:
         if len(states) <= 2:
@@ -259,7 +259,7 @@ class AlpacaBroker(LiveBroker):
                     got[str(o.id)] = self._follow(o)
             if len(got) == len(ids) or len(page) < 500:
                 break
-            until = page[-1].submitted_at or page[-1].created_at
+            until = wire.when(page[-1].submitted_at or page[-1].created_at)   # ISO text in the JSON
         return [got.get(s.broker_id or "") or self._get(s) for s in states]
 
     def _cancel(self, state: OrderState) -> None:

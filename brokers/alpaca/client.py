@@ -1,6 +1,8 @@
 """alpaca-py clients with the safety the SDK lacks: a timeout on every HTTP call, the venue's
 rate-limit headers fed to our limiter, the SDK's fixed-sleep retry turned off (the live loop
-retries with backoff and jitter), and SDK errors translated into ``framework.errors``."""
+retries with backoff and jitter), trading answers read without the SDK's strict models
+(``brokers.alpaca.view``: a new enum value from the venue does not stop Parity), and SDK errors
+translated into ``framework.errors``."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 
 import requests
 
+from brokers.alpaca.view import LenientTrading
 from brokers.live import RateLimiter
 from framework.errors import (
     AuthenticationError,
@@ -79,13 +82,15 @@ def make_clients(ep: AlpacaEndpoints, limiter: RateLimiter):
     from alpaca.data.historical import CryptoHistoricalDataClient, StockHistoricalDataClient
     from alpaca.trading.client import TradingClient
 
-    trading = TradingClient(ep.key, ep.secret, paper=ep.paper, url_override=ep.trading_url)
+    # raw_data: the venue's JSON, not alpaca-py's strict models (one enum value the SDK does not know
+    # fails the whole answer, alpaca-py#276/#340/#624); read through brokers.alpaca.view
+    trading = TradingClient(ep.key, ep.secret, paper=ep.paper, url_override=ep.trading_url, raw_data=True)
     stock = StockHistoricalDataClient(ep.key, ep.secret, url_override=ep.data_url)
     crypto = CryptoHistoricalDataClient(ep.key, ep.secret, url_override=ep.data_url)
     for c in (trading, stock, crypto):
         c._session = TimeoutSession(ep.timeout, limiter)   # alpaca-py has no timeout knob (0.44)
         c._retry = 0                                        # our loop retries with backoff + jitter
-    return trading, stock, crypto
+    return LenientTrading(trading), stock, crypto
 
 
 def _body(e) -> dict:

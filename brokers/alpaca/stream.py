@@ -8,7 +8,8 @@ Every venue event becomes one ``framework.broker.StreamUpdate`` handed to ``on_u
 the stream's thread, as is ``on_gap``: keep both short, e.g. queue the work; a REST fetch
 inside them holds up the stream). Fills (``fill``, ``partial_fill``) carry the
 venue's ``execution_id`` as ``trade_id`` and the execution's own ``qty``/``price``; the order state
-is converted by ``brokers.alpaca.wire.order_state``, the same code as the REST path.
+is read through ``brokers.alpaca.view`` and converted by ``brokers.alpaca.wire.order_state``, the
+same code as the REST path (an enum value the SDK does not know is read, not dropped).
 
 Connection handling is the SDK's (0.44.0 ``TradingStream._run_forever``): on a dropped connection
 or a refused authentication it closes the socket and reconnects with exponential backoff and
@@ -39,6 +40,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from brokers.alpaca import wire
+from brokers.alpaca.view import view
 from brokers.stream_support import deliver, parse_time
 from framework.broker import StreamUpdate
 from framework.errors import AuthenticationError
@@ -177,9 +179,9 @@ class AlpacaOrderStream:
         deliver(log, "on_update", self._on_update, update)
 
     def _convert(self, data: dict) -> StreamUpdate:
-        from alpaca.trading.models import Order
-
-        state = wire.order_state(Order(**data["order"]))
+        # the order as the venue sent it, not alpaca-py's strict ``Order``: an enum value the SDK does
+        # not know (catalogue row 14) must not drop the update (brokers/alpaca/view.py)
+        state = wire.order_state(view(data["order"]))
         event = str(data.get("event", ""))
         oid = state.broker_id or state.client_order_id
         before = self._cum.get(oid, 0.0)

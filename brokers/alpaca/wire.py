@@ -1,7 +1,17 @@
 """Alpaca's shapes <-> Parity's values. Symbols: orders and assets use ``BTC/USD``, positions
-report ``BTCUSD``; both become the canonical ``BTC/USD`` here and nowhere else."""
+report ``BTCUSD``; both become the canonical ``BTC/USD`` here and nowhere else.
+
+The venue's answers come as ``brokers.alpaca.view.View`` (its JSON, not alpaca-py's strict models;
+catalogue row 14): enum values are compared as strings, and a value this module does not know is
+read the careful way and logged once: an order status as still working (never final: the order is
+followed until it ends, its fills booked from the venue's fill activities), an asset's exchange or
+class as irrelevant (only ``tradable`` and the status ``inactive`` hold an asset), an account
+status as blocking every order (only ``ACTIVE`` trades)."""
 
 from __future__ import annotations
+
+import logging
+from datetime import datetime
 
 from framework.broker import OrderState
 from framework.symbols import canonical, is_crypto
@@ -15,6 +25,18 @@ _STATUS = {
     "canceled": OrderStatus.CANCELED, "expired": OrderStatus.EXPIRED, "replaced": OrderStatus.NEW,
     "stopped": OrderStatus.NEW, "rejected": OrderStatus.REJECTED, "suspended": OrderStatus.NEW,
 }
+# alpaca-py AssetStatus: "active", "inactive"; any other value is new (alpaca-py#340)
+_ASSET_STATUS = ("active", "inactive")
+
+log = logging.getLogger("parity.alpaca")
+_noted: set[tuple[str, str]] = set()
+
+
+def _new_value(what: str, value: str, meaning: str) -> None:
+    """Log, once per value, an enum value the venue sent that this adapter does not know."""
+    if (what, value) not in _noted:
+        _noted.add((what, value))
+        log.warning("Alpaca sent %s %r, unknown to Parity: %s", what, value[:40], meaning)
 
 
 def venue_symbol(symbol: str) -> str:
@@ -32,15 +54,26 @@ def _enum(v) -> str:
     return str(getattr(v, "value", v))
 
 
+def when(x) -> datetime | None:
+    """A venue timestamp (ISO 8601 text, or already a datetime) as an aware datetime; None if absent."""
+    if x is None or x == "" or isinstance(x, datetime):
+        return x or None
+    return datetime.fromisoformat(str(x).replace("Z", "+00:00"))
+
+
 def order_state(o) -> OrderState:
-    status = _STATUS.get(_enum(o.status).lower(), OrderStatus.NEW)
     qty = _f(o.qty)
     filled = _f(o.filled_qty) or 0.0
     if qty is None:   # a notional order: the size is known only once filled
         qty = filled
+    venue = _enum(o.status).lower()
+    status = _STATUS.get(venue)
+    if status is None:   # a status alpaca-py's OrderStatus lacks: still working, never final
+        status = OrderStatus.PARTIAL if filled > 0 else OrderStatus.NEW
+        _new_value("order status", venue, "the order is taken as still working")
     return OrderState(o.client_order_id, str(o.id), canonical(o.symbol), 1 if _enum(o.side) == "buy" else -1,
                       qty, filled, _f(o.filled_avg_price), int(status), _enum(o.type or o.order_type), "",
-                      _enum(o.status).lower(), stop_price=_f(getattr(o, "stop_price", None)),
+                      venue, stop_price=_f(getattr(o, "stop_price", None)),
                       limit_price=_f(getattr(o, "limit_price", None)))
 
 
@@ -58,13 +91,18 @@ CRYPTO_BUY_FLOOR_USD = 10.0
 def instrument(a, min_notional_equity: float, min_notional_crypto: float) -> Instrument:
     """Alpaca's asset -> Parity's rules. An inactive or untradable asset (a delisting, a rename) is
     returned with ``tradable=False`` and the reason, so the planner can hold it and trade the rest
-    (alpaca-py ``AssetStatus``); shorting needs a shortable AND easy-to-borrow name."""
+    (alpaca-py ``AssetStatus``); shorting needs a shortable AND easy-to-borrow name. A status the SDK
+    does not know (alpaca-py#340) leaves the decision to the venue's ``tradable`` ("Some Assets are
+    not tradable with Alpaca. These Assets are marked with the flag tradable=false", alpaca-py
+    ``Asset``); the exchange and class are not read (the symbol says crypto or equity)."""
     sym = canonical(a.symbol)
     crypto = is_crypto(sym)
     frac = bool(a.fractionable)
     inc = _f(getattr(a, "min_trade_increment", None)) if crypto else (1e-9 if frac else 1.0)
-    status = _enum(getattr(a, "status", "active")).lower()
-    tradable = bool(a.tradable) and status == "active"
+    status = _enum(getattr(a, "status", None) or "active").lower()
+    if status not in _ASSET_STATUS:
+        _new_value("asset status", status, "the asset's tradable flag decides")
+    tradable = bool(a.tradable) and status != "inactive"
     why = "" if tradable else f"Alpaca asset status {status}, tradable {str(bool(a.tradable)).lower()}"
     etb = bool(getattr(a, "easy_to_borrow", False))
     return Instrument(
@@ -81,7 +119,7 @@ def blocked(a) -> str:
     ``trading_blocked``, ``account_blocked``, ``trade_suspended_by_user``, ``status``."""
     why = [f for f in ("trading_blocked", "account_blocked", "trade_suspended_by_user") if getattr(a, f, False)]
     status = _enum(getattr(a, "status", "ACTIVE") or "ACTIVE").upper()
-    if status != "ACTIVE":
+    if status != "ACTIVE":    # any other status, a new one too (alpaca-py AccountStatus), blocks
         why.append(f"status {status}")
     return ", ".join(why)
 

@@ -108,6 +108,7 @@ class AlpacaStreamServer(StreamServer):
             order["status"] = "filled" if done else "partially_filled"
             if not done:
                 order["filled_at"] = None
+            order = app._shown(order)             # values the SDK does not know (set_new_values)
             out.append({
                 "event": f["type"],                 # "fill" | "partial_fill"
                 # GUESS: the execution id is the uuid of the FILL activity id ("<time>::<uuid>"),

@@ -342,6 +342,25 @@ def test_a_new_enum_value_from_the_venue_breaks_the_sdk(server, tc):
         tc.get_all_assets()
 
 
+def test_new_values_in_orders_positions_and_the_account_break_the_sdk_too(server, tc):
+    server.set_asset("NEWX", exchange="NEWEXCHANGE", asset_class="us_equity_next", price=5.0)
+    server.set_position("NEWX", 3, 5.0)
+    with pytest.raises(ValidationError):
+        tc.get_all_positions()
+    server.set_account(status="UNDER_NEW_REVIEW")
+    with pytest.raises(ValidationError):
+        tc.get_account()
+    server.set_account(status="ACTIVE")
+    placed = tc.submit_order(limit("AAPL", 1, 1.0, cid="p-row14-AAPL-0"))
+    for values in ({"order_status": {"accepted": "queued_next", "new": "queued_next"}},
+                   {"order_class": "simple_next"}, {"order_type": "limit_next"}):
+        server.set_new_values(**values)
+        with pytest.raises(ValidationError):
+            tc.get_order_by_id(placed.id)
+    server.set_new_values()                                   # back to the values the SDK knows
+    assert tc.get_order_by_id(placed.id).client_order_id == "p-row14-AAPL-0"
+
+
 # ------------------------------------------------------------------------------------------ standalone
 
 
