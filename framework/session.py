@@ -90,7 +90,7 @@ class LiveSession:
     """
 
     def __init__(self, ledger: Ledger, broker, account: Account, info: RunInfo, *, command: str,
-                 echo: Callable[[str], None] = print, history: bool = True):
+                 echo: Callable[[str], None] = print, history: bool = True, lease_wait_s: float | None = None):
         from framework.journal import WriteAheadJournal
 
         self.ledger = ledger
@@ -104,7 +104,7 @@ class LiveSession:
         self.journal = WriteAheadJournal(ledger, self.run_id, account, past + [self.run_id])
         self._started = False
         self._finished = False
-        self._lease = account_lease(ledger, account, command)
+        self._lease = account_lease(ledger, account, command, lease_wait_s)
 
     def __enter__(self) -> LiveSession:
         self._lease.__enter__()

@@ -132,6 +132,18 @@ def test_two_executes_on_one_account_the_second_names_the_holder_and_a_dead_hold
             assert second.returncode == 1, second.stdout + second.stderr
             assert f"pid {first.pid}" in second.stderr and "in use" in second.stderr
             assert "Traceback" not in second.stderr
+            # status is read-only while another command holds the account: shown at once as the venue
+            # reports it, the ledger not reconciled by it, and it says so (SPEC §17 leases execute,
+            # close and the nightly)
+            t0 = time.monotonic()
+            look = subprocess.run([str(PARITY), "status", "--json"], cwd=tmp_path, env=_env(), capture_output=True,
+                                  text=True, timeout=60, stdin=subprocess.DEVNULL)
+            assert look.returncode == 0, look.stdout + look.stderr
+            shown = json.loads(look.stdout)
+            assert shown["reconciled"] is False and f"pid {first.pid}" in shown["not_reconciled_because"]
+            assert shown["equity"] == pytest.approx(100_000.0, abs=1.0)
+            assert f"pid {first.pid}" in look.stderr and "not reconciled" in look.stderr
+            assert time.monotonic() - t0 < 30 and "Traceback" not in look.stderr
             posted = len(srv.orders_submitted())
             os.kill(first.pid, signal.SIGKILL)                  # the holder dies with its lease held
             first.wait(10)
@@ -144,6 +156,9 @@ def test_two_executes_on_one_account_the_second_names_the_holder_and_a_dead_hold
                                cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120,
                                stdin=subprocess.DEVNULL)
         assert third.returncode == 0, third.stdout + third.stderr
+        after = subprocess.run([str(PARITY), "status", "--json"], cwd=tmp_path, env=_env(), capture_output=True,
+                               text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert after.returncode == 0 and json.loads(after.stdout)["reconciled"] is True, after.stderr
         assert len(srv.orders_submitted()) == posted            # the takeover resumed; it sent nothing twice
         with sqlite3.connect(str(tmp_path / "data" / "parity.db")) as db:
             assert db.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0     # released at the end

@@ -231,3 +231,32 @@ def test_a_sleeve_stop_loss_is_refused_before_anything_is_sent(home):
     assert f"{home.root / 'beta.csv'}:2 [stop_loss]" in p.stderr and "runs as a sleeve of" in p.stderr
     assert "parity execute --strategy beta" in p.stderr and "Traceback" not in p.stderr
     assert home.posts() == 0
+
+
+def test_status_of_a_portfolio_while_another_command_holds_the_account_reads_and_writes_nothing(home, srv):
+    """A command running on the account (here: its lease, held by this test's live process) leaves
+    status --portfolio read-only: it answers at once from the venue and the sleeves as last booked,
+    says it did not reconcile, and writes nothing to the ledger."""
+    from framework.ledger import Ledger
+
+    write_sleeves(home, {"alpha": {"AAPL": 0.3}, "beta": {"MSFT": 0.3}, "gamma": {"SPY": 0.3}}, minutes_ago=1)
+    assert home.run("execute", "--portfolio", "three", "--paper").returncode == 0
+    account = ledger(home, "SELECT DISTINCT account FROM runs WHERE mode='paper'")["account"].tolist()
+    assert len(account) == 1
+    led = Ledger(home.root / "data" / "parity.db")
+    try:
+        taken, _ = led.try_lease(account[0], "execute", 600.0)
+        assert taken
+        before = {t: ledger(home, f"SELECT COUNT(*) AS n FROM {t}")["n"].iloc[0]
+                  for t in ("runs", "orders", "fills", "sleeve_trades")}
+        p = home.run("status", "--portfolio", "three", "--paper", "--json")
+        assert p.returncode == 0, p.stderr
+        out = json.loads(p.stdout)
+        assert out["reconciled"] is False and sorted(out["portfolio"]["sleeves"]) == sorted(SLEEVES)
+        assert "not reconciled" in p.stderr and "Traceback" not in p.stderr
+        assert {t: ledger(home, f"SELECT COUNT(*) AS n FROM {t}")["n"].iloc[0] for t in before} == before
+    finally:
+        led.release_lease(account[0])
+        led.close()
+    p = home.run("status", "--portfolio", "three", "--paper", "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["reconciled"] is True, p.stderr

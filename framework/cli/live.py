@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 
 import click
 import numpy as np
@@ -400,12 +401,32 @@ def run_close(settings: Settings, settings_path: str | None, *, symbol: str, qua
         ledger.close()
 
 
+def reconcile_for_status(ledger, broker, account, mode: str, then: Callable[[], None] | None = None) -> str:
+    """Reconcile ``account`` under its lease (and run ``then`` there, e.g. a sleeve book's catch-up),
+    for ``status``. When another command holds the lease (an ``execute`` from cron, SPEC §17) nothing
+    is reconciled or written: status shows the account as the venue reports it, at once, and this
+    returns why ("" when reconciled); a note on stderr says so."""
+    from framework.errors import AccountBusy
+    from framework.session import LiveSession, RunInfo
+
+    try:
+        with LiveSession(ledger, broker, account, RunInfo("status", "", mode), command="status", echo=_to_stderr,
+                         history=False, lease_wait_s=0.0) as session:
+            session.reconcile()
+            if then is not None:
+                then()
+        return ""
+    except AccountBusy as busy:
+        why = str(busy).split(": try again")[0]
+        _to_stderr(f"NOTE: {why}: shown as the venue reports it now; the ledger is not reconciled by this status")
+        return why
+
+
 def run_status(settings: Settings, settings_path: str | None, *, broker_name: str, live: bool, json_out: bool) -> None:
     """Reconcile the account, then print its summary (and the orders that are not Parity's)."""
     from framework.cli.output import emit_json
     from framework.cli.registry import BrokerRequest, account_of, build_broker
     from framework.ledger import Ledger
-    from framework.session import LiveSession, RunInfo
 
     ledger = Ledger(settings.ledger)
     broker = None
@@ -413,14 +434,15 @@ def run_status(settings: Settings, settings_path: str | None, *, broker_name: st
         req = BrokerRequest(broker_name, live)
         broker = build_broker(req, settings, settings_path, ledger)
         account = account_of(broker, req)
-        with LiveSession(ledger, broker, account, RunInfo("status", "", mode_of(live)), command="status",
-                         echo=_to_stderr, history=False) as session:
-            session.reconcile()
+        busy = reconcile_for_status(ledger, broker, account, mode_of(live))
         acct = broker.account()
         foreign = broker.foreign_orders()
         if json_out:
             out = status_json(broker, acct, mode_of(live))
             out["not_parity_orders"] = [_foreign_json(o) for o in foreign]
+            out["reconciled"] = not busy
+            if busy:
+                out["not_reconciled_because"] = busy
             emit_json(out)
         else:
             print_status(broker, acct, mode_of(live))

@@ -355,10 +355,9 @@ def _print_sleeve_plan(plan, echo, json_out: bool, cp, universe, broker) -> None
 def run_status_portfolio(settings: Settings, settings_path: str | None, *, name: str, live: bool, paper: bool,
                          json_out: bool) -> None:
     """Reconcile the account, allocate what the sleeves lack, print the account sleeve by sleeve."""
-    from framework.cli.live import print_foreign, print_status, status_json
+    from framework.cli.live import print_foreign, print_status, reconcile_for_status, status_json
     from framework.cli.registry import BrokerRequest, account_of, build_broker
     from framework.ledger import Ledger
-    from framework.session import LiveSession, RunInfo
     from framework.sleeves.book import SleeveBook
     from framework.sleeves.report import print_report
 
@@ -370,17 +369,23 @@ def run_status_portfolio(settings: Settings, settings_path: str | None, *, name:
         req = BrokerRequest(portfolio.account.broker, live)
         broker = build_broker(req, settings, settings_path, ledger)
         account = account_of(broker, req)
-        with LiveSession(ledger, broker, account, RunInfo("status", "", mode), command="status", echo=_to_stderr,
-                         history=False) as session:
-            session.reconcile()
-            book = SleeveBook.load(ledger, account.key, portfolio.name)
-            book.catch_up()
-            book.commit()
+        booked: list = []
+
+        def allocate() -> None:          # under the lease: what the sleeves lack is allocated and kept
+            b = SleeveBook.load(ledger, account.key, portfolio.name)
+            b.catch_up()
+            b.commit()
+            booked.append(b)
+
+        busy = reconcile_for_status(ledger, broker, account, mode, allocate)
+        # busy: the sleeves as last booked (the command holding the account books the rest)
+        book = booked[0] if booked else SleeveBook.load(ledger, account.key, portfolio.name)
         rep = _report(book, broker)
         acct = broker.account()
         if json_out:
             out = status_json(broker, acct, mode)
             out["portfolio"] = rep
+            out["reconciled"] = not busy
             print(json.dumps(out, sort_keys=True, default=str))
         else:
             print_status(broker, acct, mode)
