@@ -30,7 +30,7 @@ import numpy as np
 
 from framework.broker import Broker, OnUpdate, OrderState, Protection
 from framework.errors import BrokerError, OrderRejected, TransientBrokerError
-from framework.types import ExecutionReport, FillBatch, OrderBatch, OrderStatus, owned
+from framework.types import ExecutionReport, FillBatch, OrderBatch, OrderStatus, Universe, owned
 
 _S = OrderStatus
 OPEN = (int(_S.PLANNED), int(_S.NEW), int(_S.PARTIAL))
@@ -457,6 +457,9 @@ class LiveBroker(Broker):
         return False
 
     # ---- protective exits (SPEC §20; brokers/live_exits.py) ----------------------------------------
+    def unplaced_exits(self, universe: Universe, stops: np.ndarray, takes: np.ndarray) -> dict[tuple[str, str], str]:
+        return {}           # placed as the adapter sends them (``_submit_protective``); see the Alpaca adapter
+
     def protect(self, orders: Protection, on_update: OnUpdate | None = None) -> list[ExecutionReport]:
         """Place protective exits idempotently and leave them working (``brokers.live_exits``)."""
         from brokers.live_exits import place

@@ -184,6 +184,13 @@ class RoutedBroker(Broker):
                                               on_update)
         return out
 
+    def unplaced_exits(self, universe: Universe, stops: np.ndarray, takes: np.ndarray) -> dict[tuple[str, str], str]:
+        """Each venue answers for its own symbols."""
+        out: dict[tuple[str, str], str] = {}
+        for name, pos in self._split(list(universe.symbols)).items():
+            out.update(self.brokers[name].unplaced_exits(_sub_universe(universe, pos), stops[pos], takes[pos]))
+        return out
+
     def lookup(self, client_ids: list[str]) -> dict[str, OrderState]:
         out: dict[str, OrderState] = {}
         for b in self.brokers.values():

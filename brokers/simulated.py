@@ -555,6 +555,9 @@ class SimulatedBroker(Broker):
                                None, {0: message}, np.array([self.times[bar]]))
 
     # ------------------------------------------------------------------ protective exits (SPEC §20)
+    def unplaced_exits(self, universe: Universe, stops: np.ndarray, takes: np.ndarray) -> dict[tuple[str, str], str]:
+        return {}           # every stop and take-profit is placed (``protect``)
+
     def protect(self, orders: Protection, on_update: OnUpdate | None = None) -> list[ExecutionReport]:
         """Place a stop and a take-profit per position as working orders linked one-cancels-the-
         other (``brokers.sim_exits``). They may fire from the bar after the cycle's time on (the bar

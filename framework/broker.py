@@ -25,6 +25,8 @@ Adapter checklist (every Broker implements the required methods; the contract su
 | ``market_open(universe)``  | yes      | bool array: may each symbol trade now (equity sessions, 24/7 crypto) |
 | ``describe()``             | optional | one line for status output (masked keys, endpoint, paper/live)      |
 | ``sizing_fees()``          | optional | fee schedule for buying-power headroom (the venue's tier if known)  |
+| ``protect(orders, ...)``   | optional | place protective stops/take-profits (default: none, each reported)  |
+| ``unplaced_exits(...)``    | optional | which of those ``protect`` would not place, and why (``--dry-run``) |
 
 Rules: canonical symbols in and out (venue symbols stay inside the adapter); SDK errors are
 translated into ``framework.errors`` at the boundary; every HTTP call has a timeout. Adapters
@@ -158,6 +160,14 @@ class Broker(ABC):
                     on_update(rep)
                 out.append(rep)
         return out
+
+    def unplaced_exits(self, universe: Universe, stops: np.ndarray, takes: np.ndarray) -> dict[tuple[str, str], str]:
+        """Which protective orders ``protect`` would not place, asked before anything is sent (the
+        plan of ``--dry-run``): ``stops``/``takes`` mark the symbols of ``universe`` that want one;
+        the answer maps (symbol, ``"stop"`` | ``"take"``) to why. The default places none."""
+        why = f"not placed: {self.name} places no protective orders"
+        return {(universe.symbols[j], leg): why for leg, want in (("stop", stops), ("take", takes))
+                for j in np.flatnonzero(want).tolist()}
 
 
 @dataclass(frozen=True, slots=True, eq=False)

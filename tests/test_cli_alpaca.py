@@ -161,9 +161,10 @@ def expected_targets(equity: float, prices: dict[str, float]) -> dict[str, float
 def test_dry_run_shows_the_protective_exits_the_fills_would_get(home, srv):
     """Exit levels in the batch (SPEC §20): the dry run lists the stop and take-profit each position
     would get once its order fills (a % level from today's price, said to be an estimate; AAPL in
-    whole shares), and a level the price has already crossed as not placed; nothing is sent."""
+    whole shares), and a level the price has already crossed as not placed; the take-profit Alpaca
+    crypto cannot place beside a stop (no OCO) is named as not placed; nothing is sent."""
     t = stamp(now_utc())
-    rows = [f"AAPL,{t},bull,1,0.30,0.9,,180,210", f"X:BTCUSD,{t},bull,1,0.15,0.8,,3%,",
+    rows = [f"AAPL,{t},bull,1,0.30,0.9,,180,210", f"X:BTCUSD,{t},bull,1,0.15,0.8,,3%,50000",
             f"SPY,{t},bull,1,0.10,0.7,,,460"]
     (home.root / "x.csv").write_text(HEADER.strip() + ",stop_loss,take_profit\n" + "\n".join(rows) + "\n")
     p = home.run("execute", "--signals", "x.csv", "--paper", "--dry-run")
@@ -172,14 +173,16 @@ def test_dry_run_shows_the_protective_exits_the_fills_would_get(home, srv):
     aapl = int(0.20 * 100_000.0 / 190.0)
     assert re.search(rf"AAPL\s+sell {aapl} at stop 180\.0000  take 210\.0000\n", out), out
     btc = 0.15 * 100_000.0 / 45_000.0
-    m = re.search(r"BTC/USD\s+sell ([\d.]+) at stop 43,650\.0000  \(entry estimated at today's price\)", out)
+    m = re.search(r"BTC/USD\s+sell ([\d.]+) at stop 43,650\.0000  take 50,000\.0000  \(entry estimated at "
+                  r"today's price\)\n\s+take-profit not placed: Alpaca crypto has no OCO orders", out)
     assert m and float(m.group(1)) == pytest.approx(btc, rel=1e-5), out
     assert re.search(r"\[take_profit\] SPY: take_profit 460 is already crossed by the price 470", out), out
     assert "3 order(s) planned" in out and home.posts() == 0
     p = home.run("execute", "--signals", "x.csv", "--paper", "--dry-run", "--json")
     plan = json.loads(p.stdout)
-    assert [(e["symbol"], e["side"], e["stop_loss"], e["take_profit"], e["estimated"]) for e in plan["exits"]] == [
-        ("AAPL", "sell", 180.0, 210.0, False), ("BTC/USD", "sell", 43_650.0, None, True)]
+    assert [(e["symbol"], e["side"], e["stop_loss"], e["take_profit"], e["estimated"], sorted(e["not_placed"]))
+            for e in plan["exits"]] == [("AAPL", "sell", 180.0, 210.0, False, []),
+                                        ("BTC/USD", "sell", 43_650.0, 50_000.0, True, ["take"])]
     assert [(e["symbol"], e["rule"]) for e in plan["exits_not_placed"]] == [("SPY", "take_profit")]
     assert home.posts() == 0
 

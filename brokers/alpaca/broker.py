@@ -376,3 +376,6 @@ class AlpacaBroker(LiveBroker):
                            take: OrderRequest | None) -> tuple[OrderState | None, OrderState | None]:
         return exits.submit(self, stop, take)
 
+    def unplaced_exits(self, universe: Universe, stops: np.ndarray, takes: np.ndarray) -> dict[tuple[str, str], str]:
+        return exits.unplaced(universe, stops, takes)
+

@@ -27,6 +27,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from brokers.alpaca import wire
 from brokers.alpaca.client import DuplicateClientOrderId, NotFound
 from brokers.live import OrderRequest
@@ -39,6 +41,13 @@ if TYPE_CHECKING:
     from brokers.alpaca.broker import AlpacaBroker
 
 CRYPTO_STOP_LIMIT_BPS = 100.0     # a crypto stop-limit's limit, through its trigger (fills in a fast market)
+CRYPTO_TAKE_NOT_PLACED = "Alpaca crypto has no OCO orders; the stop-limit holds the position"
+
+
+def unplaced(universe, stops: np.ndarray, takes: np.ndarray) -> dict[tuple[str, str], str]:
+    """The take-profits ``submit`` does not place: a crypto position's, beside its stop."""
+    return {(universe.symbols[j], "take"): f"not placed: {CRYPTO_TAKE_NOT_PLACED}"
+            for j in np.flatnonzero(np.asarray(universe.crypto, bool) & stops & takes).tolist()}
 
 
 def states(o) -> list[OrderState]:
@@ -77,7 +86,7 @@ def submit(b: AlpacaBroker, stop: OrderRequest | None,
             s = _send(b, stop.client_order_id, StopLimitOrderRequest(stop_price=stop.stop_price, limit_price=lim,
                                                                      client_order_id=stop.client_order_id, **args))
         if take is not None:
-            t = (not_placed(take, "Alpaca crypto has no OCO orders; the stop-limit holds the position")
+            t = (not_placed(take, CRYPTO_TAKE_NOT_PLACED)
                  if stop is not None else
                  _send(b, take.client_order_id, LimitOrderRequest(limit_price=take.limit_price,
                                                                   client_order_id=take.client_order_id, **args)))

@@ -61,8 +61,9 @@ def status_json(broker, acct, mode: str) -> dict:
 
 
 def planned_exits(cp, universe, broker) -> tuple[list[dict], list]:
-    """The protective exits the plan's positions would get once its legs fill (SPEC §20), and the
-    decisions for levels already crossed; none without levels or orders."""
+    """The protective exits the plan's positions would get once its legs fill (SPEC §20), each with
+    what the broker would not place and why (``Broker.unplaced_exits``), and the decisions for
+    levels already crossed; none without levels or orders."""
     from framework.exits import planned_exits as wanted
 
     if cp.plan is None or cp.target.levels is None:
@@ -75,7 +76,15 @@ def planned_exits(cp, universe, broker) -> tuple[list[dict], list]:
         k = universe.index.get(pos.symbol)
         if k is not None:
             cost[k] = pos.avg_cost
-    return wanted(cp.target, final, np.asarray(cp.positions, float), cost, cp.prices, universe)
+    placed, crossed = wanted(cp.target, final, np.asarray(cp.positions, float), cost, cp.prices, universe)
+    stops, takes = np.zeros(len(universe), bool), np.zeros(len(universe), bool)
+    for e in placed:
+        k = universe.index[e["symbol"]]
+        stops[k], takes[k] = e["stop_loss"] is not None, e["take_profit"] is not None
+    refused = broker.unplaced_exits(universe, stops, takes)     # what this venue would not place, and why
+    for e in placed:
+        e["not_placed"] = {leg: why for (sym, leg), why in refused.items() if sym == e["symbol"]}
+    return placed, crossed
 
 
 def print_plan(cp, universe, *, header: str, foreign=(), exits: tuple[list[dict], list] = ([], [])) -> None:
@@ -115,6 +124,7 @@ def print_plan(cp, universe, *, header: str, foreign=(), exits: tuple[list[dict]
         levels = "  ".join(f"{name} {e[key]:,.4f}" for key, name in (("stop_loss", "stop"), ("take_profit", "take"))
                            if e[key] is not None)
         note = "  (entry estimated at today's price)" if e["estimated"] else ""
+        note += "".join(f"\n      {'stop' if leg == 'stop' else 'take-profit'} {why}" for leg, why in e["not_placed"].items())
         print(f"  {e['symbol']:<9} {'sell' if e['qty'] > 0 else 'buy'} {abs(e['qty']):.6g} at {levels}{note}")
     for d in crossed:
         print(f"  [{d.rule}] {d.symbol}: {d.reason}")

@@ -132,3 +132,10 @@ def test_crypto_gets_a_stop_limit_and_the_take_profit_is_reported_not_placed(tmp
         assert sent[1]["time_in_force"] == "gtc" and sent[1]["order_class"] == ""
         take = r.ledger.db.execute("SELECT status, message FROM orders WHERE leg='take'").fetchone()
         assert take[0] == "canceled" and "no OCO" in take[1]
+        # what a dry run is told beforehand is what happened (Broker.unplaced_exits)
+        said = r.broker.unplaced_exits(r.u, np.array([True]), np.array([True]))
+        assert said == {("BTC/USD", "take"): take[1]}
+        assert r.broker.unplaced_exits(r.u, np.array([True]), np.array([False])) == {}
+        assert r.broker.unplaced_exits(r.u, np.array([False]), np.array([True])) == {}    # a take alone is placed
+        equity = r.broker.instruments(["AAPL"])
+        assert r.broker.unplaced_exits(equity, np.array([True]), np.array([True])) == {}   # one OCO order
