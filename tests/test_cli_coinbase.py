@@ -515,3 +515,29 @@ def test_backtest_and_shadow_of_the_same_batch_at_the_same_prices_give_the_same_
     for (s, _, qa, pa), (_, _, qb, pb) in zip(a, b):
         assert abs(qa - qb) <= 1e-8, f"{s}: backtest {qa} vs shadow {qb}"
         assert pa == pytest.approx(pb, rel=1e-12), f"{s}: fill price backtest {pa} vs shadow {pb}"
+
+
+def test_a_view_only_key_is_one_clear_error_before_any_order_and_status_still_works(tmp_path):
+    """A Coinbase key is created view-only unless Trade is ticked, and its orders are answered 401,
+    which would read as refused credentials after a retry or three. The key's permissions (Advanced
+    Trade "Get API Key Permissions") block the account first: execute exits 1 naming the cause and
+    the fix, nothing is sent; status, a read, still answers."""
+    srv = server(key_can_trade=False)
+    try:
+        for pid, px in PRICES.items():
+            srv.set_price(pid, px)
+        env = CliEnv(tmp_path / "home", srv)
+        write_signals(env.root / "s.csv", LIVE_SIGNALS)
+        p = env.run("execute", "--signals", "s.csv", "--broker", "coinbase", "--live", "--yes")
+        assert p.returncode == 1, p.stdout + p.stderr
+        assert "view-only" in p.stderr and "Trade permission" in p.stderr and "nothing was sent" in p.stderr
+        assert order_posts(srv) == [] and srv.orders() == []
+        look = env.run("status", "--broker", "coinbase", "--live")
+        assert look.returncode == 0, look.stderr
+        assert money(look.stdout, "Account Equity") == pytest.approx(100_000.00)
+        srv.configure(key_can_trade=True)       # the same home with a trading key: the cycle runs
+        p = env.run("execute", "--signals", "s.csv", "--broker", "coinbase", "--live", "--yes")
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert len(order_posts(srv)) > 0
+    finally:
+        srv.stop()

@@ -64,6 +64,7 @@ class CoinbaseBroker(LiveBroker):
         self._products: dict[str, dict] = {}
         self.fees = fees            # the venue's schedule: buys leave room for the fee
         self._held: dict[str, float] = {}
+        self._can_trade: bool | None = None     # the key's Trade permission, once the venue said
 
     # Coinbase can answer throttling with 401 (coinbase-advanced-py#60, #132; P): a 401 is retried this many
     # times in all before the key is blamed
@@ -96,6 +97,21 @@ class CoinbaseBroker(LiveBroker):
             return self.fees
         base = self.fees or VenueFees(0.0, 0.0)
         return dataclasses.replace(base, crypto_bps=rate * 1e4)
+
+    def _key_blocked(self) -> str:
+        """Why this API key cannot trade ("" when it can, or when the venue does not say): Advanced
+        Trade "Get API Key Permissions" ``can_trade``. A key is created view-only unless Trade is
+        ticked, and such a key's orders are answered 401 Unauthorized (Coinbase.AdvancedTrade#23),
+        which would read as refused credentials after the first order of a cycle; asked once per
+        broker, it blocks the account before anything is sent."""
+        if self._can_trade is None:
+            try:
+                resp = wire.to_dict(self._do("key permissions", self.client.get_api_key_permissions))
+            except (BrokerError, TransientBrokerError):
+                return ""                # not known now: the orders themselves will say
+            self._can_trade = resp.get("can_trade") is not False
+        return "" if self._can_trade else ("the API key is view-only (can_trade: false); create a key with the "
+                                           "Trade permission in the Coinbase Developer Platform")
 
     def describe(self) -> str:
         where = self.endpoints.base_url or "api.coinbase.com"
@@ -222,7 +238,7 @@ class CoinbaseBroker(LiveBroker):
         cash = cash_avail + cash_hold + stable
         equity = cash + sum(p.market_value for p in positions)
         return AccountSnapshot(np.datetime64(time.time_ns(), "ns"), equity, cash, cash_avail, None,
-                               QUOTE, tuple(positions))
+                               QUOTE, tuple(positions), blocked=self._key_blocked())
 
     def prices(self, universe: Universe) -> np.ndarray:
         return np.array([float(self.product(s, refresh=True).get("price") or np.nan) for s in universe.symbols])

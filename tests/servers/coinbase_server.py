@@ -480,6 +480,7 @@ class CoinbaseServer(_VenueBehaviours):
         "synthetic_candles",
         # venue behaviours (issue 12)
         "cancel_queued", "throttle_as_401", "pricing_tier", "fee_tier_usd_from", "fee_tier_usd_to",
+        "key_can_trade",
     )
 
     def __init__(
@@ -519,6 +520,7 @@ class CoinbaseServer(_VenueBehaviours):
         pricing_tier: str = "Advanced 1",
         fee_tier_usd_from: Any = "0",
         fee_tier_usd_to: Any = "10000",
+        key_can_trade: bool = True,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -562,6 +564,10 @@ class CoinbaseServer(_VenueBehaviours):
         self.pricing_tier = pricing_tier
         self.fee_tier_usd_from = fee_tier_usd_from
         self.fee_tier_usd_to = fee_tier_usd_to
+        # a CDP key is created "View" only unless Trade is ticked ("Get API Key Permissions": can_view,
+        # can_trade, can_transfer); such a key's orders and cancels are answered 401 Unauthorized
+        # (Coinbase.AdvancedTrade#23: "by default has Read only access ... The API call returns Unauthorized")
+        self.key_can_trade = key_can_trade
         # --- state
         self._lock = threading.RLock()
         self._initial = self._make_initial_state(cash_usd, balances, prices, products, account_currencies)
@@ -1712,6 +1718,11 @@ class CoinbaseServer(_VenueBehaviours):
             "coinbase_pro_volume": 0.0, "coinbase_pro_fees": 0.0, "total_balance": "", "has_promo_fee": False,
         }
 
+    def h_key_permissions(self, q, body) -> tuple[int, Any]:
+        """Advanced Trade "Get API Key Permissions" (coinbase-advanced-py ``GetAPIKeyPermissionsResponse``)."""
+        return 200, {"can_view": True, "can_trade": bool(self.key_can_trade), "can_transfer": False,
+                     "portfolio_uuid": self._st["portfolio_uuid"], "portfolio_type": "DEFAULT"}
+
     # ------------------------------------------------------------------ admin (standalone control)
 
     def h_admin(self, method: str, path: str, body: Any) -> tuple[int, Any]:
@@ -1815,6 +1826,8 @@ class CoinbaseServer(_VenueBehaviours):
                 return self.h_best_bid_ask, (), False
             if parts == ["transaction_summary"]:
                 return self.h_transaction_summary, (), False
+            if parts == ["key_permissions"]:
+                return self.h_key_permissions, (), False
         elif method == "POST":
             if parts == ["orders"]:
                 return self.h_create_order, (), False
@@ -2153,6 +2166,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if app.throttle_as_401:  # venue behaviour (P): coinbase-advanced-py#60, throttling seen as 401
                 return 401, None, "Unauthorized", "text/plain; charset=utf-8", headers
             return 429, None, HTML_429, "text/html", headers
+        if method == "POST" and not public and not app.key_can_trade:
+            # a view-only key may not place or cancel orders (see key_can_trade); a preview is let through (GUESS)
+            if path.rstrip("/").split("/")[-1] != "preview":
+                return 401, None, "Unauthorized", "text/plain; charset=utf-8", headers
         if method in ("POST", "PUT") and body_error:
             return 400, {"error": "INVALID_ARGUMENT", "error_details": "invalid JSON body",
                          "message": "invalid JSON body"}, None, "application/json", headers

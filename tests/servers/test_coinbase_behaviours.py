@@ -229,3 +229,19 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------------------ view-only keys
+
+
+def test_a_view_only_key_reads_but_its_orders_and_cancels_are_unauthorized(server, client):
+    """A CDP key is created view-only unless Trade is ticked: "Get API Key Permissions" says
+    can_trade false, and creating an order answers 401 Unauthorized (Coinbase.AdvancedTrade#23)."""
+    assert client.get_api_key_permissions().can_trade is True
+    server.configure(key_can_trade=False)
+    perms = client.get_api_key_permissions()
+    assert perms.can_view is True and perms.can_trade is False and perms.portfolio_uuid
+    assert len(all_accounts(client)) > 0                       # reads still work
+    assert http_status(client.market_order_buy, "c1", "BTC-USD", quote_size="10") == 401
+    assert http_status(client.cancel_orders, ["nope"]) == 401
+    assert server.orders() == []
