@@ -72,6 +72,9 @@ class AlpacaBroker(LiveBroker):
     # ---- Broker --------------------------------------------------------------------------------
     def instruments(self, symbols: list[str] | tuple[str, ...]) -> Universe:
         problems, out = [], []
+        crypto_off = ""
+        if any(is_crypto(s) for s in symbols):
+            crypto_off = wire.crypto_disabled(self._do("account", self.trading.get_account))
         for s in symbols:
             if s not in self._assets:
                 try:
@@ -79,7 +82,8 @@ class AlpacaBroker(LiveBroker):
                 except NotFound:
                     problems.append(Problem("<alpaca assets>", None, "symbol", f"{s} is not an Alpaca asset"))
                     continue
-            out.append(wire.instrument(self._assets[s], *self.min_notional))   # untradable: held by the planner
+            # untradable (a delisting; crypto the account may not trade): held by the planner with the reason
+            out.append(wire.instrument(self._assets[s], *self.min_notional, crypto_off=crypto_off))
         if problems:
             raise DataError(problems)
         return Universe.from_instruments(out)

@@ -88,13 +88,14 @@ def position(p) -> Position:
 CRYPTO_BUY_FLOOR_USD = 10.0
 
 
-def instrument(a, min_notional_equity: float, min_notional_crypto: float) -> Instrument:
+def instrument(a, min_notional_equity: float, min_notional_crypto: float, crypto_off: str = "") -> Instrument:
     """Alpaca's asset -> Parity's rules. An inactive or untradable asset (a delisting, a rename) is
     returned with ``tradable=False`` and the reason, so the planner can hold it and trade the rest
     (alpaca-py ``AssetStatus``); shorting needs a shortable AND easy-to-borrow name. A status the SDK
     does not know (alpaca-py#340) leaves the decision to the venue's ``tradable`` ("Some Assets are
     not tradable with Alpaca. These Assets are marked with the flag tradable=false", alpaca-py
-    ``Asset``); the exchange and class are not read (the symbol says crypto or equity)."""
+    ``Asset``); the exchange and class are not read (the symbol says crypto or equity). ``crypto_off``
+    (``crypto_disabled``) holds every crypto asset of an account that may not trade crypto."""
     sym = canonical(a.symbol)
     crypto = is_crypto(sym)
     frac = bool(a.fractionable)
@@ -104,6 +105,8 @@ def instrument(a, min_notional_equity: float, min_notional_crypto: float) -> Ins
         _new_value("asset status", status, "the asset's tradable flag decides")
     tradable = bool(a.tradable) and status != "inactive"
     why = "" if tradable else f"Alpaca asset status {status}, tradable {str(bool(a.tradable)).lower()}"
+    if crypto and tradable and crypto_off:
+        tradable, why = False, crypto_off
     etb = bool(getattr(a, "easy_to_borrow", False))
     return Instrument(
         symbol=sym, asset_class=AssetClass.CRYPTO if crypto else AssetClass.EQUITY,
@@ -122,6 +125,18 @@ def blocked(a) -> str:
     if status != "ACTIVE":    # any other status, a new one too (alpaca-py AccountStatus), blocks
         why.append(f"status {status}")
     return ", ".join(why)
+
+
+def crypto_disabled(a) -> str:
+    """Why the account may not trade crypto ("" when it may): alpaca-py ``TradeAccount.crypto_status``
+    other than ACTIVE (crypto not enabled, the agreement not signed, a region without it). The venue
+    refuses such an account's crypto orders one by one (403), each after the buys were sized with it;
+    held by the planner instead, the account's equities trade with the whole budget."""
+    status = _enum(getattr(a, "crypto_status", None) or "ACTIVE").upper()
+    if status == "ACTIVE":
+        return ""
+    return (f"Alpaca account crypto_status {status}: crypto trading is not enabled for this account "
+            "(enable it at Alpaca)")
 
 
 def can_short(a) -> bool:
