@@ -101,9 +101,14 @@ class InsufficientFunds(OrderRejected):
 
 
 class AccountBusy(ParityError):
-    """Another Parity process holds the account's lease (SPEC §17): wait for it, then run again."""
+    """Another Parity process holds the account's lease (SPEC §17): wait for it, then run again.
+    ``held`` says by whom and since when (without the advice)."""
 
     exit_code = 1
+
+    def __init__(self, message: str, held: str = ""):
+        super().__init__(message)
+        self.held = held or message
 
 
 class LiveSafetyError(ParityError):

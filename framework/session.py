@@ -46,9 +46,10 @@ def account_lease(ledger: Ledger, account: Account, command: str, wait_s: float 
             break
         if time.monotonic() >= deadline:
             assert holder is not None
-            raise AccountBusy(f"account {account.key} is in use by {holder.describe()} since "
-                              f"{time.strftime('%H:%M:%S', time.gmtime(holder.acquired_at))}Z: try again when it "
-                              "has finished (a lease whose process is gone is taken over)")
+            held = (f"account {account.key} is in use by {holder.describe()} since "
+                    f"{time.strftime('%H:%M:%S', time.gmtime(holder.acquired_at))}Z")
+            raise AccountBusy(f"{held}: try again when it has finished (a lease whose process is gone is taken over)",
+                              held)
         sleep(min(0.2, max(deadline - time.monotonic(), 0.01)))
     try:
         yield

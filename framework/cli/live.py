@@ -427,7 +427,7 @@ def reconcile_for_status(ledger, broker, account, mode: str, then: Callable[[], 
                 then()
         return ""
     except AccountBusy as busy:
-        why = str(busy).split(": try again")[0]
+        why = busy.held
         _to_stderr(f"NOTE: {why}: shown as the venue reports it now; the ledger is not reconciled by this status")
         return why
 
