@@ -14,6 +14,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -55,6 +56,25 @@ def account_lease(ledger: Ledger, account: Account, command: str, wait_s: float 
         yield
     finally:
         ledger.release_lease(account.key)
+
+
+def reap_dead_backtests(ledger: Ledger, reports_dir: str | Path) -> list[str]:
+    """Backtests left ``running`` by a process that died while it recorded them, marked failed, and
+    the CSVs it was writing (``*.partial``) removed; returns their run ids.
+
+    A backtest is recorded from the end of its replay to its last artifact, holding its account's
+    lease (``run_backtest``); a large run's memory peaks there, which is where an out-of-memory kill
+    lands. A run whose lease a live process still holds is being written and is left alone."""
+    out = []
+    for r in ledger.running_runs("backtest"):
+        account = r.get("account")
+        if not account or ledger.lease_held(account):
+            continue
+        ledger.finish_run(r["run_id"], RunStatus.FAILED, None, None, None)
+        for f in (Path(reports_dir) / r["run_id"]).glob("*.partial"):
+            f.unlink(missing_ok=True)
+        out.append(r["run_id"])
+    return out
 
 
 def new_run_id(strategy: str, mode: str) -> str:

@@ -5,6 +5,7 @@ Only ``framework.cli`` may import ``brokers``; the rest of ``framework`` defines
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -159,7 +160,7 @@ def run_backtest(settings: Settings, settings_path: str | None, strategy: Strate
 
     from framework.artifacts import ArtifactsAhead, write_artifacts
     from framework.ledger import Ledger
-    from framework.session import RunInfo, simulate
+    from framework.session import RunInfo, account_lease, reap_dead_backtests, simulate
 
     figures = None
     if report and draw_ahead:
@@ -174,20 +175,26 @@ def run_backtest(settings: Settings, settings_path: str | None, strategy: Strate
         setup = setup.without_signals()
         ledger = Ledger(settings.ledger)
         try:
+            for dead in reap_dead_backtests(ledger, reports_dir):
+                print(f"NOTE: backtest {dead} ended while it was being recorded (its process was killed): marked "
+                      "failed, its half-written CSVs removed", file=sys.stderr)
             info = RunInfo(strategy.name, strategy.config_hash(), "backtest", settings=setup.settings_dump,
                            signals=setup.signals_source)
 
             def begin_artifacts(tables, equity) -> None:     # CSVs and figures made beside the ledger write
                 ahead.append(ArtifactsAhead.start(ledger, setup.run_id, reports_dir, tables, equity, figures))
 
-            run = simulate(ledger, setup.pipeline, setup.market, archive.pop(), setup.run_id, info,
-                           initial_equity=setup.initial_cash, absent_hold=strategy.signals.absent == "hold",
-                           progress=progress, while_storing=begin_artifacts if draw_ahead else None)
-            # the artifacts are made from the columns the ledger was just given, not read back
-            out = write_artifacts(ledger, setup.run_id, reports_dir, report=report,
-                                  tables=setup.journal.tables, equity=run.outcome.equity, figures=figures,
-                                  ahead=ahead[0] if ahead else None)
-            ahead.clear()
+            # the run's own account is leased while it is recorded: a later command tells a backtest
+            # still being written from one whose process died (reap_dead_backtests)
+            with account_lease(ledger, setup.journal.account, "backtest", wait_s=0.0):
+                run = simulate(ledger, setup.pipeline, setup.market, archive.pop(), setup.run_id, info,
+                               initial_equity=setup.initial_cash, absent_hold=strategy.signals.absent == "hold",
+                               progress=progress, while_storing=begin_artifacts if draw_ahead else None)
+                # the artifacts are made from the columns the ledger was just given, not read back
+                out = write_artifacts(ledger, setup.run_id, reports_dir, report=report,
+                                      tables=setup.journal.tables, equity=run.outcome.equity, figures=figures,
+                                      ahead=ahead[0] if ahead else None)
+                ahead.clear()
         finally:
             for a in ahead:                      # the command failed: no half-written CSVs stay
                 a.abandon()

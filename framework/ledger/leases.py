@@ -34,6 +34,16 @@ class LeaseQueries:
     def tx(self) -> Any:  # provided by Ledger
         raise NotImplementedError
 
+    def lease_held(self, account: str) -> bool:
+        """Whether a live process holds ``account``'s lease: on this host, its process still runs
+        (however long it has held it); elsewhere, its time has not run out."""
+        held = self.lease(account)
+        if held is None:
+            return False
+        if held.host == socket.gethostname():
+            return _alive(held.pid)
+        return held.expires_at > time.time()
+
     def lease(self, account: str) -> LeaseRecord | None:
         row = self.db.execute("SELECT account, pid, host, command, run_id, acquired_at, expires_at FROM leases "
                               "WHERE account=?", (account,)).fetchone()

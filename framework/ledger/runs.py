@@ -51,6 +51,11 @@ class RunQueries:
         rows = self._dicts("SELECT * FROM runs WHERE run_id=?", (run_id,))
         return rows[0] if rows else None
 
+    def running_runs(self, mode: str) -> list[dict]:
+        """Runs of ``mode`` still marked running, oldest first."""
+        return self._dicts("SELECT * FROM runs WHERE mode=? AND status=? ORDER BY created_at, rowid",
+                           (mode, RunStatus.RUNNING.value))
+
     def latest_run_id(self) -> str | None:
         row = self.db.execute("SELECT run_id FROM runs ORDER BY created_at DESC, rowid DESC LIMIT 1").fetchone()
         return row[0] if row else None

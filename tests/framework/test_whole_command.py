@@ -349,6 +349,45 @@ def test_a_collected_journal_says_so_instead_of_answering_from_released_buffers(
         journal.cycle_seqs()
 
 
+def test_a_backtest_killed_while_recorded_is_marked_failed_by_the_next_one_and_its_partial_csvs_removed(
+        inputs, tmp_path, capsys):
+    """An out-of-memory kill lands where a large backtest peaks: while it is recorded. The run stayed
+    ``running`` and its CSVs ``.partial`` for good; the next backtest marks it failed and removes them.
+    One still being recorded (its process alive, holding its run's lease) is left alone."""
+    import os
+    import subprocess
+
+    from framework.cli.wiring import run_backtest
+    from framework.config import load_settings, load_strategy
+    from framework.ledger import Ledger
+
+    _, settings_path, strategy_path = inputs
+    text = yaml.safe_load(open(settings_path))
+    text.update(ledger=str(tmp_path / "parity.db"), reports_dir=str(tmp_path / "reports"))
+    (tmp_path / "settings.yaml").write_text(yaml.safe_dump(text))
+    gone = subprocess.Popen(["true"])
+    gone.wait()                                          # a process that has ended
+    ledger = Ledger(tmp_path / "parity.db")
+    for run, holder in (("killed", gone.pid), ("legacy", None), ("writing", os.getpid())):
+        ledger.start_run(run, "bulk", "h", "backtest", "sim", 1.0, ("A",), {}, account=f"sim:sim:{run}")
+        if holder is not None:
+            assert ledger.try_lease(f"sim:sim:{run}", "backtest", 900.0, pid=holder)[0]
+        (tmp_path / "reports" / run).mkdir(parents=True)
+        (tmp_path / "reports" / run / "orders.csv.partial").write_text("time,symbol\n")
+    ledger.close()
+    settings = load_settings(str(tmp_path / "settings.yaml"))
+    strategy = load_strategy(str(strategy_path), str(tmp_path / "settings.yaml"))
+    run_id, summary, out = run_backtest(settings, str(tmp_path / "settings.yaml"), strategy, report=False)
+    ledger = Ledger(tmp_path / "parity.db")
+    status = {r: ledger.run(r)["status"] for r in ("killed", "legacy", "writing", run_id)}
+    ledger.close()
+    assert status == {"killed": "failed", "legacy": "failed", "writing": "running", run_id: "done"}
+    assert sorted(p.parent.name for p in (tmp_path / "reports").glob("*/*.partial")) == ["writing"]
+    err = capsys.readouterr().err
+    assert "backtest killed ended while it was being recorded" in err and "writing" not in err
+    assert summary["n_fills"] > 0 and (out / "fills.csv").exists()
+
+
 def test_a_simulated_run_lets_go_of_its_bars_once_collected(inputs, tmp_path):
     """The replay is the bars' last reader: once the run is collected the simulator retires them, so
     the ledger write and the artifacts do not hold them (150 MB on the large benchmark), and a late
