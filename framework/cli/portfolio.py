@@ -76,7 +76,7 @@ def run_portfolio_backtest(settings: Settings, settings_path: str | None, name, 
     from framework.ledger import Ledger
     from framework.portfolios import resolve_sleeves
     from framework.rebalance import Rebalancer
-    from framework.session import new_run_id, sim_account
+    from framework.session import account_lease, new_run_id, sim_account
     from framework.sleeves.book import SleeveBook
     from framework.sleeves.cycle import PortfolioCycle
     from framework.sleeves.replay import replay_portfolio
@@ -120,12 +120,13 @@ def run_portfolio_backtest(settings: Settings, settings_path: str | None, name, 
                                  "signals": s.signals} for s in sleeves}}
     ledger = Ledger(settings.ledger)
     try:
-        persist(ledger, journal, outcome, market, run_id=run_id, strategy=f"portfolio:{portfolio.name}",
-                config_hash="", universe=universe.symbols, initial_equity=initial, settings=dump,
-                signals=json.dumps({s.name: s.signals for s in sleeves}))
-        book.attach(ledger)
-        book.commit()
-        out = write_artifacts(ledger, run_id, out_dir or settings.reports_dir)
+        with account_lease(ledger, journal.account, "backtest", wait_s=0.0):   # see reap_dead_backtests
+            persist(ledger, journal, outcome, market, run_id=run_id, strategy=f"portfolio:{portfolio.name}",
+                    config_hash="", universe=universe.symbols, initial_equity=initial, settings=dump,
+                    signals=json.dumps({s.name: s.signals for s in sleeves}))
+            book.attach(ledger)
+            book.commit()
+            out = write_artifacts(ledger, run_id, out_dir or settings.reports_dir)
     finally:
         ledger.close()
     acct = market.account()
