@@ -11,6 +11,7 @@ user's IBM is never touched.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from datetime import timedelta
 
@@ -253,6 +254,7 @@ def test_status_of_a_portfolio_while_another_command_holds_the_account_reads_and
         assert p.returncode == 0, p.stderr
         out = json.loads(p.stdout)
         assert out["reconciled"] is False and sorted(out["portfolio"]["sleeves"]) == sorted(SLEEVES)
+        assert f"pid {os.getpid()}" in out["not_reconciled_because"]
         assert "not reconciled" in p.stderr and "Traceback" not in p.stderr
         assert {t: ledger(home, f"SELECT COUNT(*) AS n FROM {t}")["n"].iloc[0] for t in before} == before
     finally:

@@ -129,10 +129,12 @@ def blocked(a) -> str:
 
 def crypto_disabled(a) -> str:
     """Why the account may not trade crypto ("" when it may): alpaca-py ``TradeAccount.crypto_status``
-    other than ACTIVE (crypto not enabled, the agreement not signed, a region without it). The venue
-    refuses such an account's crypto orders one by one (403), each after the buys were sized with it;
-    held by the planner instead, the account's equities trade with the whole budget."""
-    status = _enum(getattr(a, "crypto_status", None) or "ACTIVE").upper()
+    ("The status of the account in regards to trading crypto. Only present if crypto trading is
+    enabled for your brokerage account"): absent, or anything but ACTIVE. The venue refuses such an
+    account's crypto orders one by one (403), each after the buys were sized with it; held by the
+    planner instead, the account's equities trade with the whole budget."""
+    raw = getattr(a, "crypto_status", None)
+    status = _enum(raw).upper() if raw else "absent"
     if status == "ACTIVE":
         return ""
     return (f"Alpaca account crypto_status {status}: crypto trading is not enabled for this account "

@@ -72,7 +72,7 @@ def planned_exits(cp, universe, broker) -> tuple[list[dict], list]:
     for leg in (cp.plan.reduce, cp.plan.add):
         np.add.at(final, leg.symbol_idx, leg.side * leg.qty)
     cost = np.full(len(universe), np.nan)
-    for pos in broker.positions():
+    for pos in cp.account.positions or broker.positions():     # the plan's account snapshot, when it has them
         k = universe.index.get(pos.symbol)
         if k is not None:
             cost[k] = pos.avg_cost

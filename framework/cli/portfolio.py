@@ -387,6 +387,8 @@ def run_status_portfolio(settings: Settings, settings_path: str | None, *, name:
             out = status_json(broker, acct, mode)
             out["portfolio"] = rep
             out["reconciled"] = not busy
+            if busy:
+                out["not_reconciled_because"] = busy
             print(json.dumps(out, sort_keys=True, default=str))
         else:
             print_status(broker, acct, mode)

@@ -384,6 +384,8 @@ class _VenueBehaviours:
         return bool(self._flag("shorting_enabled", self.allow_short))
 
     def _account_flag_fields(self) -> dict:
+        # crypto_status: "Only present if crypto trading is enabled for your brokerage account" (alpaca-py
+        # TradeAccount docstring): set_account(crypto_status=None) answers null, and crypto orders are refused
         return {
             "status": self._flag("status", "ACTIVE"),
             "crypto_status": self._flag("crypto_status", "ACTIVE"),

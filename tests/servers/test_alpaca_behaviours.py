@@ -85,6 +85,9 @@ def test_account_flags_are_reported_and_a_blocked_account_refuses_orders(server,
     assert tc.get_account().crypto_status.value == "INACTIVE"
     refused(tc.submit_order, market("BTC/USD", notional=100, tif="gtc"))
     assert tc.submit_order(market("AAPL", 1)).status == OrderStatus.PENDING_NEW   # equities still trade
+    server.set_account(crypto_status=None)                  # crypto never enabled: no crypto_status
+    assert tc.get_account().crypto_status is None
+    refused(tc.submit_order, market("BTC/USD", notional=100, tif="gtc"))
     with pytest.raises(ValueError):
         server.set_account(pattern_day_trader=True)
 
