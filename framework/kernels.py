@@ -131,6 +131,36 @@ def flips_after(left, r_idx, r_side, r_qty, a_idx, a_side):
 
 
 @njit(cache=True, nogil=True)
+def plan_clear(positions, avail, r_idx, r_side, r_qty, r_ref, a_idx, a_side, a_qty, a_ref, tradable, floor):
+    """Whether a whole plan is clear of ``framework.venue_checks``' per-order checks, in one pass:
+    ``leg_clear`` of the reductions (``avail`` taken as is: a symbol appears once in a clear leg),
+    no addition turning a position the other way (``flips_after``), ``leg_clear`` of the additions,
+    and every quantity positive. True: the plan stands as it is. False: the per-leg path decides."""
+    n = len(positions)
+    seen = np.zeros(n, np.bool_)
+    left = positions.astype(np.float64)
+    for i in range(len(r_idx)):
+        j = r_idx[i]
+        if seen[j] or not tradable[j] or not r_qty[i] > 0:
+            return False
+        seen[j] = True
+        if r_side[i] < 0 and r_qty[i] > avail[j] + EPS:
+            return False
+        left[j] += r_side[i] * r_qty[i]
+    seen[:] = False
+    for i in range(len(a_idx)):
+        j = a_idx[i]
+        if seen[j] or not tradable[j] or not a_qty[i] > 0 or a_side[i] < 0:
+            return False
+        seen[j] = True
+        if floor[j] > 0 and a_qty[i] * a_ref[i] < floor[j] - 1e-9:
+            return False
+        if left[j] * a_side[i] < -EPS:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
 def limits_idle(weights, confidence, min_confidence, tradable, cap, max_positions):
     """Whether the risk manager's per-symbol rules (``framework.risk``, 2 to 5) have nothing to do:
     no symbol absent (NaN), under ``min_confidence``, not traded by the venue, short, above ``cap``,

@@ -27,6 +27,7 @@ import numpy as np
 
 from framework.config import RiskLimits
 from framework.decisions import DecisionBlock, Decisions
+from framework.rebalance import RebalancePlan, scaled_adds
 from framework.types import RiskDecision, TargetPortfolio, Universe
 
 EPS = 1e-12
@@ -232,8 +233,8 @@ class RiskManager:
         return approved, held, size
 
 
-def exposure_after_rounding(plan, limits: RiskLimits, positions: np.ndarray, prices: np.ndarray,
-                            equity: float):
+def exposure_after_rounding(plan: RebalancePlan, limits: RiskLimits, positions: np.ndarray, prices: np.ndarray,
+                            equity: float) -> RebalancePlan:
     """Rules 6/7 again, on the orders as the venue's increments left them.
 
     The weights respect the gross limit, but a reduction smaller than one increment (half a whole
@@ -242,8 +243,6 @@ def exposure_after_rounding(plan, limits: RiskLimits, positions: np.ndarray, pri
     the gross after both legs stays within the limit, or within today's gross when that is already
     above it. Exact, cheap: a reduction shrinks |position| by its value and an addition grows it by
     its own (the venue pre-checks keep legs from flipping a position)."""
-    from framework.rebalance import RebalancePlan, scaled_adds
-
     add = plan.add
     if not len(add) or equity <= 0:
         return plan

@@ -79,10 +79,16 @@ def check_plan(plan: RebalancePlan, acct: AccountSnapshot, positions: np.ndarray
 
     ``releasable``: quantity per symbol that Parity's own orders hold and that the cycle frees before
     it trades (its protective exits): available to sell."""
-    decisions: list[RiskDecision] = []
-    avail = available_vector(acct, universe, positions)
+    simple = not acct.positions and releasable is None      # the venue says nothing held by open orders
+    avail = np.abs(positions) if simple else available_vector(acct, universe, positions)
     if releasable is not None:
         avail = np.minimum(avail + releasable, np.abs(positions))
+    if not (acct.wash_trade_rule and foreign):
+        red, add = plan.reduce, plan.add
+        if _kernels().plan_clear(positions, avail, red.symbol_idx, red.side, red.qty, red.ref_price, add.symbol_idx,
+                                 add.side, add.qty, add.ref_price, universe.can_trade(), universe.buy_floor()):
+            return plan                   # the usual case: no order meets a check below, screened at once
+    decisions: list[RiskDecision] = []
     reduce = _check_leg(plan.reduce, acct, avail, foreign, decisions, reducing=True)
     add = plan.add
     if len(add):

@@ -221,3 +221,37 @@ def test_a_reduction_rounded_away_does_not_let_the_additions_pass_the_exposure_l
     assert len(cp.plan.reduce) == 0 and len(cp.plan.add) == 0
     assert [d.rule for d in cp.plan.skipped] == ["max_exposure_pct"]
     assert cp.plan.skipped[0].approved == 0.5          # gross stays where it is: at the limit
+
+
+def _legs(cp):
+    if cp.plan is None:
+        return None
+    return [(leg.symbol_idx.tolist(), leg.side.tolist(), leg.qty.tolist()) for leg in (cp.plan.reduce, cp.plan.add)], \
+        [(d.symbol, d.rule, d.action, d.approved) for d in cp.plan.skipped]
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None,
+          derandomize=not os.environ.get("PARITY_HYPOTHESIS_RANDOM"))
+@given(cases())
+def test_the_one_pass_screen_of_the_venue_checks_plans_exactly_what_the_per_order_checks_plan(case):
+    """``kernels.plan_clear`` lets the usual plan through in one compiled pass; wherever it does, the
+    per-order checks (``venue_checks._check_leg``) would have held, clipped and dropped nothing either."""
+    import framework.kernels as kernels
+
+    u, px, acct, foreign, weights, conf, limits, rebalance = case
+    target = TargetPortfolio(T, batch_key("prop", T), np.where(np.isnan(weights), np.nan, weights),
+                             np.where(np.isnan(weights), np.nan, conf))
+
+    def plan():
+        p = Pipeline(Venue(acct, px, foreign), RiskManager(limits), Rebalancer(rebalance, fee_rate=0.0025),
+                     BufferedJournal("prop"), u)
+        return _legs(plan_cycle(p, target))
+
+    screened = plan()
+    real = kernels.plan_clear
+    kernels.plan_clear = lambda *a: False            # every plan through the per-order checks
+    try:
+        checked = plan()
+    finally:
+        kernels.plan_clear = real
+    assert screened == checked
