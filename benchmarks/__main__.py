@@ -5,6 +5,10 @@
                          [--seed N] [--out benchmarks/out] [--sweep-points 200] [--sweep-repeats 2]
                          [--whole medium,large] [--stages large]
 
+Parity's engine is also timed at its first release (``benchmarks/baseline.py``: that commit's code
+from this repository's history, run by today's harness; ``--no-first-release`` skips it), so
+"no slower than the first release" is measured in the same run.
+
 Then the whole command of each ``--stages`` workload stage by stage (benchmarks/stages.py: where the
 time goes), then sweep throughput (benchmarks/sweep.py): backtests per minute of ``parity sweep`` on
 the medium workload with 1 and 2 local workers and on a local Dask cluster, a sweep of 200 points by default
@@ -39,6 +43,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from benchmarks.baseline import FIRST_RELEASE
+from benchmarks.baseline import tree as baseline_tree
 from benchmarks.peers import PeerResult, extrapolate, probe_bars
 from benchmarks.workloads import DEFAULT_SEED, WORKLOADS, workload_shape
 
@@ -69,8 +75,9 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 def spawn(engine: str, workload: str, fill: str, seed: int, bars: int | None = None,
-          timeout: float | None = None, limits: str = "open") -> dict:
-    """Run ``benchmarks.one`` in a fresh interpreter. Returns {"status": "ok"|"n/a"|"error"|
+          timeout: float | None = None, limits: str = "open", root: Path = REPO) -> dict:
+    """Run ``benchmarks.one`` in a fresh interpreter (over the code under ``root``: this checkout,
+    or ``benchmarks.baseline``'s first release). Returns {"status": "ok"|"n/a"|"error"|
     "timeout", "result": PeerResult | None, "message": str, "wall": float}."""
     fd, out = tempfile.mkstemp(prefix=f"bench-{engine}-{workload}-", suffix=".json")
     os.close(fd)
@@ -81,10 +88,10 @@ def spawn(engine: str, workload: str, fill: str, seed: int, bars: int | None = N
     if limits != "open":
         cmd += ["--limits", limits]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
+        [str(root)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         os.unlink(out)
         return {"status": "timeout", "result": None, "wall": time.perf_counter() - t0,
@@ -369,6 +376,35 @@ def views_table(results: dict, whole: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def first_table(results: dict) -> str:
+    """Today's engine against the first release's, timed in this run by the same harness (issue 15:
+    the engine no worse than at the first release, with the demo's limits binding and not)."""
+    out = ["## Engine now and at the first release, same run", "",
+           f"The first release ({FIRST_RELEASE}) is run by today's harness and wiring (`benchmarks/baseline.py`); "
+           "ratio = now / first release (below 1: faster now). Open limits, then the demo's (max_positions 10 binds).",
+           "", "| workload | now s | first release s | ratio | now, demo limits s | first release, demo limits s "
+           "| ratio | vectorbt s | first release / vectorbt |", "|" + "---|" * 9]
+    rows = 0
+    for wl, per in results.items():
+        now, old = per.get("parity", {}).get("result"), per.get("parity_first", {}).get("result")
+        dnow, dold = per.get("parity_demo", {}).get("result"), per.get("parity_first_demo", {}).get("result")
+        vbt = per.get("vectorbt", {}).get("result")
+        if now is None or old is None or now.extrapolated_from or old.extrapolated_from:
+            continue
+        rows += 1
+        out.append("| " + " | ".join([
+            wl, _secs(now.engine_seconds), _secs(old.engine_seconds), f"{now.engine_seconds / old.engine_seconds:.2f}",
+            _secs(dnow.engine_seconds) if dnow else "—", _secs(dold.engine_seconds) if dold else "—",
+            f"{dnow.engine_seconds / dold.engine_seconds:.2f}" if dnow and dold else "—",
+            _secs(vbt.engine_seconds) if vbt else "n/a",
+            f"{old.engine_seconds / vbt.engine_seconds:.2f}" if vbt else "n/a"]) + " |")
+    if not rows:
+        msg = next((per.get("parity_first", {}).get("message") for per in results.values()
+                    if per.get("parity_first", {}).get("message")), "")
+        out.append(f"| (not measured{': ' + msg if msg else ''}) |" + " |" * 8)
+    return "\n".join(out) + "\n"
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -426,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="workloads also timed as whole commands from CSV files (SPEC §15); '' for none")
     ap.add_argument("--stages", default="large",
                     help="workloads whose whole command is also timed stage by stage (benchmarks/stages.py)")
+    ap.add_argument("--no-first-release", dest="first_release", action="store_false",
+                    help="do not time the first release's engine beside today's (benchmarks/baseline.py)")
     ap.add_argument("--whole-repeat", type=int, default=1,
                     help="alternating Parity / vectorbt whole-process runs per workload")
     a = ap.parse_args(argv)
@@ -448,6 +486,9 @@ def main(argv: list[str] | None = None) -> int:
             "workloads": {w: workload_shape(w).__dict__ for w in wls}}
     log(f"benchmark: {', '.join(wls)} x {', '.join(engines)} (fill {a.fill}) on {meta['machine']}")
 
+    first = baseline_tree(Path(a.out)) if a.first_release else "not asked for (--no-first-release)"
+    if not isinstance(first, Path):
+        log(f"the first release's engine is not timed: {first}")
     results: dict = {}
     for wl in wls:
         per: dict = {}
@@ -469,6 +510,12 @@ def main(argv: list[str] | None = None) -> int:
         if "parity" in engines and wl in ("medium", "large"):
             log(f"[{wl}] parity with the demo's risk limits (max_positions 10 binds) ...")
             per["parity_demo"] = spawn("parity", wl, a.fill, a.seed, timeout=2 * a.max_seconds + 120, limits="demo")
+        if "parity" in engines and isinstance(first, Path):
+            log(f"[{wl}] parity at the first release ({FIRST_RELEASE}), same harness ...")
+            per["parity_first"] = spawn("parity", wl, a.fill, a.seed, timeout=2 * a.max_seconds + 120, root=first)
+            if wl in ("medium", "large"):
+                per["parity_first_demo"] = spawn("parity", wl, a.fill, a.seed, timeout=2 * a.max_seconds + 120,
+                                                 limits="demo", root=first)
         # like-for-like equity for extrapolated rows: vectorbt on the same prefix
         prefixes = {res["result"].extrapolated_from for res in per.values()
                     if isinstance(res, dict) and res.get("result") is not None and res["result"].extrapolated_from}
@@ -503,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         sweep = sweep_bench.measure(a.sweep_points, a.sweep_repeats, log=log)
     meta["load_average_start_end"] = [load_start, _loadavg()]
     rows = build_rows(results)
-    md = markdown(rows, meta, help_info, a.fill) + "\n" + views_table(results, whole)
+    md = markdown(rows, meta, help_info, a.fill) + "\n" + views_table(results, whole) + "\n" + first_table(results)
     for text in stage_tables:
         md += "\n" + text
     if sweep is not None:
@@ -516,6 +563,10 @@ def main(argv: list[str] | None = None) -> int:
         {"meta": meta, "parity_help": help_info, "rows": rows, "sweep": sweep, "whole": whole,
          "parity_demo_limits": {wl: per["parity_demo"]["result"].to_dict() for wl, per in results.items()
                                 if per.get("parity_demo", {}).get("result") is not None},
+         "parity_first_release": {"rev": FIRST_RELEASE, **{
+             f"{wl}{suffix}": per[key]["result"].to_dict() for wl, per in results.items()
+             for key, suffix in (("parity_first", ""), ("parity_first_demo", ":demo"))
+             if per.get(key, {}).get("result") is not None}},
          "issue_reference": [{"engine": e, "workload": w, "seconds": s, "peak_bytes": m}
                              for (e, w), (s, m) in ISSUE_REFERENCE.items()]},
         indent=2, default=float))
