@@ -268,7 +268,8 @@ class LiveBroker(Broker):
                 continue
             states[i] = self._send(self._request(batch, i, cid), messages, i)
             self._observe(on_update, batch, i, states[i], messages)
-        states = self._wait(states, on_change=lambda i, st: self._observe(on_update, batch, i, st, messages))
+        states = self._wait(states, on_change=lambda i, st: self._observe(on_update, batch, i, st, messages),
+                            skip=self.held_for_open(states))
         states = self._finish_open(batch, states, messages, on_update)
         for i, st in enumerate(states):
             if st is not None and st.status in OPEN:
@@ -307,10 +308,14 @@ class LiveBroker(Broker):
         on_update(self._report(sub, [state], {0: messages[i]} if i in messages else {}))
 
     def _wait(self, states: list[OrderState | None], timeout_s: float | None = None,
-              on_change: Callable[[int, OrderState], None] | None = None) -> list[OrderState | None]:
+              on_change: Callable[[int, OrderState], None] | None = None,
+              skip: frozenset[int] = frozenset()) -> list[OrderState | None]:
+        """Poll until every order is done or the timeout; the orders ``skip`` names (held by the venue
+        for the market's open) are not waited for."""
         deadline = time.monotonic() + (self.order_timeout_s if timeout_s is None else timeout_s)
         delay = self.poll_interval_s
-        while any(s is not None and s.status in OPEN for s in states) and time.monotonic() < deadline:
+        while any(s is not None and s.status in OPEN for i, s in enumerate(states) if i not in skip) \
+                and time.monotonic() < deadline:
             streaming = self._streaming()
             self._pause(min(self.options.stream_poll_interval_s if streaming else delay,
                             max(deadline - time.monotonic(), 0.0)))
@@ -365,6 +370,11 @@ class LiveBroker(Broker):
     def market_hours_wait(self, state: OrderState) -> bool:
         """Whether a working order is simply waiting for the market to open (equities at Alpaca)."""
         return False
+
+    def held_for_open(self, states: list[OrderState | None]) -> frozenset[int]:
+        """The working orders the venue holds until the market opens: not waited for (venue row 16)."""
+        return frozenset(i for i, s in enumerate(states) if s is not None and s.status in OPEN
+                         and self.market_hours_wait(s))
 
     def _report(self, batch: OrderBatch, states: list[OrderState | None], messages: dict[int, str]) -> ExecutionReport:
         n = len(batch)

@@ -336,6 +336,28 @@ def test_closed_equity_market_is_said_not_silently_skipped(home, srv):
     assert said, f"nothing says why AAPL was not traded:\n{p.stdout}"
 
 
+def test_close_while_the_equity_market_is_closed_says_it_waits_for_the_open(home, srv):
+    """Venue row 16: Alpaca queues an equity market order sent while the market is closed; it fills at
+    the next open (gap risk). ``close`` says so, in the dry run and when it sends; crypto closes at once."""
+    srv.set_market_open(False)
+    srv.set_position("AAPL", 10, 180.0)
+    srv.set_position("BTC/USD", 0.5, 43_000.0)
+    p = home.run("close", "--symbol", "AAPL", "--dry-run")
+    assert p.returncode == 0, p.stderr
+    assert "market for AAPL is closed" in p.stdout and "next open" in p.stdout and "gap" in p.stdout
+    assert home.posts() == 0
+    p = home.run("close", "--symbol", "AAPL", "--paper")
+    assert p.returncode == 0, p.stderr
+    assert "next open" in p.stdout and "close AAPL: queued for the next open, filled 0 of 10" in p.stdout
+    assert srv.position_qty("AAPL") == 10.0 and srv.count_orders(symbol="AAPL", side="sell") == 1
+    p = home.run("close", "--symbol", "X:BTCUSD", "--paper")
+    assert p.returncode == 0, p.stderr
+    assert "closed" not in p.stdout.split("close BTC/USD")[0] and srv.position_qty("BTC/USD") == 0.0
+    srv.set_market_open(True)            # the queued order is released at the open
+    srv.process_orders()
+    assert srv.position_qty("AAPL") == 0.0
+
+
 # ------------------------------------------------------------------------------ backtest vs execute
 
 

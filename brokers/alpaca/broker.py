@@ -278,6 +278,12 @@ class AlpacaBroker(LiveBroker):
     def market_hours_wait(self, state: OrderState) -> bool:
         return not is_crypto(state.symbol) and not self.is_open()
 
+    def held_for_open(self, states: list[OrderState | None]) -> frozenset[int]:
+        """Equity orders sent while the market is closed are queued for the next open (venue row 16):
+        one clock request for all of them."""
+        equities = [i for i, s in enumerate(states) if s is not None and s.status in OPEN and not is_crypto(s.symbol)]
+        return frozenset(equities) if equities and not self.is_open() else frozenset()
+
     def _cancel_pending(self, state: OrderState) -> bool:
         return state.venue_status == "pending_cancel"
 

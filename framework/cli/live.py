@@ -387,11 +387,20 @@ def run_close(settings: Settings, settings_path: str | None, *, symbol: str, qua
         batch = OrderBatch(universe, now, batch_key(f"close-{qty:.9g}", np.datetime64(now, "m"), account.scope),
                            Leg.CLOSE.value, np.array([0]), np.array([-1 if held > 0 else 1], np.int8), np.array([qty]),
                            px)
+        # venue row 16: a market order sent while the equity market is closed waits for the next open
+        closed = not bool(broker.market_open(universe)[0])
+        queued = (f"the market for {sym} is closed: {broker.name} holds this market order until the next open, where "
+                  "it fills at the opening price (the overnight gap is the risk); until then it stays working at "
+                  "the venue and can be cancelled there") if closed else ""
         if dry_run:
             print(f"DRY RUN: would {'SELL' if held > 0 else 'BUY'} {qty:g} {sym} at market on {broker.describe()} "
                   f"(position {held:g}, last price {px[0]:,.4f}); client order id {batch.client_order_ids()[0]}. "
                   "Nothing was sent.")
+            if queued:
+                print(f"note: {queued}.")
             return 0
+        if queued:
+            print(f"note: {queued}.")
         if live:
             confirm_live(broker, yes)
         info = RunInfo("manual", "", mode, universe.symbols, {}, f"close {sym}")
@@ -401,7 +410,8 @@ def run_close(settings: Settings, settings_path: str | None, *, symbol: str, qua
             rep = session.send(batch)      # a manual order belongs to no rebalance cycle
             session.finish(RunStatus.DONE)
         st = OrderStatus(int(rep.status[0])).label
-        print(f"close {sym}: {st}, filled {rep.filled_qty[0]:g} of {qty:g}"
+        shown = "queued for the next open" if closed and st == "new" else st
+        print(f"close {sym}: {shown}, filled {rep.filled_qty[0]:g} of {qty:g}"
               + ("" if np.isnan(rep.avg_price[0]) else f" @ {rep.avg_price[0]:,.4f}")
               + (f" ({rep.messages[0]})" if 0 in rep.messages else ""))
         return 0 if st in ("filled", "partially_filled", "new") else 1
