@@ -55,8 +55,9 @@ class Decisions(Sequence):
 
     def __init__(self, parts: list[RiskDecision | DecisionBlock] | tuple = ()):
         self._records: tuple[RiskDecision, ...] | None = None
+        self._parts: tuple[RiskDecision | DecisionBlock, ...] = ()
+        self._len = 0
         if not parts:                # most cycles decide nothing
-            self._parts, self._len = (), 0
             return
         self._parts = tuple(p for p in parts if not isinstance(p, DecisionBlock) or len(p))
         self._len = sum(len(p) if isinstance(p, DecisionBlock) else 1 for p in self._parts)
