@@ -21,7 +21,7 @@ from typing import Callable
 import pandas as pd
 
 from brokers.alpaca.client import AlpacaEndpoints, TimeoutSession, translate
-from brokers.live import RateLimiter, RetryPolicy, with_retries
+from brokers.retry import RateLimiter, RetryPolicy, with_retries
 from framework.data import BAR_COLUMNS
 from framework.errors import OrderRejected, UsageError
 from framework.symbols import is_crypto

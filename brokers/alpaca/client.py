@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import requests
 
 from brokers.alpaca.view import LenientTrading
-from brokers.live import RateLimiter
+from brokers.retry import RateLimiter
 from framework.errors import (
     AuthenticationError,
     BrokerError,

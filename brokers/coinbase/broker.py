@@ -16,11 +16,10 @@ from brokers.live import (
     LiveBroker,
     LiveOptions,
     OrderRequest,
-    RateLimiter,
-    RetryPolicy,
     VenueFill,
     fill_batch,
 )
+from brokers.retry import RateLimiter, RetryPolicy
 from framework.broker import OnUpdate, OrderState
 from framework.config import mask_secret
 from framework.costs import VenueFees

@@ -22,7 +22,7 @@ import pandas as pd
 
 from brokers.coinbase.client import NotFound, translate
 from brokers.coinbase.wire import product_id, to_dict
-from brokers.live import RateLimiter, RetryPolicy, with_retries
+from brokers.retry import RateLimiter, RetryPolicy, with_retries
 from framework.data import BAR_COLUMNS
 from framework.errors import AuthenticationError, OrderRejected, TransientBrokerError, UsageError
 from framework.symbols import is_crypto

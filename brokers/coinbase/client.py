@@ -10,7 +10,7 @@ from typing import Any
 
 import requests
 
-from brokers.live import RateLimiter
+from brokers.retry import RateLimiter
 from framework.errors import (
     AuthenticationError,
     BrokerError,

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 def alpaca_source(settings: Settings, *, feed: str | None, adjustment: str):
     from brokers.alpaca.bars import AlpacaBars, make_data_clients
     from brokers.alpaca.client import AlpacaEndpoints
-    from brokers.live import RateLimiter
+    from brokers.retry import RateLimiter
 
     a = settings.execution.alpaca
     if a.paper_api_key and a.paper_api_secret:
@@ -46,7 +46,7 @@ def alpaca_source(settings: Settings, *, feed: str | None, adjustment: str):
 def coinbase_source(settings: Settings):
     from brokers.coinbase.candles import CoinbaseCandles
     from brokers.coinbase.client import CoinbaseEndpoints, make_client
-    from brokers.live import RateLimiter
+    from brokers.retry import RateLimiter
 
     c = settings.execution.coinbase
     public = not (c.key_file or (c.api_key and c.api_secret))

@@ -12,7 +12,8 @@ from brokers.alpaca.broker import AlpacaBroker
 from brokers.alpaca.client import AlpacaEndpoints
 from brokers.coinbase.broker import CoinbaseBroker
 from brokers.coinbase.client import CoinbaseEndpoints
-from brokers.live import LiveOptions, RetryPolicy
+from brokers.live import LiveOptions
+from brokers.retry import RetryPolicy
 from brokers.routed import RoutedBroker
 from framework.accounts import Account, Environment
 from framework.config import RebalanceSettings, RiskLimits, StrategyConfig

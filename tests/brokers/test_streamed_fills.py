@@ -17,7 +17,8 @@ from brokers.alpaca.broker import AlpacaBroker
 from brokers.alpaca.client import AlpacaEndpoints
 from brokers.coinbase.broker import CoinbaseBroker
 from brokers.coinbase.client import CoinbaseEndpoints
-from brokers.live import LiveOptions, RetryPolicy
+from brokers.live import LiveOptions
+from brokers.retry import RetryPolicy
 from framework.accounts import Account, Environment
 from framework.journal import WriteAheadJournal
 from framework.ledger import Ledger

@@ -88,7 +88,8 @@ def sim_venue():
 def alpaca_venue():
     from brokers.alpaca.broker import AlpacaBroker
     from brokers.alpaca.client import AlpacaEndpoints
-    from brokers.live import LiveOptions, OrderRequest, RetryPolicy
+    from brokers.live import LiveOptions, OrderRequest
+    from brokers.retry import RetryPolicy
     from tests.servers.alpaca_server import AlpacaServer
 
     # crypto_fee_bps=0: Alpaca takes crypto fees in the coin received, which would make a BTC
@@ -120,7 +121,8 @@ def alpaca_venue():
 def coinbase_venue():
     from brokers.coinbase.broker import CoinbaseBroker
     from brokers.coinbase.client import CoinbaseEndpoints
-    from brokers.live import LiveOptions, OrderRequest, RetryPolicy
+    from brokers.live import LiveOptions, OrderRequest
+    from brokers.retry import RetryPolicy
     from tests.servers.coinbase_server import CoinbaseServer
 
     # Coinbase trades crypto only: the contract's two instruments are ETH/USD and BTC/USD.

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from brokers.live import RetryPolicy
+from brokers.retry import RetryPolicy
 from framework.cli.fetch import alpaca_source
 from framework.config import AlpacaSettings, ExecutionSettings, Settings
 from framework.data import BarStore

@@ -10,7 +10,8 @@ import numpy as np
 
 from brokers.alpaca.broker import AlpacaBroker
 from brokers.alpaca.client import AlpacaEndpoints
-from brokers.live import LiveOptions, RetryPolicy
+from brokers.live import LiveOptions
+from brokers.retry import RetryPolicy
 from brokers.simulated import SimulatedBroker
 from framework.accounts import Account, Environment
 from framework.clock import SimClock

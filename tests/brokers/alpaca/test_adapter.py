@@ -12,7 +12,8 @@ import pytest
 
 from brokers.alpaca.broker import AlpacaBroker
 from brokers.alpaca.client import AlpacaEndpoints, NotFound
-from brokers.live import LiveOptions, OrderRequest, RateLimiter, RetryPolicy
+from brokers.live import LiveOptions, OrderRequest
+from brokers.retry import RateLimiter, RetryPolicy
 from framework.broker import OrderState
 from framework.errors import (
     AuthenticationError,

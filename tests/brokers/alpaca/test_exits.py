@@ -9,7 +9,8 @@ import numpy as np
 
 from brokers.alpaca.broker import AlpacaBroker
 from brokers.alpaca.client import AlpacaEndpoints
-from brokers.live import LiveOptions, RetryPolicy
+from brokers.live import LiveOptions
+from brokers.retry import RetryPolicy
 from framework.accounts import Account, Environment
 from framework.config import RebalanceSettings, RiskLimits
 from framework.engine import Pipeline, run_cycle

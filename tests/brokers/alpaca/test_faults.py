@@ -10,7 +10,8 @@ import pytest
 
 from brokers.alpaca.broker import AlpacaBroker
 from brokers.alpaca.client import AlpacaEndpoints
-from brokers.live import LiveOptions, RetryPolicy
+from brokers.live import LiveOptions
+from brokers.retry import RetryPolicy
 from framework.types import OrderBatch, OrderStatus
 from tests.servers.alpaca_server import AlpacaServer
 

@@ -19,7 +19,8 @@ from pydantic import ValidationError
 from brokers.alpaca.broker import AlpacaBroker
 from brokers.alpaca.client import AlpacaEndpoints
 from brokers.alpaca.stream import AlpacaOrderStream
-from brokers.live import LiveOptions, OrderRequest, RetryPolicy
+from brokers.live import LiveOptions, OrderRequest
+from brokers.retry import RetryPolicy
 from framework.engine import run_cycle
 from framework.types import OrderBatch, OrderStatus, batch_key, client_order_id
 from framework.venue_checks import AccountBlocked

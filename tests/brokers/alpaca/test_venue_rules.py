@@ -14,7 +14,8 @@ import pytest
 
 from brokers.alpaca.broker import AlpacaBroker
 from brokers.alpaca.client import AlpacaEndpoints
-from brokers.live import LiveOptions, OrderRequest, RetryPolicy
+from brokers.live import LiveOptions, OrderRequest
+from brokers.retry import RetryPolicy
 from framework.accounts import Account, Environment
 from framework.config import RebalanceSettings, RiskLimits, load_venue
 from framework.costs import VenueFees

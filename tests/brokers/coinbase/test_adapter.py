@@ -18,7 +18,8 @@ import pytest
 
 from brokers.coinbase.broker import CoinbaseBroker
 from brokers.coinbase.client import CoinbaseEndpoints
-from brokers.live import LiveOptions, RetryPolicy
+from brokers.live import LiveOptions
+from brokers.retry import RetryPolicy
 from framework.accounts import Account, Environment
 from framework.errors import AuthenticationError, DataError, TransientBrokerError
 from framework.types import OrderBatch, OrderStatus, OrderType

@@ -11,7 +11,7 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from brokers.live import RetryPolicy
+from brokers.retry import RetryPolicy
 from framework.types import OrderStatus
 from tests.brokers.coinbase.test_adapter import FAST, make_batch, make_broker, order_posts
 from tests.servers.coinbase_server import CoinbaseServer
