@@ -12,7 +12,8 @@ from typing import Protocol
 
 import numpy as np
 
-from framework.config import SlippageSettings, VenueConfig
+from framework.config import SlippageSettings
+from framework.venue_config import VenueConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from framework.config import VenueConfig, config_dirs, load_venue
+from framework.config import config_dirs
 from framework.symbols import split_pair
 from framework.types import AssetClass, Instrument, Universe
+from framework.venue_config import VenueConfig, load_venue
 
 
 def instruments_for(venue: VenueConfig, symbols: list[str] | tuple[str, ...]) -> list[Instrument]:

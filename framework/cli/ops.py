@@ -73,8 +73,8 @@ def replay_bars(settings, strategy, plan, bars_path: str | None):
 def replay_run(settings, settings_path: str | None, ledger, run_or_strategy: str, *,
                bars_path: str | None = None, signals_path: str | None = None, slippage=None, strategy=None):
     """Replay one paper/live window through the simulator; return (plan, sim, strategy)."""
-    from framework.config import load_venue
     from framework.ops.replay import plan_replay, resolve_run, simulate
+    from framework.venue_config import load_venue
 
     run = resolve_run(ledger, run_or_strategy)
     strategy = strategy or strategy_of(run, settings_path)
@@ -268,10 +268,11 @@ def _calibrate_one(settings, path, ledger, run_ids: list[str], *, model, write, 
     """Replay the windows of one strategy with its slippage, with none (the fit) and with the proposal."""
     import pandas as pd
 
-    from framework.config import SlippageSettings, load_venue
+    from framework.config import SlippageSettings
     from framework.ops import calibrate as cal
     from framework.ops.paper_vs_sim import shortfall_stats
     from framework.ops.track import track_frames
+    from framework.venue_config import load_venue
 
     strategy = strategy_of(ledger.run(run_ids[0]), path)
     current = strategy.simulation.slippage

@@ -69,7 +69,6 @@ def run_portfolio_backtest(settings: Settings, settings_path: str | None, name, 
     from framework.artifacts import write_artifacts
     from framework.backtest import persist
     from framework.clock import SimClock
-    from framework.config import load_venue
     from framework.costs import NoFees, VenueFees, slippage_model
     from framework.data import load_bars
     from framework.journal import BufferedJournal
@@ -82,6 +81,7 @@ def run_portfolio_backtest(settings: Settings, settings_path: str | None, name, 
     from framework.sleeves.replay import replay_portfolio
     from framework.sleeves.report import sleeve_report
     from framework.venue import universe_for, untradable
+    from framework.venue_config import load_venue
 
     portfolio = _portfolio(name, settings_path)
     sleeves = resolve_sleeves(portfolio, settings, settings_path)

@@ -17,7 +17,6 @@ def compare_portfolio(settings: Settings, settings_path: str | None, name) -> di
     """Paper vs simulation per sleeve over every recorded cycle of the portfolio (SPEC §12, §18)."""
     from brokers.simulated import SimulatedBroker
     from framework.clock import SimClock
-    from framework.config import load_venue
     from framework.costs import NoFees, VenueFees, slippage_model
     from framework.journal import BufferedJournal
     from framework.ledger import Ledger
@@ -28,6 +27,7 @@ def compare_portfolio(settings: Settings, settings_path: str | None, name) -> di
     from framework.sleeves.book import SleeveBook
     from framework.sleeves.cycle import PortfolioCycle
     from framework.venue import universe_for
+    from framework.venue_config import load_venue
 
     portfolio = _portfolio(name, settings_path)
     sleeves = resolve_sleeves(portfolio, settings, settings_path)

@@ -15,8 +15,9 @@ from typing import Callable
 import numpy as np
 
 from framework.accounts import Account, Environment, is_loopback
-from framework.config import RebalanceSettings, Settings, load_venue
+from framework.config import RebalanceSettings, Settings
 from framework.errors import UsageError
+from framework.venue_config import load_venue
 
 SHADOW = "coinbase-shadow"
 

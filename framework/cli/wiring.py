@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from framework.config import Settings, StrategyConfig, load_venue
+from framework.config import Settings, StrategyConfig
 from framework.errors import UsageError
+from framework.venue_config import load_venue
 
 if TYPE_CHECKING:
     from brokers.simulated import SimulatedBroker

@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from framework.config import SlippageSettings, VenueConfig
+from framework.config import SlippageSettings
 from framework.data import BarArrays
 from framework.errors import UsageError
+from framework.venue_config import VenueConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,12 +31,13 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from framework.config import SlippageSettings, StrategyConfig, VenueConfig
+from framework.config import SlippageSettings, StrategyConfig
 from framework.data import BarArrays
 from framework.errors import UsageError
 from framework.ledger import Ledger, unpack_prices
 from framework.ops.track import ledger_runs
 from framework.types import ExitLevels, SignalBatches, strategy_of_batch
+from framework.venue_config import VenueConfig
 
 
 class MarketFactory(Protocol):

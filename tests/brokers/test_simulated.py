@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from framework.config import load_venue
 from framework.costs import FixedBps, SpreadImpact, VenueFees
 from framework.types import OrderStatus, OrderType
+from framework.venue_config import load_venue
 from tests.conftest import REPO, bar_arrays, instrument, order_batch, simulator, universe, utc
 
 S = OrderStatus

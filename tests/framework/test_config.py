@@ -13,10 +13,10 @@ from framework.config import (
     StrategyConfig,
     load_settings,
     load_strategy,
-    load_venue,
     mask_secret,
 )
 from framework.errors import ConfigError
+from framework.venue_config import load_venue
 from tests.conftest import REPO
 
 

@@ -176,9 +176,9 @@ def test_bare_crypto_pairs_are_crypto_and_unknown_ones_are_an_error(tmp_path):
 
 
 def test_the_venue_files_list_their_crypto_assets():
-    from framework.config import load_venue
     from framework.symbols import CRYPTO_BASES
     from framework.venue import crypto_bases, untradable
+    from framework.venue_config import load_venue
 
     alpaca, coinbase = load_venue("alpaca"), load_venue("coinbase")
     assert {"POL", "ATOM"} <= set(coinbase.crypto_assets) and "POL" not in alpaca.crypto_assets

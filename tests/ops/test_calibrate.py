@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from framework.config import SlippageSettings, load_venue
+from framework.config import SlippageSettings
 from framework.ops.calibrate import fee_check, fit_slippage
+from framework.venue_config import load_venue
 
 
 def test_fixed_bps_is_the_notional_weighted_mean():

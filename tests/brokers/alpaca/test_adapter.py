@@ -164,8 +164,8 @@ def test_equity_orders_are_day_orders_with_a_client_id(broker, server):
 
 def test_crypto_fee_taken_in_the_coin(server):
     """Alpaca takes the crypto fee from the coin received: the position is filled_qty minus the fee."""
-    from framework.config import load_venue
     from framework.costs import VenueFees
+    from framework.venue_config import load_venue
 
     b = make_broker(server, fees=VenueFees.from_venue(load_venue("alpaca")))
     rep = b.execute(batch(b, [("BTC/USD", 1, 0.1)], "adapter@fee"))

@@ -17,7 +17,7 @@ from brokers.alpaca.client import AlpacaEndpoints
 from brokers.live import LiveOptions, OrderRequest
 from brokers.retry import RetryPolicy
 from framework.accounts import Account, Environment
-from framework.config import RebalanceSettings, RiskLimits, load_venue
+from framework.config import RebalanceSettings, RiskLimits
 from framework.costs import VenueFees
 from framework.engine import Pipeline, plan_cycle, run_cycle
 from framework.journal import BufferedJournal, WriteAheadJournal
@@ -25,6 +25,7 @@ from framework.rebalance import Rebalancer
 from framework.risk import RiskManager
 from framework.types import OrderStatus, TargetPortfolio, batch_key, client_order_id
 from framework.venue_checks import AccountBlocked
+from framework.venue_config import load_venue
 from tests.servers.alpaca_server import AlpacaServer, make_asset
 
 KEY, SECRET = "PKRULESKEY01", "SKRULESSECRET01"

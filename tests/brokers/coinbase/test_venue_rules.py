@@ -104,8 +104,8 @@ def test_a_401_from_throttling_is_retried_before_the_key_is_blamed(server):
 
 def test_the_fee_tier_from_transaction_summary_sizes_the_buying_power_headroom(server):
     """Row 18: the user's taker rate (here 0.25%, not the configured 0.6%) is what buys leave room for."""
-    from framework.config import load_venue
     from framework.costs import VenueFees
+    from framework.venue_config import load_venue
 
     server.configure(pricing_tier="Advanced 3", fee_rate=0.0025, maker_fee_rate=0.0015)
     from brokers.coinbase.broker import CoinbaseBroker
