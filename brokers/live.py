@@ -31,7 +31,8 @@ import numpy as np
 from brokers.retry import RateLimiter, RetryPolicy, with_retries
 from framework.broker import Broker, OnUpdate, OrderState, Protection
 from framework.errors import BrokerError, OrderRejected, TransientBrokerError
-from framework.types import ExecutionReport, FillBatch, OrderBatch, OrderStatus, Universe, owned
+from framework.order_ids import owned
+from framework.types import ExecutionReport, FillBatch, OrderBatch, OrderStatus, Universe
 
 _S = OrderStatus
 OPEN = (int(_S.PLANNED), int(_S.NEW), int(_S.PARTIAL))

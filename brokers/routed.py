@@ -10,17 +10,9 @@ import numpy as np
 
 from framework.broker import Broker, OnUpdate, OrderState, Protection
 from framework.config import RebalanceSettings
+from framework.order_ids import Leg, base_leg
 from framework.rebalance import Rebalancer
-from framework.types import (
-    AccountSnapshot,
-    ExecutionReport,
-    FillBatch,
-    Leg,
-    OrderBatch,
-    Position,
-    Universe,
-    base_leg,
-)
+from framework.types import AccountSnapshot, ExecutionReport, FillBatch, OrderBatch, Position, Universe
 
 
 def _sub_universe(u: Universe, idx: np.ndarray) -> Universe:

@@ -45,7 +45,8 @@ from typing import Callable
 import numpy as np
 
 from framework.costs import VenueFees
-from framework.types import AccountSnapshot, ExecutionReport, FillBatch, OrderBatch, Position, Universe, owned
+from framework.order_ids import owned
+from framework.types import AccountSnapshot, ExecutionReport, FillBatch, OrderBatch, Position, Universe
 
 OnUpdate = Callable[[ExecutionReport], None]
 

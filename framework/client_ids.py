@@ -3,7 +3,7 @@
 A backtest of 500 symbols over twenty years names a million orders. Made one at a time (the
 per-batch ``OrderBatch.client_order_ids``, which live paths use) they cost a Python loop's string
 work per order, and held as a list a Python ``str`` each (~100 bytes). ``ClientIds`` makes the ids
-of a run's batches in blocks of ``CHUNK``, byte for byte ``framework.types.client_order_id``:
+of a run's batches in blocks of ``CHUNK``, byte for byte ``framework.order_ids.client_order_id``:
 
 - the readable part (``p-`` strategy ``-`` time ``-`` symbol ``-`` leg) is joined by Arrow from
   texts made once per batch and once per symbol of each universe, and cut to 48 characters the way
@@ -25,7 +25,8 @@ from operator import methodcaller
 
 import numpy as np
 
-from framework.types import LONGEST_CUT_LEG, OWNED_PREFIX, OrderBatch
+from framework.order_ids import LONGEST_CUT_LEG, OWNED_PREFIX
+from framework.types import OrderBatch
 
 CHUNK = 1 << 16          # ids made at once: their temporaries (joined texts, digests) stay a few MB
 READABLE_MAX = 48        # ``client_order_id``'s cap on the readable part (``p-`` not counted)

@@ -14,6 +14,7 @@ import numpy as np
 
 from framework import exits
 from framework.broker import Broker
+from framework.order_ids import smart_leg
 from framework.rebalance import RebalancePlan, Rebalancer
 from framework.risk import RiskManager, RiskResult, exposure_after_rounding
 from framework.types import (
@@ -26,7 +27,6 @@ from framework.types import (
     RiskDecision,
     TargetPortfolio,
     Universe,
-    smart_leg,
 )
 from framework.venue_checks import (
     carry_decisions,

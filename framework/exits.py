@@ -27,19 +27,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from framework.broker import OrderState, Protection
-from framework.types import (
-    PROTECTIVE_LEGS,
-    ExitLevels,
-    Leg,
-    OrderBatch,
-    OrderType,
-    RiskDecision,
-    TargetPortfolio,
-    Universe,
-    client_order_id,
-    leg_of,
-    paired_exit_id,
-)
+from framework.order_ids import PROTECTIVE_LEGS, Leg, client_order_id, leg_of, paired_exit_id
+from framework.types import ExitLevels, OrderBatch, OrderType, RiskDecision, TargetPortfolio, Universe
 
 if TYPE_CHECKING:
     from framework.engine import Pipeline

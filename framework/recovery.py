@@ -16,7 +16,8 @@ import numpy as np
 
 from framework.accounts import Account
 from framework.ledger import Ledger, OrderRecord
-from framework.types import PROTECTIVE_LEGS, Leg, OrderBatch, OrderStatus, leg_of
+from framework.order_ids import PROTECTIVE_LEGS, Leg, leg_of
+from framework.types import OrderBatch, OrderStatus
 
 _NEVER_SENT = "never reached the venue (found at reconcile)"
 

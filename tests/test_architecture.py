@@ -26,10 +26,15 @@ PIPELINE = ("framework/engine.py", "framework/risk.py", "framework/rebalance.py"
 MODE_WORDS = {"backtest", "paper", "live", "sim", "simulated", "simulation"}
 
 
+# benchmark output, git-ignored: ``make bench`` writes the first release's code there (benchmarks/baseline.py)
+OUTPUT = REPO / "benchmarks" / "out"
+
+
 def python_files(*roots: str) -> list[Path]:
     out = []
     for r in roots:
-        out += sorted(p for p in (REPO / r).rglob("*.py") if "__pycache__" not in p.parts)
+        out += sorted(p for p in (REPO / r).rglob("*.py") if "__pycache__" not in p.parts
+                      and not p.is_relative_to(OUTPUT))
     return out
 
 

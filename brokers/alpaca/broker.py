@@ -25,16 +25,9 @@ from framework.broker import OrderState
 from framework.config import mask_secret
 from framework.costs import CostInputs, VenueFees
 from framework.errors import BrokerError, DataError, Problem
+from framework.order_ids import adjusting_trade_id, owned
 from framework.symbols import is_crypto
-from framework.types import (
-    AccountSnapshot,
-    FillBatch,
-    OrderBatch,
-    Position,
-    Universe,
-    adjusting_trade_id,
-    owned,
-)
+from framework.types import AccountSnapshot, FillBatch, OrderBatch, Position, Universe
 
 
 class AlpacaBroker(LiveBroker):

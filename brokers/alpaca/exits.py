@@ -34,8 +34,8 @@ from brokers.alpaca.client import DuplicateClientOrderId, NotFound
 from brokers.live import OrderRequest
 from brokers.live_exits import not_placed
 from framework.broker import OrderState
+from framework.order_ids import PROTECTIVE_LEGS, leg_of, owned, paired_exit_id
 from framework.symbols import is_crypto
-from framework.types import PROTECTIVE_LEGS, leg_of, owned, paired_exit_id
 
 if TYPE_CHECKING:
     from brokers.alpaca.broker import AlpacaBroker

@@ -24,16 +24,9 @@ from framework.broker import OnUpdate, OrderState
 from framework.config import mask_secret
 from framework.costs import VenueFees
 from framework.errors import AuthenticationError, BrokerError, DataError, Problem, TransientBrokerError
+from framework.order_ids import adjusting_trade_id
 from framework.symbols import split_pair
-from framework.types import (
-    AccountSnapshot,
-    ExecutionReport,
-    FillBatch,
-    OrderBatch,
-    Position,
-    Universe,
-    adjusting_trade_id,
-)
+from framework.types import AccountSnapshot, ExecutionReport, FillBatch, OrderBatch, Position, Universe
 
 QUOTE = "USD"
 # USD stablecoins held at par: Coinbase has no USDC-USD product to price them (dali-rp2#112, ccxt#21905;

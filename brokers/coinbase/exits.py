@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 from brokers.coinbase import wire
 from brokers.live import OrderRequest
 from framework.broker import OrderState
-from framework.types import OrderStatus, leg_of, owned, paired_exit_id
+from framework.order_ids import leg_of, owned, paired_exit_id
+from framework.types import OrderStatus
 
 if TYPE_CHECKING:
     from brokers.coinbase.broker import CoinbaseBroker

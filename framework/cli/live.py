@@ -350,9 +350,10 @@ def run_close(settings: Settings, settings_path: str | None, *, symbol: str, qua
     from framework.cli.registry import BrokerRequest, account_of, build_broker, gate_note, production_venues
     from framework.config import StrategyConfig
     from framework.ledger import Ledger
+    from framework.order_ids import Leg, batch_key
     from framework.session import LiveSession, RunInfo
     from framework.symbols import canonical
-    from framework.types import Leg, OrderBatch, OrderStatus, RunStatus, batch_key
+    from framework.types import OrderBatch, OrderStatus, RunStatus
 
     try:
         sym = canonical(symbol)

@@ -214,6 +214,7 @@ def run_execute_portfolio(settings: Settings, settings_path: str | None, *, name
     from framework.cli.live import confirm_live, print_plan
     from framework.cli.registry import BrokerRequest, account_of, build_broker
     from framework.ledger import Ledger
+    from framework.order_ids import batch_key
     from framework.portfolios import resolve_sleeves
     from framework.rebalance import Rebalancer
     from framework.session import LiveSession, RunInfo
@@ -221,7 +222,7 @@ def run_execute_portfolio(settings: Settings, settings_path: str | None, *, name
     from framework.sleeves.cycle import PortfolioCycle
     from framework.sleeves.replay import sleeve_batch
     from framework.sleeves.report import print_report
-    from framework.types import RunStatus, batch_key
+    from framework.types import RunStatus
 
     portfolio = _portfolio(name, settings_path)
     live = live or (not paper and portfolio.account.environment == "live")

@@ -32,7 +32,7 @@ import sqlite3
 from collections import defaultdict
 from pathlib import Path
 
-from framework.ledger.rows import is_adjusting
+from framework.order_ids import is_adjusting
 
 TOLERANCE = 1e-9
 ORDER_STATUSES = frozenset({"planned", "new", "partially_filled", "filled", "canceled", "rejected", "expired"})

@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 
-from framework.types import ExecutionReport, OrderBatch, OrderStatus, is_adjusting  # noqa: F401 - re-export
+from framework.types import ExecutionReport, OrderBatch, OrderStatus
 
 SIDE = {1: "buy", -1: "sell"}
 

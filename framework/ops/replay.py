@@ -36,7 +36,8 @@ from framework.data import BarArrays
 from framework.errors import UsageError
 from framework.ledger import Ledger, unpack_prices
 from framework.ops.track import ledger_runs
-from framework.types import ExitLevels, SignalBatches, strategy_of_batch
+from framework.order_ids import strategy_of_batch
+from framework.types import ExitLevels, SignalBatches
 from framework.venue_config import VenueConfig
 
 

@@ -14,8 +14,9 @@ import time
 import numpy as np
 
 from framework.backtest import Replayable, ReplayOutcome
+from framework.order_ids import batch_key, batch_keys
 from framework.sleeves.cycle import PortfolioCycle
-from framework.types import SignalBatches, TargetPortfolio, Universe, batch_key, batch_keys
+from framework.types import SignalBatches, TargetPortfolio, Universe
 
 
 def sleeve_batch(signals: SignalBatches, i: int, universe: Universe, absent_hold: bool) -> TargetPortfolio:

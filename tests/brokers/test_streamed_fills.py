@@ -22,7 +22,8 @@ from brokers.retry import RetryPolicy
 from framework.accounts import Account, Environment
 from framework.journal import WriteAheadJournal
 from framework.ledger import Ledger
-from framework.types import OrderBatch, OrderType, batch_key
+from framework.order_ids import batch_key
+from framework.types import OrderBatch, OrderType
 from tests.servers.alpaca_server import AlpacaServer
 from tests.servers.coinbase_server import CoinbaseServer
 

@@ -100,7 +100,7 @@ def alpaca_venue():
                               options=LiveOptions(order_timeout_s=1.0, poll_interval_s=0.01))
 
         def rest(u: Universe, symbol: str, qty: float, limit: float, batch_id: str) -> None:
-            from framework.types import client_order_id
+            from framework.order_ids import client_order_id
 
             # the live loop cancels what is unfilled after order_timeout_s, so a resting order
             # is placed with the adapter's own submit primitive (the venue keeps it working)
@@ -133,7 +133,7 @@ def coinbase_venue():
                                 options=LiveOptions(order_timeout_s=1.0, poll_interval_s=0.01))
 
         def rest(u: Universe, symbol: str, qty: float, limit: float, batch_id: str) -> None:
-            from framework.types import client_order_id
+            from framework.order_ids import client_order_id
 
             cid = client_order_id(batch_id, symbol, "add")
             broker._submit(OrderRequest(cid, symbol, 1, qty, "limit", limit))
@@ -315,7 +315,7 @@ def test_open_orders_and_cancel_on_a_resting_limit(venue):
     px = venue.broker.prices(u)
     limit = venue.far_limit(venue.first, float(px[u.index[venue.first]]))
     venue.rest(u, venue.first, 1.0, limit, "contract@rest")
-    from framework.types import client_order_id
+    from framework.order_ids import client_order_id
 
     cid = client_order_id("contract@rest", venue.first, "add")
     working = venue.broker.open_orders()
@@ -400,9 +400,10 @@ def test_the_users_own_order_survives_a_cycle_and_is_listed_as_not_parity(venue)
     from framework.config import RebalanceSettings, RiskLimits
     from framework.engine import Pipeline, run_cycle
     from framework.journal import BufferedJournal
+    from framework.order_ids import batch_key
     from framework.rebalance import Rebalancer
     from framework.risk import RiskManager
-    from framework.types import TargetPortfolio, batch_key
+    from framework.types import TargetPortfolio
 
     if venue.user_order is None:
         pytest.skip("the simulator has no user placing orders by hand")

@@ -57,9 +57,10 @@ def _pipeline(broker, ledger_path, symbols, weights, venue: str):
     from framework.engine import Pipeline
     from framework.journal import WriteAheadJournal
     from framework.ledger import Ledger
+    from framework.order_ids import batch_key
     from framework.rebalance import Rebalancer
     from framework.risk import RiskManager
-    from framework.types import TargetPortfolio, batch_key
+    from framework.types import TargetPortfolio
 
     universe = broker.instruments(symbols)
     ledger = Ledger(ledger_path)

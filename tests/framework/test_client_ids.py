@@ -11,7 +11,8 @@ import pytest
 
 from framework import client_ids
 from framework.client_ids import ClientIds
-from framework.types import OrderBatch, client_order_id, leg_of
+from framework.order_ids import client_order_id, leg_of
+from framework.types import OrderBatch
 from tests.conftest import universe
 
 SYMBOLS = ("AAPL", "BTC/USD", "X" * 40, "ÉTÉ", "😀/USD", "DOGE/USDT", "A" * 12, "BRK.B", "A\x00B")

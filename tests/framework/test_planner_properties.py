@@ -27,17 +27,10 @@ from framework.broker import Broker, OrderState
 from framework.config import RebalanceSettings, RiskLimits
 from framework.engine import Pipeline, plan_cycle
 from framework.journal import BufferedJournal
+from framework.order_ids import batch_key
 from framework.rebalance import Rebalancer
 from framework.risk import RiskManager
-from framework.types import (
-    AccountSnapshot,
-    AssetClass,
-    Instrument,
-    Position,
-    TargetPortfolio,
-    Universe,
-    batch_key,
-)
+from framework.types import AccountSnapshot, AssetClass, Instrument, Position, TargetPortfolio, Universe
 
 T = np.datetime64("2026-01-05T15:00:00", "ns")
 EXAMPLES = int(os.environ.get("PARITY_PROPERTY_EXAMPLES", "2000"))

@@ -274,7 +274,7 @@ def test_a_batchs_client_ids_are_each_orders_own_and_made_once():
     its orders one by one (long names cut, ``/`` dropped); a batch made from it gets its own."""
     from dataclasses import replace
 
-    from framework.types import client_order_id, client_order_ids
+    from framework.order_ids import client_order_id, client_order_ids
     from tests.conftest import order_batch, universe
 
     long_name = "a-strategy-with-a-very-long-name@20240102T000000Z"

@@ -22,7 +22,8 @@ from brokers.alpaca.stream import AlpacaOrderStream
 from brokers.live import LiveOptions, OrderRequest
 from brokers.retry import RetryPolicy
 from framework.engine import run_cycle
-from framework.types import OrderBatch, OrderStatus, batch_key, client_order_id
+from framework.order_ids import batch_key, client_order_id
+from framework.types import OrderBatch, OrderStatus
 from framework.venue_checks import AccountBlocked
 from tests.brokers.alpaca.test_stream import Recorder
 from tests.brokers.alpaca.test_venue_rules import pipeline, target

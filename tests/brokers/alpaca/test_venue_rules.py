@@ -21,9 +21,10 @@ from framework.config import RebalanceSettings, RiskLimits
 from framework.costs import VenueFees
 from framework.engine import Pipeline, plan_cycle, run_cycle
 from framework.journal import BufferedJournal, WriteAheadJournal
+from framework.order_ids import batch_key, client_order_id
 from framework.rebalance import Rebalancer
 from framework.risk import RiskManager
-from framework.types import OrderStatus, TargetPortfolio, batch_key, client_order_id
+from framework.types import OrderStatus, TargetPortfolio
 from framework.venue_checks import AccountBlocked
 from framework.venue_config import load_venue
 from tests.servers.alpaca_server import AlpacaServer, make_asset
