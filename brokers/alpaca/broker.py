@@ -24,7 +24,7 @@ from brokers.retry import RateLimiter, RetryPolicy
 from framework.broker import OrderState
 from framework.config import mask_secret
 from framework.costs import CostInputs, VenueFees
-from framework.errors import BrokerError, DataError, Problem
+from framework.errors import BrokerError, DataError, Problem, TransientBrokerError
 from framework.order_ids import adjusting_trade_id, owned
 from framework.symbols import is_crypto
 from framework.types import AccountSnapshot, FillBatch, OrderBatch, Position, Universe
@@ -274,7 +274,12 @@ class AlpacaBroker(LiveBroker):
         """Equity orders sent while the market is closed are queued for the next open (venue row 16):
         one clock request for all of them."""
         equities = [i for i, s in enumerate(states) if s is not None and s.status in OPEN and not is_crypto(s.symbol)]
-        return frozenset(equities) if equities and not self.is_open() else frozenset()
+        if not equities:
+            return frozenset()
+        try:
+            return frozenset(equities) if not self.is_open() else frozenset()
+        except TransientBrokerError:      # the orders are out: wait for them as usual rather than fail here
+            return frozenset()
 
     def _cancel_pending(self, state: OrderState) -> bool:
         return state.venue_status == "pending_cancel"

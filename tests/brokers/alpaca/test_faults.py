@@ -208,3 +208,17 @@ def test_connection_drops_while_polling_do_not_lose_the_fill(server):
     rep = broker.execute(b)
     assert rep.status.tolist() == [FILLED], rep.messages
     assert server.count_orders(client_order_id=b.client_order_ids()[0]) == 1
+
+
+def test_the_clock_failing_after_the_orders_went_out_does_not_fail_the_leg(server):
+    """Whether the equity orders just sent wait for the open is asked of the clock (venue row 16); when
+    that request keeps failing, the orders are out and are waited for as usual: the leg is reported
+    (filled), not raised, and nothing is sent twice."""
+    broker = make_broker(server)
+    batch = order_batch(broker, [("AAPL", 1, 2.0)], "faults@clock")
+    server.inject("503", path_prefix="/v2/clock", method="GET", count=100,
+                  arm={"method": "POST", "path_prefix": "/v2/orders", "count": 1})
+    rep = broker.execute(batch)
+    assert int(rep.status[0]) == FILLED and rep.filled_qty[0] == pytest.approx(2.0)
+    assert_one_each(server, batch)
+    assert sum(1 for r in server.requests if r.path == "/v2/clock") >= 1, "the clock was asked"
