@@ -62,6 +62,8 @@ ISSUE_REFERENCE = {
     ("backtrader", "crypto"): (44.0, None),
 }
 
+FIRST_REPEAT = 5        # replays per side in the comparison with the first release
+
 HEAVY_MODULES = ("vectorbt", "numba", "matplotlib", "alpaca", "coinbase", "backtrader", "pandas",
                  "pyarrow")
 
@@ -75,7 +77,7 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 def spawn(engine: str, workload: str, fill: str, seed: int, bars: int | None = None,
-          timeout: float | None = None, limits: str = "open", root: Path = REPO) -> dict:
+          timeout: float | None = None, limits: str = "open", root: Path = REPO, repeat: int = 1) -> dict:
     """Run ``benchmarks.one`` in a fresh interpreter (over the code under ``root``: this checkout,
     or ``benchmarks.baseline``'s first release). Returns {"status": "ok"|"n/a"|"error"|
     "timeout", "result": PeerResult | None, "message": str, "wall": float}."""
@@ -87,6 +89,8 @@ def spawn(engine: str, workload: str, fill: str, seed: int, bars: int | None = N
         cmd += ["--bars", str(bars)]
     if limits != "open":
         cmd += ["--limits", limits]
+    if repeat > 1:
+        cmd += ["--repeat", str(repeat)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(root)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
     t0 = time.perf_counter()
@@ -381,13 +385,14 @@ def first_table(results: dict) -> str:
     the engine no worse than at the first release, with the demo's limits binding and not)."""
     out = ["## Engine now and at the first release, same run", "",
            f"The first release ({FIRST_RELEASE}) is run by today's harness and wiring (`benchmarks/baseline.py`); "
+           f"each side is the best of {FIRST_REPEAT} replays in its own process, the two alternating; "
            "ratio = now / first release (below 1: faster now). Open limits, then the demo's (max_positions 10 binds).",
            "", "| workload | now s | first release s | ratio | now, demo limits s | first release, demo limits s "
-           "| ratio | vectorbt s | first release / vectorbt |", "|" + "---|" * 9]
+           "| ratio | vectorbt s (one run, as above) | first release / vectorbt |", "|" + "---|" * 9]
     rows = 0
     for wl, per in results.items():
-        now, old = per.get("parity", {}).get("result"), per.get("parity_first", {}).get("result")
-        dnow, dold = per.get("parity_demo", {}).get("result"), per.get("parity_first_demo", {}).get("result")
+        now, old = per.get("parity_now", {}).get("result"), per.get("parity_first", {}).get("result")
+        dnow, dold = per.get("parity_now_demo", {}).get("result"), per.get("parity_first_demo", {}).get("result")
         vbt = per.get("vectorbt", {}).get("result")
         if now is None or old is None or now.extrapolated_from or old.extrapolated_from:
             continue
@@ -511,11 +516,13 @@ def main(argv: list[str] | None = None) -> int:
             log(f"[{wl}] parity with the demo's risk limits (max_positions 10 binds) ...")
             per["parity_demo"] = spawn("parity", wl, a.fill, a.seed, timeout=2 * a.max_seconds + 120, limits="demo")
         if "parity" in engines and isinstance(first, Path):
-            log(f"[{wl}] parity at the first release ({FIRST_RELEASE}), same harness ...")
-            per["parity_first"] = spawn("parity", wl, a.fill, a.seed, timeout=2 * a.max_seconds + 120, root=first)
-            if wl in ("medium", "large"):
-                per["parity_first_demo"] = spawn("parity", wl, a.fill, a.seed, timeout=2 * a.max_seconds + 120,
-                                                 limits="demo", root=first)
+            # best of FIRST_REPEAT replays on each side, alternating: one replay moves by +-10 %
+            log(f"[{wl}] parity now and at the first release ({FIRST_RELEASE}), best of {FIRST_REPEAT} ...")
+            for limits in ("open", "demo") if wl in ("medium", "large") else ("open",):
+                tag = "" if limits == "open" else "_demo"
+                for key, root in ((f"parity_now{tag}", REPO), (f"parity_first{tag}", first)):
+                    per[key] = spawn("parity", wl, a.fill, a.seed, timeout=2 * a.max_seconds + 120, limits=limits,
+                                     root=root, repeat=FIRST_REPEAT)
         # like-for-like equity for extrapolated rows: vectorbt on the same prefix
         prefixes = {res["result"].extrapolated_from for res in per.values()
                     if isinstance(res, dict) and res.get("result") is not None and res["result"].extrapolated_from}
@@ -565,7 +572,8 @@ def main(argv: list[str] | None = None) -> int:
                                 if per.get("parity_demo", {}).get("result") is not None},
          "parity_first_release": {"rev": FIRST_RELEASE, **{
              f"{wl}{suffix}": per[key]["result"].to_dict() for wl, per in results.items()
-             for key, suffix in (("parity_first", ""), ("parity_first_demo", ":demo"))
+             for key, suffix in (("parity_first", ""), ("parity_first_demo", ":demo"), ("parity_now", ":now"),
+                                 ("parity_now_demo", ":now:demo"))
              if per.get(key, {}).get("result") is not None}},
          "issue_reference": [{"engine": e, "workload": w, "seconds": s, "peak_bytes": m}
                              for (e, w), (s, m) in ISSUE_REFERENCE.items()]},

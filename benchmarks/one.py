@@ -25,7 +25,7 @@ ENGINES = ("parity", "vectorbt", "backtrader")
 
 
 def run_one(engine: str, workload: str, fill: str = "close", bars: int | None = None,
-            seed: int | None = None, limits: str = "open"):
+            seed: int | None = None, limits: str = "open", repeat: int = 1):
     from benchmarks.workloads import DEFAULT_SEED, make_workload, prefix
 
     t0 = time.perf_counter()
@@ -44,7 +44,7 @@ def run_one(engine: str, workload: str, fill: str = "close", bars: int | None = 
     elif engine == "parity":
         from benchmarks.run_parity import run
 
-        r = run(w, fill=fill, limits=limits)
+        r = run(w, fill=fill, limits=limits, repeat=repeat)
     else:
         raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     r.extra = {**(r.extra or {}), "generate_seconds": gen, "n_rebalances": w.n_rebalances}
@@ -64,10 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="write the JSON here instead of stdout")
     ap.add_argument("--limits", default="open", choices=("open", "demo"),
                     help="Parity's risk limits: open (never bind) or demo (max_positions 10 binds)")
+    ap.add_argument("--repeat", type=int, default=1, help="Parity: the best engine time of N replays")
     a = ap.parse_args(argv)
     code = 0
     try:
-        r = run_one(a.engine, a.workload, a.fill, a.bars, a.seed, a.limits)
+        r = run_one(a.engine, a.workload, a.fill, a.bars, a.seed, a.limits, a.repeat)
         payload = {"ok": True, "result": r.to_dict()}
     except NotImplementedError as e:
         payload = {"ok": False, "error": "NotImplementedError", "message": str(e)}
