@@ -259,7 +259,8 @@ def exposure_after_rounding(plan: RebalancePlan, limits: RiskLimits, positions: 
     target_qty = plan.target_qty.copy()
     target_qty[idx] -= add.side * (add.qty - qty)
     new_after = after - total + float((qty * px[idx]).sum())
-    decision = RiskDecision(add.time, "*", "max_exposure_pct", "scale", after / equity, new_after / equity,
+    rule = "max_exposure_pct" if limits.max_exposure_pct <= limits.max_leverage else "max_leverage"   # the one binding
+    decision = RiskDecision(add.time, "*", rule, "scale", after / equity, new_after / equity,
                             f"the orders as rounded to the venue's increments would take gross exposure to "
                             f"{after / equity:.4f}, above the limit {limit / equity:.4f}: additions scaled by "
                             f"{factor:.4f}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -192,7 +193,8 @@ def test_the_plan_respects_the_venue_and_the_limits(case):
             assert w_after.sum() <= max(limits.max_exposure_pct, w_before.sum()) + 1e-6
 
 
-def test_a_reduction_rounded_away_does_not_let_the_additions_pass_the_exposure_limit():
+@pytest.mark.parametrize("exposure,leverage,rule", [(0.5, 1.0, "max_exposure_pct"), (1.0, 0.5, "max_leverage")])
+def test_a_reduction_rounded_away_does_not_let_the_additions_pass_the_exposure_limit(exposure, leverage, rule):
     """$4 of equity, whole shares: 1 share of S3 ($2) held on a low-confidence signal, a buy of S2 ($1)
     wanted at weight 0.5, gross limit 0.5. The risk manager scales both to 0.25, which for S3 is half
     a share: the sale rounds away. Buying S2 anyway would end at gross 0.75 (found by the property
@@ -204,15 +206,15 @@ def test_a_reduction_rounded_away_does_not_let_the_additions_pass_the_exposure_l
     px = np.array([1.0, 1.0, 1.0, 2.0, 1.0])
     acct = AccountSnapshot(T, 4.0, 2.0, 2.0, None, "USD", (Position("S3", 1.0, 2.0, 2.0, 2.0, 0.0, 1.0),), "",
                            False, False)
-    limits = RiskLimits(max_position_size_pct=1.0, max_exposure_pct=0.5, max_positions=2, min_confidence=0.3,
-                        max_daily_loss_pct=1.0, min_account_balance=0.0)
+    limits = RiskLimits(max_position_size_pct=1.0, max_exposure_pct=exposure, max_positions=2, min_confidence=0.3,
+                        max_daily_loss_pct=1.0, min_account_balance=0.0, max_leverage=leverage)
     p = Pipeline(Venue(acct, px, []), RiskManager(limits), Rebalancer(RebalanceSettings(drift_threshold=0.0), 0.0025),
                  BufferedJournal("prop"), u)
     cp = plan_cycle(p, TargetPortfolio(T, batch_key("prop", T), np.array([np.nan, np.nan, 0.5, 0.0, np.nan]),
                                        np.array([0.0, 0.0, 1.0, 0.0, 0.0])))
     assert cp.plan is not None
     assert len(cp.plan.reduce) == 0 and len(cp.plan.add) == 0
-    assert [d.rule for d in cp.plan.skipped] == ["max_exposure_pct"]
+    assert [d.rule for d in cp.plan.skipped] == [rule]   # the limit that binds is named
     assert cp.plan.skipped[0].approved == 0.5          # gross stays where it is: at the limit
 
 
