@@ -380,7 +380,7 @@ def views_table(results: dict, whole: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def first_table(results: dict) -> str:
+def first_table(results: dict, first_why: str = "") -> str:
     """Today's engine against the first release's, timed in this run by the same harness (issue 15:
     the engine no worse than at the first release, with the demo's limits binding and not)."""
     out = ["## Engine now and at the first release, same run", "",
@@ -394,9 +394,15 @@ def first_table(results: dict) -> str:
         now, old = per.get("parity_now", {}).get("result"), per.get("parity_first", {}).get("result")
         dnow, dold = per.get("parity_now_demo", {}).get("result"), per.get("parity_first_demo", {}).get("result")
         vbt = per.get("vectorbt", {}).get("result")
-        if now is None or old is None or now.extrapolated_from or old.extrapolated_from:
+        if "parity_first" not in per:
             continue
         rows += 1
+        if now is None or old is None:
+            why = "; ".join(f"{side}: {per.get(key, {}).get('message') or per.get(key, {}).get('status')}"
+                            for side, key in (("now", "parity_now"), ("first release", "parity_first"))
+                            if per.get(key, {}).get("result") is None)
+            out.append(f"| {wl} | n/a ({why}) |" + " |" * 7)
+            continue
         out.append("| " + " | ".join([
             wl, _secs(now.engine_seconds), _secs(old.engine_seconds), f"{now.engine_seconds / old.engine_seconds:.2f}",
             _secs(dnow.engine_seconds) if dnow else "—", _secs(dold.engine_seconds) if dold else "—",
@@ -404,9 +410,7 @@ def first_table(results: dict) -> str:
             _secs(vbt.engine_seconds) if vbt else "n/a",
             f"{old.engine_seconds / vbt.engine_seconds:.2f}" if vbt else "n/a"]) + " |")
     if not rows:
-        msg = next((per.get("parity_first", {}).get("message") for per in results.values()
-                    if per.get("parity_first", {}).get("message")), "")
-        out.append(f"| (not measured{': ' + msg if msg else ''}) |" + " |" * 8)
+        out.append(f"| (not measured: {first_why or 'no Parity row'}) |" + " |" * 8)
     return "\n".join(out) + "\n"
 
 
@@ -557,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         sweep = sweep_bench.measure(a.sweep_points, a.sweep_repeats, log=log)
     meta["load_average_start_end"] = [load_start, _loadavg()]
     rows = build_rows(results)
-    md = markdown(rows, meta, help_info, a.fill) + "\n" + views_table(results, whole) + "\n" + first_table(results)
+    md = markdown(rows, meta, help_info, a.fill) + "\n" + views_table(results, whole) + "\n" + first_table(results, "" if isinstance(first, Path) else first)
     for text in stage_tables:
         md += "\n" + text
     if sweep is not None:
