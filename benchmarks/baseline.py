@@ -40,7 +40,10 @@ def tree(out: Path, rev: str = FIRST_RELEASE) -> Path | str:
             tar.seek(0)
             dest.mkdir(parents=True, exist_ok=True)
             with tarfile.open(fileobj=tar) as t:
-                t.extractall(dest, filter="data")
+                try:
+                    t.extractall(dest, filter="data")
+                except TypeError:           # Python before 3.11.4 has no filter (the archive is our own history)
+                    t.extractall(dest)
     except OSError as e:
         return f"no checkout of {rev}: {e}"
     link = dest / "benchmarks"
