@@ -27,26 +27,27 @@ FIRST_RELEASE = "44efcb1"     # the last commit of the first release (2026-11-21
 
 def tree(out: Path, rev: str = FIRST_RELEASE) -> Path | str:
     """The directory holding ``rev``'s code with today's benchmarks linked in, or why there is none
-    (a shallow clone without that commit, no git)."""
+    (a shallow clone without that commit, no git). Made in a scratch directory beside it and renamed
+    into place once complete, so an interrupted run never leaves half a tree to be reused."""
     dest = out / f"baseline-{rev}"
-    if (dest / "framework").is_dir() and (dest / "benchmarks").exists():
+    if dest.is_dir():
         return dest
     try:
-        with tempfile.TemporaryFile() as tar:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile() as tar, tempfile.TemporaryDirectory(dir=out, prefix=".baseline-") as scratch:
             got = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev, "framework", "brokers"],
                                  stdout=tar, stderr=subprocess.PIPE, check=False)
             if got.returncode != 0:
                 return f"git archive {rev} failed: {got.stderr.decode(errors='replace').strip()[:200]}"
             tar.seek(0)
-            dest.mkdir(parents=True, exist_ok=True)
+            made = Path(scratch) / "tree"
             with tarfile.open(fileobj=tar) as t:
                 try:
-                    t.extractall(dest, filter="data")
+                    t.extractall(made, filter="data")
                 except TypeError:           # Python before 3.11.4 has no filter (the archive is our own history)
-                    t.extractall(dest)
+                    t.extractall(made)
+            (made / "benchmarks").symlink_to(REPO / "benchmarks", target_is_directory=True)
+            made.rename(dest)
     except OSError as e:
         return f"no checkout of {rev}: {e}"
-    link = dest / "benchmarks"
-    if not link.exists():
-        link.symlink_to(REPO / "benchmarks", target_is_directory=True)
     return dest
