@@ -46,6 +46,7 @@ from framework.types import (
 _S = OrderStatus
 _NO_FILLS = FillBatch.empty()    # shared: an empty report's arrays are never written to
 _NONE_STOPPED = np.zeros(0, np.bool_)
+NS_PER_DAY = 86_400_000_000_000
 
 
 class SimulatedBroker(WorkingOrders, Broker):
@@ -69,6 +70,7 @@ class SimulatedBroker(WorkingOrders, Broker):
         n, m = bars.shape
         self.n_bars, self.n_sym = n, m
         self.times = np.ascontiguousarray(bars.times)
+        self._times_ns = self.times.astype("datetime64[ns]", copy=False).view(np.int64)   # as integers (``_now``)
         self.close_ff = pd.DataFrame(bars.close).ffill().to_numpy()
         self._fill_px = {"next_open": bars.open, "close": bars.close,
                          "vwap": (bars.high + bars.low + bars.close) / 3.0}[fill]
@@ -82,7 +84,7 @@ class SimulatedBroker(WorkingOrders, Broker):
         self._nan_row.flags.writeable = self._all_open.flags.writeable = False
         self._cap_fraction = -1.0 if volume_cap is None else float(volume_cap)
         self._impact = isinstance(self.slippage, SpreadImpact)   # slippage needs volatility and volume
-        self._t: np.datetime64 | None = None   # clock time the two values below belong to
+        self._t_ns: int | None = None          # clock time (ns) the two values below belong to
         self._bar_now = -1                       # last bar stamped <= that time
         self._day_now = 0                        # that time's UTC day, as days since the epoch
         self._processed = -1          # bars whose pending orders and splits have been handled
@@ -107,12 +109,11 @@ class SimulatedBroker(WorkingOrders, Broker):
 
     def _now(self) -> int:
         """Index of the last bar stamped <= the clock's time (cached until the clock moves)."""
-        t = self.clock.now()
-        if t is not self._t:
-            if self._t is None or t != self._t:
-                self._bar_now = int(self.times.searchsorted(t, "right")) - 1
-                self._day_now = int(np.datetime64(t, "D").astype(np.int64))
-            self._t = t
+        ns = self.clock.now_ns()
+        if ns != self._t_ns:
+            self._bar_now = int(self._times_ns.searchsorted(ns, "right")) - 1
+            self._day_now = ns // NS_PER_DAY          # floored, as numpy's cast to days
+            self._t_ns = ns
         return self._bar_now
 
     # ------------------------------------------------------------------ Broker
