@@ -28,3 +28,9 @@ def test_days_before_the_epoch_are_floored_as_numpy_floors_them():
     for t in ("1969-12-31T23:59:59.999999999", "1970-01-01T00:00:00", "2000-02-29T12:00:00"):
         c = SimClock(np.datetime64(t, "ns"))
         assert c.now_ns() // 86_400_000_000_000 == int(np.datetime64(c.now(), "D").astype(np.int64))
+
+
+def test_not_a_time_is_refused():
+    c = SimClock(np.datetime64("2024-01-02", "ns"))
+    with pytest.raises(ValueError, match="needs a time"):
+        c.advance(np.datetime64("NaT", "ns"))
