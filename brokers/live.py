@@ -189,9 +189,10 @@ class LiveBroker(Broker):
                 continue
             states[i] = self._send(self._request(batch, i, cid), messages, i)
             self._observe(on_update, batch, i, states[i], messages)
+        held = self.held_for_open(states)
         states = self._wait(states, on_change=lambda i, st: self._observe(on_update, batch, i, st, messages),
-                            skip=self.held_for_open(states))
-        states = self._finish_open(batch, states, messages, on_update)
+                            skip=held)
+        states = self._finish_open(batch, states, messages, on_update, held)
         for i, st in enumerate(states):
             if st is not None and st.status in OPEN:
                 self._working[st.client_order_id] = (batch, i, st)
@@ -266,12 +267,13 @@ class LiveBroker(Broker):
         return out
 
     def _finish_open(self, batch: OrderBatch, states: list[OrderState | None], messages: dict[int, str],
-                     on_update: OnUpdate | None = None) -> list[OrderState | None]:
-        """Orders still working after the timeout: cancel them (market) or escalate (smart)."""
+                     on_update: OnUpdate | None = None, held: frozenset[int] = frozenset()) -> list[OrderState | None]:
+        """Orders still working after the timeout: cancel them (market) or escalate (smart). Those the
+        venue holds for the open (``held``, known from when they were sent, or found so now) stay."""
         for i, s in enumerate(states):
             if s is None or s.status not in OPEN:
                 continue
-            if self.market_hours_wait(s):
+            if i in held or self.market_hours_wait(s):
                 messages[i] = "waiting for the market to open (broker clock): order left working"
                 continue
             try:

@@ -79,8 +79,7 @@ def check_plan(plan: RebalancePlan, acct: AccountSnapshot, positions: np.ndarray
 
     ``releasable``: quantity per symbol that Parity's own orders hold and that the cycle frees before
     it trades (its protective exits): available to sell."""
-    simple = not acct.positions and releasable is None      # the venue says nothing held by open orders
-    avail = np.abs(positions) if simple else available_vector(acct, universe, positions)
+    avail = available_vector(acct, universe, positions)
     if releasable is not None:
         avail = np.minimum(avail + releasable, np.abs(positions))
     if not (acct.wash_trade_rule and foreign):

@@ -346,9 +346,12 @@ def test_close_while_the_equity_market_is_closed_says_it_waits_for_the_open(home
     assert p.returncode == 0, p.stderr
     assert "market for AAPL is closed" in p.stdout and "next open" in p.stdout and "gap" in p.stdout
     assert home.posts() == 0
+    clock_before = sum(1 for r in srv.requests if r.path == "/v2/clock")
     p = home.run("close", "--symbol", "AAPL", "--paper")
     assert p.returncode == 0, p.stderr
     assert "next open" in p.stdout and "close AAPL: queued for the next open, filled 0 of 10" in p.stdout
+    # the clock is asked before sending and once for the sent order, not again per order at the end
+    assert sum(1 for r in srv.requests if r.path == "/v2/clock") - clock_before <= 2
     assert srv.position_qty("AAPL") == 10.0 and srv.count_orders(symbol="AAPL", side="sell") == 1
     p = home.run("close", "--symbol", "X:BTCUSD", "--paper")
     assert p.returncode == 0, p.stderr
